@@ -1,0 +1,61 @@
+# llm-grpc — every target installs what it needs into .venv, so each works from a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+STAMP := $(VENV)/.installed
+PROTO_SRC := protos/llm_grpc/v1/llm.proto
+GEN_DIR := llm_grpc/v1
+
+.PHONY: install run proto proto-check buf-lint lint typecheck test test-unit test-integration bench clean
+
+$(STAMP): pyproject.toml clients/python/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]' -e clients/python
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Serve on localhost:50051 with the bundled provider emulators (no keys, no network).
+run: $(STAMP)
+	$(BIN)/llm-gateway serve --demo
+
+## Regenerate llm_grpc/v1 from protos/ (messages, grpc stubs, .pyi type stubs).
+proto: $(STAMP)
+	PATH="$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -Iprotos \
+		--python_out=. --grpc_python_out=. --mypy_out=. --mypy_grpc_out=. \
+		$(PROTO_SRC)
+
+## Fail when the committed generated code differs from what `make proto` would write.
+proto-check: $(STAMP)
+	@tmp=$$(mktemp -d) && \
+	PATH="$(BIN):$$PATH" $(PY) -m grpc_tools.protoc -Iprotos \
+		--python_out=$$tmp --grpc_python_out=$$tmp --mypy_out=$$tmp --mypy_grpc_out=$$tmp \
+		$(PROTO_SRC) && \
+	for f in $$tmp/$(GEN_DIR)/*; do \
+		cmp -s "$$f" "$(GEN_DIR)/$$(basename $$f)" || { echo "stale generated code: $(GEN_DIR)/$$(basename $$f); run 'make proto'"; rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "generated code is current"
+
+buf-lint: $(STAMP)
+	cd protos && ../$(BIN)/buf lint
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+## The README's test command: contract, lint, types, then every test.
+test: proto-check buf-lint lint typecheck
+	$(BIN)/pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+test-integration: $(STAMP)
+	$(BIN)/pytest -q tests/integration
+
+clean:
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""llm-grpc: one gRPC gateway to OpenAI, Anthropic and Google Gemini."""

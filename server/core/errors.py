@@ -1,0 +1,133 @@
+"""One error hierarchy for the whole gateway; `server/api/status.py` maps it to gRPC status codes.
+
+    GatewayError
+    ├── InvalidRequest          caller input breaks a rule          → INVALID_ARGUMENT + BadRequest
+    ├── ModelNotAllowed         model outside the allowlist          → PERMISSION_DENIED + ErrorInfo
+    ├── DeadlineExceeded        caller deadline / request timeout    → DEADLINE_EXCEEDED
+    └── ProviderError           anything a provider call raised (always names the provider)
+        ├── ProviderBadRequest  provider 400/404/413/422             → INVALID_ARGUMENT
+        ├── ProviderAuthError   provider refused the gateway's key   → INTERNAL
+        ├── ProviderRateLimited 429 after retries                    → RESOURCE_EXHAUSTED + RetryInfo
+        ├── ProviderUnavailable 5xx, 529, connection failure         → UNAVAILABLE
+        └── ProviderTimeout     the provider did not answer in time  → DEADLINE_EXCEEDED
+
+Messages never contain a key: adapters build them from the provider's error body, and
+`server/observability/redact.py` scrubs anything key-shaped on the way out all the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from server.core.types import ProviderName
+
+
+class GatewayError(Exception):
+    """Base of every error the gateway raises on purpose. `reason` is the ErrorInfo reason."""
+
+    reason = "GATEWAY_ERROR"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def metadata(self) -> dict[str, str]:
+        """Every dynamic value of the message, for google.rpc.ErrorInfo.metadata."""
+        return {}
+
+
+@dataclass(slots=True, frozen=True)
+class FieldViolation:
+    field: str
+    description: str
+
+
+class InvalidRequest(GatewayError):
+    reason = "INVALID_REQUEST"
+
+    def __init__(self, violations: Sequence[FieldViolation]) -> None:
+        self.violations = tuple(violations)
+        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+
+    def metadata(self) -> dict[str, str]:
+        return {"fields": ",".join(v.field for v in self.violations)}
+
+
+class ModelNotAllowed(GatewayError):
+    reason = "MODEL_NOT_ALLOWED"
+
+    def __init__(self, model: str, allowed: Sequence[str]) -> None:
+        self.model = model
+        self.allowed = tuple(allowed)
+        super().__init__(f"model {model!r} is not allowed; allowed models: {', '.join(self.allowed)}")
+
+    def metadata(self) -> dict[str, str]:
+        return {"model": self.model, "allowed_models": ",".join(self.allowed)}
+
+
+class DeadlineExceeded(GatewayError):
+    reason = "DEADLINE_EXCEEDED"
+
+
+class ProviderError(GatewayError):
+    reason = "PROVIDER_ERROR"
+    retryable = False
+
+    def __init__(self, provider: ProviderName, message: str, *, status_code: int | None = None) -> None:
+        self.provider = provider
+        self.status_code = status_code
+        super().__init__(f"{provider}: {message}")
+
+    def metadata(self) -> dict[str, str]:
+        meta = {"provider": str(self.provider)}
+        if self.status_code is not None:
+            meta["http_status"] = str(self.status_code)
+        return meta
+
+
+class ProviderBadRequest(ProviderError):
+    reason = "PROVIDER_REJECTED_REQUEST"
+
+
+class ProviderAuthError(ProviderError):
+    reason = "PROVIDER_AUTH_FAILED"
+
+
+class ProviderRateLimited(ProviderError):
+    reason = "PROVIDER_RATE_LIMITED"
+    retryable = True
+
+    def __init__(
+        self,
+        provider: ProviderName,
+        message: str,
+        *,
+        status_code: int | None = 429,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(provider, message, status_code=status_code)
+        self.retry_after = retry_after
+        """Seconds the provider asked us to wait (Retry-After / retry-after-ms), when it said."""
+
+
+class ProviderUnavailable(ProviderError):
+    reason = "PROVIDER_UNAVAILABLE"
+    retryable = True
+
+    def __init__(
+        self,
+        provider: ProviderName,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(provider, message, status_code=status_code)
+        self.retry_after = retry_after
+
+
+class ProviderTimeout(ProviderError):
+    """The attempt used up its timeout, which is already the whole remaining budget: not retried."""
+
+    reason = "PROVIDER_TIMEOUT"

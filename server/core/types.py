@@ -1,0 +1,132 @@
+"""The core's own small types. The servicers translate protobuf to these; the adapters translate these
+to each provider's SDK. Nothing here knows gRPC or an SDK."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Role(enum.Enum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+
+
+class FinishReason(enum.Enum):
+    UNSPECIFIED = "unspecified"
+    STOP = "stop"
+    LENGTH = "length"
+    CONTENT_FILTER = "content_filter"
+    TOOL_CALLS = "tool_calls"
+    OTHER = "other"
+
+
+class ProviderName(enum.StrEnum):
+    OPENAI = "openai"
+    ANTHROPIC = "anthropic"
+    GEMINI = "gemini"
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    role: Role
+    content: str
+
+
+@dataclass(slots=True, frozen=True)
+class ChatRequest:
+    """A validated request. `model` is always a concrete, allowed model id by the time an adapter sees it."""
+
+    model: str
+    messages: tuple[Message, ...]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(slots=True, frozen=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(slots=True, frozen=True)
+class Completion:
+    """What an adapter returns for a unary call."""
+
+    content: str
+    usage: Usage
+    finish_reason: FinishReason
+
+
+@dataclass(slots=True, frozen=True)
+class TextDelta:
+    """A piece of generated text, relayed as the provider produced it."""
+
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class StreamEnd:
+    """The last event an adapter's stream yields: the provider's own usage and finish reason."""
+
+    usage: Usage
+    finish_reason: FinishReason
+
+
+StreamEvent = TextDelta | StreamEnd
+
+
+@dataclass(slots=True, frozen=True)
+class RequestContext:
+    """Agent-to-agent context of one call; goes to logs and to the provider as HTTP headers."""
+
+    trace_id: str
+    source_agent: str = ""
+    session_id: str = ""
+
+    def provider_headers(self) -> dict[str, str]:
+        """The A2A context as the HTTP headers every provider request carries."""
+        headers = {"X-Trace-ID": self.trace_id}
+        if self.source_agent:
+            headers["X-Source-Agent"] = self.source_agent
+        if self.session_id:
+            headers["X-Session-ID"] = self.session_id
+        return headers
+
+
+@dataclass(slots=True, frozen=True)
+class CallOptions:
+    """Per-attempt options the facade hands an adapter."""
+
+    headers: dict[str, str] = field(default_factory=dict)
+    timeout: float = 60.0
+    """Seconds this attempt may take: the smaller of the caller's remaining deadline and the request timeout."""
+
+
+@dataclass(slots=True, frozen=True)
+class Result:
+    """A served unary call, as the facade returns it to the edge."""
+
+    completion: Completion
+    provider: ProviderName
+    model: str
+    latency_ms: float
+
+
+@dataclass(slots=True, frozen=True)
+class StreamSummary:
+    """The close of a served stream, as the facade returns it to the edge."""
+
+    usage: Usage
+    finish_reason: FinishReason
+    provider: ProviderName
+    model: str
+    latency_ms: float
+    time_to_first_token_ms: float

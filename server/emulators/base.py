@@ -1,0 +1,217 @@
+"""What the three emulators share: an aiohttp server with a request log, deterministic replies and
+fault injection driven from the prompt.
+
+Fault injection: the last user message may carry one directive, `[[emulate: key=value ...]]`, which is
+stripped from the text the emulator echoes. Keys:
+
+    status=429          answer with this HTTP status and the provider's own error body
+    retry_after=2       with `status`: a Retry-After header, in seconds
+    retry_after_ms=150  with `status`: a retry-after-ms header
+    times=2             with `status`: fail only the first N requests of this trace id (X-Trace-ID), then serve
+    finish=length       end with this finish reason (length | content_filter | stop)
+    token_delay_ms=20   sleep this long before each token (also settable per emulator)
+    drop_after=3        stream: send N chunks, then cut the connection
+    error_after=3       stream: send N chunks, then the provider's in-stream error event
+    reply=some_words    reply with these words (underscores become spaces) instead of the echo
+
+The reply is `emulator reply: <last user text>`, split into tokens at word boundaries, so tests can
+predict content, usage and where a stop sequence cuts it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shlex
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+_DIRECTIVE = re.compile(r"\[\[emulate:(?P<body>[^\]]*)\]\]")
+_TOKEN = re.compile(r"\S+\s*")
+
+
+@dataclass(slots=True)
+class Directives:
+    status: int | None = None
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    times: int | None = None
+    finish: str | None = None
+    token_delay_ms: float | None = None
+    drop_after: int | None = None
+    error_after: int | None = None
+    reply: str | None = None
+
+
+def parse_directives(text: str) -> tuple[str, Directives]:
+    """Split `text` into the text without its directive and the directive's settings."""
+    found = _DIRECTIVE.search(text)
+    directives = Directives()
+    if found is None:
+        return text, directives
+    for item in shlex.split(found.group("body")):
+        key, _, value = item.partition("=")
+        match key:
+            case "status":
+                directives.status = int(value)
+            case "retry_after":
+                directives.retry_after = value
+            case "retry_after_ms":
+                directives.retry_after_ms = value
+            case "times":
+                directives.times = int(value)
+            case "finish":
+                directives.finish = value
+            case "token_delay_ms":
+                directives.token_delay_ms = float(value)
+            case "drop_after":
+                directives.drop_after = int(value)
+            case "error_after":
+                directives.error_after = int(value)
+            case "reply":
+                directives.reply = value.replace("_", " ")
+    return (text[: found.start()] + text[found.end() :]).strip(), directives
+
+
+def count_tokens(text: str) -> int:
+    """The emulators' tokenizer: one token per whitespace-separated word."""
+    return len(text.split())
+
+
+@dataclass(slots=True)
+class Reply:
+    """A planned reply: its tokens after max_tokens and stop sequences, and why it ends."""
+
+    tokens: list[str]
+    finish: str
+    """One of stop | length | content_filter; each emulator maps it to its API's own value."""
+    prompt_tokens: int
+
+    @property
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    @property
+    def completion_tokens(self) -> int:
+        return len(self.tokens)
+
+
+def plan_reply(
+    prompt_texts: Sequence[str],
+    last_user_text: str,
+    directives: Directives,
+    *,
+    max_tokens: int | None,
+    stop: Sequence[str] = (),
+) -> Reply:
+    text = directives.reply if directives.reply is not None else f"emulator reply: {last_user_text}"
+    finish = "stop"
+    for sequence in stop:
+        if sequence and sequence in text:
+            text = text[: text.index(sequence)]
+    tokens = _TOKEN.findall(text)
+    if max_tokens is not None and len(tokens) > max_tokens:
+        tokens = tokens[:max_tokens]
+        finish = "length"
+    if directives.finish is not None:
+        finish = directives.finish
+    return Reply(tokens=tokens, finish=finish, prompt_tokens=sum(count_tokens(t) for t in prompt_texts))
+
+
+@dataclass(slots=True, frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    """Lower-cased header names."""
+    body: Any
+
+
+@dataclass
+class Emulator:
+    """Base of the three emulators: start/stop, the request log, failure counting, token pacing."""
+
+    api_key: str
+    token_delay_ms: float = 0.0
+    requests: list[RecordedRequest] = field(default_factory=list)
+    _failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    _runner: web.AppRunner | None = None
+    base_url: str = ""
+
+    name = "emulator"
+
+    def routes(self) -> list[web.RouteDef]:
+        raise NotImplementedError
+
+    def build_app(self) -> web.Application:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.add_routes(self.routes())
+        return app
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        """Serve on host:port (0 picks a free port) and return the base URL clients should use."""
+        self._runner = web.AppRunner(self.build_app(), access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        await site.start()
+        server = site._server
+        assert server is not None and server.sockets
+        bound_port = server.sockets[0].getsockname()[1]
+        self.base_url = self.url_for(host, bound_port)
+        return self.base_url
+
+    def url_for(self, host: str, port: int) -> str:
+        """The base URL the provider's SDK takes; subclasses add a path prefix such as `/v1`."""
+        return f"http://{host}:{port}"
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def record(self, request: web.Request) -> Any:
+        """Log the request (and return its JSON body, or None when it has none or is not JSON)."""
+        body: Any = None
+        if request.can_read_body:
+            try:
+                body = await request.json()
+            except ValueError:
+                body = None
+        self.requests.append(
+            RecordedRequest(
+                method=request.method,
+                path=request.path,
+                query=dict(request.query),
+                headers={k.lower(): v for k, v in request.headers.items()},
+                body=body,
+            )
+        )
+        return body
+
+    def should_fail(self, request: web.Request, directives: Directives) -> bool:
+        """Whether the directive's `status` applies to this request (honouring `times` per trace id)."""
+        if directives.status is None:
+            return False
+        if directives.times is None:
+            return True
+        key = request.headers.get("X-Trace-ID", "")
+        self._failures[key] += 1
+        return self._failures[key] <= directives.times
+
+    def retry_headers(self, directives: Directives) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        if directives.retry_after is not None:
+            headers["retry-after"] = directives.retry_after
+        if directives.retry_after_ms is not None:
+            headers["retry-after-ms"] = directives.retry_after_ms
+        return headers
+
+    async def pace(self, directives: Directives) -> None:
+        delay = directives.token_delay_ms if directives.token_delay_ms is not None else self.token_delay_ms
+        if delay > 0:
+            await asyncio.sleep(delay / 1000)

@@ -1,0 +1,1 @@
+"""One adapter per provider, each on its official SDK. The only place an SDK is imported."""
