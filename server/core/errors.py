@@ -74,9 +74,18 @@ class ProviderError(GatewayError):
     reason = "PROVIDER_ERROR"
     retryable = False
 
-    def __init__(self, provider: ProviderName, message: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self,
+        provider: ProviderName,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
         self.provider = provider
         self.status_code = status_code
+        self.retry_after = retry_after
+        """Seconds the provider asked us to wait (Retry-After / retry-after-ms), when it said."""
         super().__init__(f"{provider}: {message}")
 
     def metadata(self) -> dict[str, str]:
@@ -98,33 +107,10 @@ class ProviderRateLimited(ProviderError):
     reason = "PROVIDER_RATE_LIMITED"
     retryable = True
 
-    def __init__(
-        self,
-        provider: ProviderName,
-        message: str,
-        *,
-        status_code: int | None = 429,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(provider, message, status_code=status_code)
-        self.retry_after = retry_after
-        """Seconds the provider asked us to wait (Retry-After / retry-after-ms), when it said."""
-
 
 class ProviderUnavailable(ProviderError):
     reason = "PROVIDER_UNAVAILABLE"
     retryable = True
-
-    def __init__(
-        self,
-        provider: ProviderName,
-        message: str,
-        *,
-        status_code: int | None = None,
-        retry_after: float | None = None,
-    ) -> None:
-        super().__init__(provider, message, status_code=status_code)
-        self.retry_after = retry_after
 
 
 class ProviderTimeout(ProviderError):

@@ -107,7 +107,7 @@ class CallOptions:
 
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 60.0
-    """Seconds this attempt may take: the smaller of the caller's remaining deadline and the request timeout."""
+    """Seconds this attempt may take: what is left of the call's deadline."""
 
 
 @dataclass(slots=True, frozen=True)

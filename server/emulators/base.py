@@ -7,7 +7,7 @@ stripped from the text the emulator echoes. Keys:
     status=429          answer with this HTTP status and the provider's own error body
     retry_after=2       with `status`: a Retry-After header, in seconds
     retry_after_ms=150  with `status`: a retry-after-ms header
-    times=2             with `status`: fail only the first N requests of this trace id (X-Trace-ID), then serve
+    times=2             with `status`: fail only the first N requests of this X-Trace-ID, then serve
     finish=length       end with this finish reason (length | content_filter | stop)
     token_delay_ms=20   sleep this long before each token (also settable per emulator)
     drop_after=3        stream: send N chunks, then cut the connection
@@ -160,7 +160,8 @@ class Emulator:
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
         server = site._server
-        assert server is not None and server.sockets
+        assert server is not None
+        assert server.sockets
         bound_port = server.sockets[0].getsockname()[1]
         self.base_url = self.url_for(host, bound_port)
         return self.base_url

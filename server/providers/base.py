@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -39,7 +39,7 @@ class Provider(Protocol):
 
     async def complete(self, request: ChatRequest, options: CallOptions) -> Completion: ...
 
-    def stream(self, request: ChatRequest, options: CallOptions) -> AsyncIterator[StreamEvent]: ...
+    def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]: ...
 
     async def probe(self, timeout: float) -> None:
         """A cheap real call (list models) that raises a `ProviderError` when the provider is unhealthy."""

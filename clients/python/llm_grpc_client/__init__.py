@@ -1,0 +1,24 @@
+"""Async Python client for the llm-grpc gateway (llm.v1.LLMService)."""
+
+from llm_grpc_client.client import AsyncLLMClient, TokenStream
+from llm_grpc_client.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    LLMError,
+    ModelNotAllowed,
+    ProviderError,
+    RateLimited,
+    Unavailable,
+)
+
+__all__ = [
+    "AsyncLLMClient",
+    "DeadlineExceeded",
+    "InvalidArgument",
+    "LLMError",
+    "ModelNotAllowed",
+    "ProviderError",
+    "RateLimited",
+    "TokenStream",
+    "Unavailable",
+]

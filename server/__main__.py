@@ -1,0 +1,151 @@
+"""`llm-gateway serve` (also `python -m server serve`): run the gateway until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from collections.abc import Callable, Sequence
+
+import grpc
+import structlog
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import SecretStr, ValidationError
+
+from server.app import App, ConfigError, build_app, redactor_for
+from server.config import Settings
+from server.emulators.anthropic import AnthropicEmulator
+from server.emulators.base import Emulator
+from server.emulators.gemini import GeminiEmulator
+from server.emulators.openai import OpenAIEmulator
+from server.observability.logging import configure_logging
+
+log = structlog.get_logger("llm_grpc.main")
+
+DEMO_KEY = "demo-key-not-secret"
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="llm-gateway", description="One gRPC gateway to OpenAI, Anthropic and Gemini."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="serve the llm.v1.LLMService gRPC API")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
+    serve.add_argument(
+        "--demo",
+        action="store_true",
+        help="serve with bundled provider emulators instead of the real providers (no keys, no network)",
+    )
+    serve.add_argument(
+        "--log-format", choices=("json", "console"), default=None, help="default: LLM_LOG_FORMAT"
+    )
+    serve.add_argument(
+        "--shutdown-grace", type=float, default=30.0, help="seconds in-flight calls get on SIGTERM"
+    )
+    check = commands.add_parser(
+        "health", help="ask a running gateway's grpc.health.v1 service; exit 0 if SERVING"
+    )
+    check.add_argument("--target", default="127.0.0.1:50051")
+    check.add_argument("--timeout", type=float, default=3.0)
+    return parser.parse_args(argv)
+
+
+async def _check_health(target: str, timeout: float) -> int:
+    """The container HEALTHCHECK: grpc.health.v1 Check of the whole server, like grpc_health_probe."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        try:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(service=""), timeout=timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            print(f"unhealthy: {error.code().name} {error.details()}", file=sys.stderr)
+            return 1
+    serving = response.status == health_pb2.HealthCheckResponse.SERVING
+    print("SERVING" if serving else health_pb2.HealthCheckResponse.ServingStatus.Name(response.status))
+    return 0 if serving else 1
+
+
+async def _start_demo(settings: Settings) -> tuple[Settings, list[Emulator]]:
+    """Start the three emulators on loopback and point every provider at them."""
+    emulators: list[Emulator] = [
+        OpenAIEmulator(api_key=DEMO_KEY),
+        AnthropicEmulator(api_key=DEMO_KEY),
+        GeminiEmulator(api_key=DEMO_KEY),
+    ]
+    urls = [await emulator.start("127.0.0.1", 0) for emulator in emulators]
+    key = SecretStr(DEMO_KEY)
+    demo = settings.model_copy(
+        update={
+            "openai_api_key": key,
+            "anthropic_api_key": key,
+            "google_api_key": key,
+            "openai_base_url": urls[0],
+            "anthropic_base_url": urls[1],
+            "gemini_base_url": urls[2],
+        }
+    )
+    return demo, emulators
+
+
+async def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    emulators: list[Emulator] = []
+    if args.demo:
+        settings, emulators = await _start_demo(settings)
+        log.warning(
+            "DEMO MODE: providers are local emulators with canned replies; no real model is called",
+            openai=settings.openai_base_url,
+            anthropic=settings.anthropic_base_url,
+            gemini=settings.gemini_base_url,
+        )
+    app: App = build_app(settings, host=args.host, port=args.port)
+    await app.start()
+    log.info(
+        "serving", address=f"{args.host}:{app.port}", models=list(settings.allowed_models), demo=args.demo
+    )
+
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    await stopping.wait()
+    log.info("draining", grace_s=args.shutdown_grace)
+    await app.stop(args.shutdown_grace)
+    for emulator in emulators:
+        await emulator.stop()
+    log.info("stopped")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = _parse_args(argv)
+    if args.command == "health":
+        sys.exit(asyncio.run(_check_health(args.target, args.timeout)))
+    try:
+        settings = Settings()
+    except ValidationError as error:
+        sys.exit(f"llm-gateway: invalid configuration:\n{error}")
+    configure_logging(
+        settings.llm_log_level, args.log_format or settings.llm_log_format, redactor_for(settings)
+    )
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+            sys.exit(runner.run(_serve(args, settings)))
+    except ConfigError as error:
+        sys.exit(f"llm-gateway: {error}")
+
+
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (8-40 % more throughput under load), else asyncio's own loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The gRPC edge: protobuf ⇄ core types, metadata ⇄ RequestContext, core errors → gRPC status."""

@@ -1,0 +1,40 @@
+"""A2A context from gRPC metadata: `a2a-trace-id` (or a W3C `traceparent`), `a2a-source-agent`,
+`a2a-session-id`. A call without a trace id gets a fresh one."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable
+
+from server.core.types import RequestContext
+from server.core.validation import check_context_value
+
+TRACE_ID_KEY = "a2a-trace-id"
+SOURCE_AGENT_KEY = "a2a-source-agent"
+SESSION_ID_KEY = "a2a-session-id"
+TRACEPARENT_KEY = "traceparent"
+
+# version-traceid-parentid-flags; an all-zero trace id is invalid per W3C Trace Context.
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>(?!0{32})[0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def context_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> RequestContext:
+    """Build the call's RequestContext; raises InvalidRequest for an over-long or unprintable value."""
+    values: dict[str, str] = {}
+    for key, value in metadata or ():
+        if key in (TRACE_ID_KEY, SOURCE_AGENT_KEY, SESSION_ID_KEY, TRACEPARENT_KEY) and isinstance(
+            value, str
+        ):
+            values.setdefault(key, value)
+    trace_id = values.get(TRACE_ID_KEY, "")
+    if not trace_id and (match := _TRACEPARENT.match(values.get(TRACEPARENT_KEY, ""))):
+        trace_id = match.group("trace")
+    for key in (TRACE_ID_KEY, SOURCE_AGENT_KEY, SESSION_ID_KEY):
+        if key in values:
+            check_context_value(f"metadata.{key}", values[key])
+    return RequestContext(
+        trace_id=trace_id or uuid.uuid4().hex,
+        source_agent=values.get(SOURCE_AGENT_KEY, ""),
+        session_id=values.get(SESSION_ID_KEY, ""),
+    )

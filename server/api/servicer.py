@@ -1,0 +1,191 @@
+"""The llm.v1.LLMService servicer: thin. It turns protobuf into core drafts, metadata into a
+RequestContext, core results into protobuf, and every error into a gRPC status with rich details."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import grpc
+import structlog
+from google.protobuf import timestamp_pb2
+
+from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
+from server.api.context import TRACE_ID_KEY, context_from_metadata
+from server.api.status import internal_status, to_status
+from server.core.errors import GatewayError
+from server.core.gateway import Gateway
+from server.core.health import Health, HealthMonitor
+from server.core.types import FinishReason, RequestContext, Role, StreamSummary, TextDelta, Usage
+from server.core.validation import DraftMessage, DraftRequest
+from server.observability.redact import Redactor
+
+log = structlog.get_logger("llm_grpc.api")
+
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
+
+_ROLES = {
+    llm_pb2.ROLE_SYSTEM: Role.SYSTEM,
+    llm_pb2.ROLE_USER: Role.USER,
+    llm_pb2.ROLE_ASSISTANT: Role.ASSISTANT,
+}
+_FINISH_REASONS = {
+    FinishReason.UNSPECIFIED: llm_pb2.FINISH_REASON_UNSPECIFIED,
+    FinishReason.STOP: llm_pb2.FINISH_REASON_STOP,
+    FinishReason.LENGTH: llm_pb2.FINISH_REASON_LENGTH,
+    FinishReason.CONTENT_FILTER: llm_pb2.FINISH_REASON_CONTENT_FILTER,
+    FinishReason.TOOL_CALLS: llm_pb2.FINISH_REASON_TOOL_CALLS,
+    FinishReason.OTHER: llm_pb2.FINISH_REASON_OTHER,
+}
+_HEALTH = {
+    Health.UNKNOWN: llm_pb2.HEALTH_STATUS_UNKNOWN,
+    Health.SERVING: llm_pb2.HEALTH_STATUS_SERVING,
+    Health.NOT_SERVING: llm_pb2.HEALTH_STATUS_NOT_SERVING,
+}
+
+
+def _draft(request: llm_pb2.CompleteRequest | llm_pb2.StreamRequest) -> DraftRequest:
+    return DraftRequest(
+        model=request.model,
+        messages=[DraftMessage(_ROLES.get(m.role), m.content) for m in request.messages],
+        temperature=request.temperature if request.HasField("temperature") else None,
+        max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
+        top_p=request.top_p if request.HasField("top_p") else None,
+        stop=list(request.stop),
+    )
+
+
+def _usage(usage: Usage) -> llm_pb2.Usage:
+    return llm_pb2.Usage(
+        prompt_tokens=usage.prompt_tokens,
+        completion_tokens=usage.completion_tokens,
+        total_tokens=usage.total_tokens,
+    )
+
+
+class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
+    def __init__(self, gateway: Gateway, health: HealthMonitor, redactor: Redactor) -> None:
+        self._gateway = gateway
+        self._health = health
+        self._redact = redactor
+
+    async def Complete(
+        self, request: llm_pb2.CompleteRequest, context: ServicerContext
+    ) -> llm_pb2.CompleteResponse:
+        with _call_errors(self._redact) as call:
+            ctx = await _begin(context, call)
+            result = await self._gateway.complete(_draft(request), ctx, context.time_remaining())
+            completion = result.completion
+            return llm_pb2.CompleteResponse(
+                content=completion.content,
+                usage=_usage(completion.usage),
+                latency_ms=result.latency_ms,
+                provider=result.provider.value,
+                model=result.model,
+                trace_id=ctx.trace_id,
+                finish_reason=_FINISH_REASONS[completion.finish_reason],
+            )
+        return await _abort(context, call)
+
+    async def Stream(
+        self, request: llm_pb2.StreamRequest, context: ServicerContext
+    ) -> AsyncIterator[llm_pb2.StreamResponse]:
+        with _call_errors(self._redact) as call:
+            ctx = await _begin(context, call)
+            async for event in self._gateway.stream(_draft(request), ctx, context.time_remaining()):
+                if isinstance(event, TextDelta):
+                    yield llm_pb2.StreamResponse(delta=event.text)
+                else:
+                    yield llm_pb2.StreamResponse(done=_done(event, ctx))
+            return
+        await _abort(context, call)
+
+    async def ListModels(
+        self, request: llm_pb2.ListModelsRequest, context: ServicerContext
+    ) -> llm_pb2.ListModelsResponse:
+        return llm_pb2.ListModelsResponse(
+            models=[
+                llm_pb2.Model(id=model, provider=provider.value) for model, provider in self._gateway.models()
+            ],
+            default_model=self._gateway.allowlist.default_model,
+        )
+
+    async def CheckHealth(
+        self, request: llm_pb2.CheckHealthRequest, context: ServicerContext
+    ) -> llm_pb2.CheckHealthResponse:
+        providers = []
+        for name, state in self._health.snapshot().items():
+            entry = llm_pb2.ProviderHealth(
+                provider=name.value,
+                status=_HEALTH[state.status],
+                latency_ms=state.latency_ms,
+                error=self._redact(state.error),
+            )
+            if state.checked_at is not None:
+                entry.check_time.CopyFrom(_timestamp(state.checked_at))
+            providers.append(entry)
+        return llm_pb2.CheckHealthResponse(status=_HEALTH[self._health.overall()], providers=providers)
+
+
+def _done(summary: StreamSummary, ctx: RequestContext) -> llm_pb2.StreamDone:
+    return llm_pb2.StreamDone(
+        usage=_usage(summary.usage),
+        finish_reason=_FINISH_REASONS[summary.finish_reason],
+        latency_ms=summary.latency_ms,
+        time_to_first_token_ms=summary.time_to_first_token_ms,
+        provider=summary.provider.value,
+        model=summary.model,
+        trace_id=ctx.trace_id,
+    )
+
+
+def _timestamp(unix_seconds: float) -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromNanoseconds(int(unix_seconds * 1e9))
+    return stamp
+
+
+class _Call:
+    """What one call's error handling needs: its trace id (once known) and the status to abort with."""
+
+    __slots__ = ("status", "trace_id")
+
+    def __init__(self) -> None:
+        self.trace_id = ""
+        self.status: grpc.Status | None = None
+
+
+async def _begin(context: ServicerContext, call: _Call) -> RequestContext:
+    """Read the A2A context, bind it to every log line of the call, and echo the trace id."""
+    structlog.contextvars.clear_contextvars()
+    ctx = context_from_metadata(context.invocation_metadata())
+    call.trace_id = ctx.trace_id
+    structlog.contextvars.bind_contextvars(
+        trace_id=ctx.trace_id, source_agent=ctx.source_agent, session_id=ctx.session_id
+    )
+    await context.send_initial_metadata(((TRACE_ID_KEY, ctx.trace_id),))
+    return ctx
+
+
+@contextmanager
+def _call_errors(redact: Redactor) -> Iterator[_Call]:
+    """Turn whatever the call raised into the status to abort with; cancellation passes through."""
+    call = _Call()
+    try:
+        yield call
+    except GatewayError as error:
+        call.status = to_status(error, redact)
+    except (asyncio.CancelledError, grpc.aio.AbortError):
+        raise
+    except Exception:
+        log.exception("internal.error")
+        call.status = internal_status(call.trace_id or "none")
+
+
+async def _abort(context: ServicerContext, call: _Call) -> NoReturn:
+    status = call.status
+    assert status is not None
+    await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover

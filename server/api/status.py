@@ -1,0 +1,101 @@
+"""Core errors → gRPC status with google.rpc rich details. The only place that mapping lives."""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2, duration_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from server.core.errors import (
+    DeadlineExceeded,
+    GatewayError,
+    InvalidRequest,
+    ModelNotAllowed,
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderTimeout,
+    ProviderUnavailable,
+)
+from server.observability.redact import Redactor
+
+ERROR_DOMAIN = "llm-grpc.llm.v1"
+DEFAULT_RETRY_DELAY_S = 1.0
+
+_CODES: dict[type[GatewayError], int] = {
+    InvalidRequest: code_pb2.INVALID_ARGUMENT,
+    ModelNotAllowed: code_pb2.PERMISSION_DENIED,
+    DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
+    ProviderBadRequest: code_pb2.INVALID_ARGUMENT,
+    ProviderAuthError: code_pb2.INTERNAL,
+    ProviderRateLimited: code_pb2.RESOURCE_EXHAUSTED,
+    ProviderUnavailable: code_pb2.UNAVAILABLE,
+    ProviderTimeout: code_pb2.DEADLINE_EXCEEDED,
+    ProviderError: code_pb2.UNAVAILABLE,
+    GatewayError: code_pb2.INTERNAL,
+}
+
+
+def code_for(error: GatewayError) -> int:
+    """The google.rpc code of `error`: its own class's, else its nearest ancestor's."""
+    for cls in type(error).__mro__:
+        if cls in _CODES:
+            return int(_CODES[cls])
+    return int(code_pb2.INTERNAL)
+
+
+def _pack(message: object) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)  # type: ignore[arg-type]
+    return packed
+
+
+def to_status(error: GatewayError, redact: Redactor) -> grpc.Status:
+    """The gRPC status of `error`: code, redacted message, ErrorInfo and the details that apply."""
+    details = [
+        _pack(
+            error_details_pb2.ErrorInfo(
+                reason=error.reason,
+                domain=ERROR_DOMAIN,
+                metadata={key: redact(value) for key, value in error.metadata().items()},
+            )
+        )
+    ]
+    if isinstance(error, InvalidRequest):
+        details.append(
+            _pack(
+                error_details_pb2.BadRequest(
+                    field_violations=[
+                        error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                        for v in error.violations
+                    ]
+                )
+            )
+        )
+    if isinstance(error, ProviderRateLimited):
+        delay = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_DELAY_S
+        retry_delay = duration_pb2.Duration()
+        retry_delay.FromNanoseconds(int(delay * 1e9))
+        details.append(_pack(error_details_pb2.RetryInfo(retry_delay=retry_delay)))
+    status = status_pb2.Status(code=code_for(error), message=redact(error.message), details=details)
+    result: grpc.Status = rpc_status.to_status(status)
+    return result
+
+
+def internal_status(trace_id: str) -> grpc.Status:
+    """For a bug: say so without leaking its text; the log line with the same trace id has the rest."""
+    status = status_pb2.Status(
+        code=code_pb2.INTERNAL,
+        message=f"internal error in the gateway (trace id {trace_id})",
+        details=[
+            _pack(
+                error_details_pb2.ErrorInfo(
+                    reason="INTERNAL", domain=ERROR_DOMAIN, metadata={"trace_id": trace_id}
+                )
+            )
+        ],
+    )
+    result: grpc.Status = rpc_status.to_status(status)
+    return result

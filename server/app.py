@@ -1,0 +1,169 @@
+"""Builds the whole gateway from Settings: providers, facade, health, the grpc.aio server with the
+standard health service and reflection. Everything is built here and injected; nothing is global."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import grpc
+import structlog
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
+from server.api.servicer import LLMServicer
+from server.config import KEY_ENV_NAMES, Settings
+from server.core.gateway import Gateway
+from server.core.governance import Allowlist
+from server.core.health import HealthMonitor
+from server.core.registry import ModelRegistry
+from server.core.retry import RetryPolicy
+from server.core.types import ProviderName
+from server.core.validation import Limits
+from server.observability.redact import Redactor
+from server.providers.anthropic import AnthropicProvider
+from server.providers.base import Provider, ProviderSettings
+from server.providers.gemini import GeminiProvider
+from server.providers.openai import OpenAIProvider
+
+log = structlog.get_logger("llm_grpc.app")
+
+SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["LLMService"].full_name
+
+PROVIDER_FACTORIES: Mapping[ProviderName, Callable[[ProviderSettings], Provider]] = {
+    ProviderName.OPENAI: OpenAIProvider,
+    ProviderName.ANTHROPIC: AnthropicProvider,
+    ProviderName.GEMINI: GeminiProvider,
+}
+
+
+class ConfigError(Exception):
+    """The settings cannot make a working gateway; the message lists every problem."""
+
+
+def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
+    """The providers the allowlist needs, with their models; ConfigError naming every problem otherwise.
+
+    Problems: an allowed model mapping to no provider, a needed key missing, the default not allowed.
+    """
+    registry = ModelRegistry(settings.llm_provider_prefixes)
+    problems: list[str] = []
+    needed: dict[ProviderName, list[str]] = {}
+    if not settings.allowed_models:
+        problems.append("ALLOWED_MODELS is empty: allow at least one model")
+    for model in settings.allowed_models:
+        provider = registry.provider_for(model)
+        if provider is None:
+            problems.append(
+                f"allowed model {model!r} maps to no provider (LLM_PROVIDER_PREFIXES knows "
+                f"{', '.join(prefix for prefix, _ in settings.llm_provider_prefixes)})"
+            )
+        else:
+            needed.setdefault(provider, []).append(model)
+    for provider, models in needed.items():
+        key = settings.api_key(provider)
+        if key is None or not key.get_secret_value().strip():
+            problems.append(
+                f"{KEY_ENV_NAMES[provider]} is not set, but ALLOWED_MODELS has {', '.join(models)}"
+            )
+    if settings.llm_default_model not in settings.allowed_models:
+        problems.append(f"LLM_DEFAULT_MODEL {settings.llm_default_model!r} is not in ALLOWED_MODELS")
+    if problems:
+        raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
+    return needed
+
+
+def build_providers(
+    settings: Settings, needed: Mapping[ProviderName, object]
+) -> dict[ProviderName, Provider]:
+    providers: dict[ProviderName, Provider] = {}
+    for name in needed:
+        key = settings.api_key(name)
+        assert key is not None  # check_settings guarantees it
+        providers[name] = PROVIDER_FACTORIES[name](
+            ProviderSettings(
+                api_key=key.get_secret_value(),
+                base_url=settings.base_url(name),
+                max_connections=settings.llm_max_connections,
+                default_max_tokens=settings.llm_default_max_tokens,
+            )
+        )
+    return providers
+
+
+def redactor_for(settings: Settings) -> Redactor:
+    keys = (settings.openai_api_key, settings.anthropic_api_key, settings.google_api_key)
+    return Redactor(key.get_secret_value() for key in keys if key is not None)
+
+
+@dataclass
+class App:
+    """A built gateway: the grpc.aio server and what it owns."""
+
+    server: grpc.aio.Server
+    port: int
+    gateway: Gateway
+    health_monitor: HealthMonitor
+    health_servicer: health.aio.HealthServicer  # type: ignore[name-defined]
+    providers: dict[ProviderName, Provider]
+
+    async def start(self) -> None:
+        await self.server.start()
+        self.health_monitor.start()
+        for service in ("", SERVICE_NAME):
+            await self.health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+
+    async def stop(self, grace: float | None = 5.0) -> None:
+        """Report NOT_SERVING, let in-flight calls finish within `grace`, then release everything."""
+        await self.health_servicer.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.health_monitor.stop()
+        await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
+
+
+def build_app(
+    settings: Settings,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 50051,
+    providers: dict[ProviderName, Provider] | None = None,
+) -> App:
+    """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
+    needed = check_settings(settings)
+    providers = providers if providers is not None else build_providers(settings, needed)
+    redactor = redactor_for(settings)
+    gateway = Gateway(
+        allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
+        registry=ModelRegistry(settings.llm_provider_prefixes),
+        providers=providers,
+        retry=RetryPolicy(
+            settings.llm_max_retries, settings.llm_retry_base_delay, settings.llm_retry_max_delay
+        ),
+        limits=Limits(
+            max_request_bytes=settings.llm_max_request_bytes, max_messages=settings.llm_max_messages
+        ),
+        request_timeout=settings.llm_request_timeout,
+    )
+    monitor = HealthMonitor(providers, settings.llm_health_interval)
+    # The transport limit sits above the content limit, so an oversize request usually gets the
+    # gateway's own INVALID_ARGUMENT naming the limit; only a grossly oversize one meets gRPC's.
+    max_message = max(4 * 1024 * 1024, 2 * settings.llm_max_request_bytes)
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", max_message),
+            ("grpc.max_send_message_length", max_message),
+        ]
+    )
+    llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(gateway, monitor, redactor), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+        server,
+    )
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise ConfigError(f"cannot listen on {host}:{port}")
+    return App(server, bound, gateway, monitor, health_servicer, providers)

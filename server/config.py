@@ -1,0 +1,108 @@
+"""Settings, read once from the environment at start and passed down. No other module reads os.environ."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from server.core.types import ProviderName
+
+DEFAULT_ALLOWED_MODELS = (
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-5",
+    "gpt-5-mini",
+    "claude-3-5-sonnet-20241022",
+    "claude-3-5-haiku-20241022",
+    "gemini-2.0-flash-exp",
+    "gemini-1.5-pro",
+)
+
+DEFAULT_PROVIDER_PREFIXES = (
+    ("gpt-", ProviderName.OPENAI),
+    ("o1", ProviderName.OPENAI),
+    ("o3", ProviderName.OPENAI),
+    ("o4", ProviderName.OPENAI),
+    ("claude-", ProviderName.ANTHROPIC),
+    ("gemini-", ProviderName.GEMINI),
+)
+
+KEY_ENV_NAMES = {
+    ProviderName.OPENAI: "OPENAI_API_KEY",
+    ProviderName.ANTHROPIC: "ANTHROPIC_API_KEY",
+    ProviderName.GEMINI: "GOOGLE_API_KEY (or GEMINI_API_KEY)",
+}
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """Every setting of the gateway; see docs/configuration.md for the table."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore", frozen=True)
+
+    openai_api_key: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+    google_api_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("google_api_key", "gemini_api_key")
+    )
+    openai_base_url: str | None = None
+    anthropic_base_url: str | None = None
+    gemini_base_url: str | None = None
+
+    allowed_models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_MODELS
+    llm_default_model: str = "gpt-4.1-mini"
+    llm_provider_prefixes: Annotated[tuple[tuple[str, ProviderName], ...], NoDecode] = (
+        DEFAULT_PROVIDER_PREFIXES
+    )
+    llm_request_timeout: float = Field(default=60.0, gt=0)
+    llm_max_retries: int = Field(default=3, ge=0, le=10)
+    llm_retry_base_delay: float = Field(default=0.5, ge=0)
+    llm_retry_max_delay: float = Field(default=8.0, ge=0)
+    llm_max_connections: int = Field(default=2000, ge=1)
+    llm_default_max_tokens: int = Field(default=4096, ge=1)
+    llm_max_request_bytes: int = Field(default=1_048_576, ge=1024)
+    llm_max_messages: int = Field(default=1000, ge=1)
+    llm_health_interval: float = Field(default=30.0, gt=0)
+    llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
+    llm_log_format: Literal["json", "console"] = "json"
+
+    @field_validator("allowed_models", mode="before")
+    @classmethod
+    def _parse_models(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("llm_provider_prefixes", mode="before")
+    @classmethod
+    def _parse_prefixes(cls, value: object) -> object:
+        """`gpt-=openai,claude-=anthropic` → ((prefix, provider), ...)."""
+        items = _split_commas(value)
+        if isinstance(items, list):
+            pairs = []
+            for item in items:
+                prefix, sep, provider = str(item).partition("=")
+                if not sep or not prefix.strip():
+                    raise ValueError(f"expected prefix=provider, got {item!r}")
+                pairs.append((prefix.strip(), provider.strip()))
+            return tuple(pairs)
+        return value
+
+    def api_key(self, provider: ProviderName) -> SecretStr | None:
+        return {
+            ProviderName.OPENAI: self.openai_api_key,
+            ProviderName.ANTHROPIC: self.anthropic_api_key,
+            ProviderName.GEMINI: self.google_api_key,
+        }[provider]
+
+    def base_url(self, provider: ProviderName) -> str | None:
+        return {
+            ProviderName.OPENAI: self.openai_base_url,
+            ProviderName.ANTHROPIC: self.anthropic_base_url,
+            ProviderName.GEMINI: self.gemini_base_url,
+        }[provider]

@@ -1,0 +1,110 @@
+"""Caller input rules. Every violation of a request is collected and reported at once."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from server.core.errors import FieldViolation, InvalidRequest
+from server.core.types import ChatRequest, Message, Role
+
+MAX_MODEL_LENGTH = 64
+MAX_CONTEXT_VALUE_LENGTH = 128
+MAX_STOP_SEQUENCES = 16
+MAX_STOP_LENGTH = 256
+
+
+@dataclass(slots=True, frozen=True)
+class Limits:
+    max_request_bytes: int = 1_048_576
+    """Total UTF-8 bytes of message content and stop sequences."""
+    max_messages: int = 1000
+
+
+@dataclass(slots=True, frozen=True)
+class DraftMessage:
+    """A message as the caller sent it: `role` is None when unspecified or unknown."""
+
+    role: Role | None
+    content: str
+
+
+@dataclass(slots=True, frozen=True)
+class DraftRequest:
+    """A request as the caller sent it, before validation and model resolution."""
+
+    model: str
+    messages: Sequence[DraftMessage]
+    temperature: float | None = None
+    max_tokens: int | None = None
+    top_p: float | None = None
+    stop: Sequence[str] = ()
+
+
+def validate(draft: DraftRequest, limits: Limits) -> list[FieldViolation]:
+    violations: list[FieldViolation] = []
+
+    def bad(field: str, description: str) -> None:
+        violations.append(FieldViolation(field, description))
+
+    if len(draft.model) > MAX_MODEL_LENGTH:
+        bad("model", f"must be at most {MAX_MODEL_LENGTH} characters")
+    if not draft.messages:
+        bad("messages", "at least one message is required")
+    elif len(draft.messages) > limits.max_messages:
+        bad("messages", f"at most {limits.max_messages} messages are allowed")
+    else:
+        for index, message in enumerate(draft.messages):
+            if message.role is None:
+                bad(f"messages[{index}].role", "must be ROLE_SYSTEM, ROLE_USER or ROLE_ASSISTANT")
+        if not any(message.content.strip() for message in draft.messages):
+            bad("messages", "at least one message must have content")
+    size = sum(len(m.content.encode()) for m in draft.messages) + sum(len(s.encode()) for s in draft.stop)
+    if size > limits.max_request_bytes:
+        bad("messages", f"request content is {size} bytes; the limit is {limits.max_request_bytes}")
+    if draft.temperature is not None and not (
+        math.isfinite(draft.temperature) and 0.0 <= draft.temperature <= 2.0
+    ):
+        bad("temperature", "must be between 0 and 2")
+    if draft.top_p is not None and not (math.isfinite(draft.top_p) and 0.0 <= draft.top_p <= 1.0):
+        bad("top_p", "must be between 0 and 1")
+    if draft.max_tokens is not None and draft.max_tokens <= 0:
+        bad("max_tokens", "must be greater than 0")
+    if len(draft.stop) > MAX_STOP_SEQUENCES:
+        bad("stop", f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+    for index, sequence in enumerate(draft.stop):
+        if not sequence:
+            bad(f"stop[{index}]", "must not be empty")
+        elif len(sequence) > MAX_STOP_LENGTH:
+            bad(f"stop[{index}]", f"must be at most {MAX_STOP_LENGTH} characters")
+    return violations
+
+
+def check(draft: DraftRequest, limits: Limits) -> None:
+    """Raise InvalidRequest naming every rule `draft` breaks."""
+    violations = validate(draft, limits)
+    if violations:
+        raise InvalidRequest(violations)
+
+
+def to_request(draft: DraftRequest, model: str) -> ChatRequest:
+    """The request adapters see, for a checked draft and its resolved, allowed `model`."""
+    return ChatRequest(
+        model=model,
+        messages=tuple(Message(m.role, m.content) for m in draft.messages if m.role is not None),
+        temperature=draft.temperature,
+        max_tokens=draft.max_tokens,
+        top_p=draft.top_p,
+        stop=tuple(draft.stop),
+    )
+
+
+def check_context_value(field: str, value: str) -> None:
+    """A2A metadata values are bounded so a caller cannot blow up logs and provider headers."""
+    if len(value) > MAX_CONTEXT_VALUE_LENGTH:
+        raise InvalidRequest(
+            [FieldViolation(field, f"must be at most {MAX_CONTEXT_VALUE_LENGTH} characters")]
+        )
+    if not value.isprintable() or not value.isascii():
+        raise InvalidRequest([FieldViolation(field, "must be printable ASCII")])

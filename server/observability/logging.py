@@ -1,0 +1,49 @@
+"""structlog setup: JSON lines (or console), A2A context from contextvars, secrets redacted last."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+from server.observability.redact import Redactor
+
+
+class RedactProcessor:
+    """Scrubs every string value of the event (exception text included) just before rendering."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        self._redact = redactor
+
+    def __call__(
+        self, _logger: Any, _method: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
+        for key, value in event.items():
+            if isinstance(value, str):
+                event[key] = self._redact(value)
+        return event
+
+
+def configure_logging(level: str, fmt: str, redactor: Redactor) -> None:
+    """Configure structlog once at start. `fmt` is `json` or `console`."""
+    renderer: structlog.typing.Processor = (
+        structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        if fmt == "console"
+        else structlog.processors.JSONRenderer()
+    )
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            RedactProcessor(redactor),
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=True,
+    )

@@ -1,0 +1,106 @@
+"""Shared fixtures: the three provider emulators on loopback and the real gateway in front of them."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+
+from llm_grpc.v1 import llm_pb2_grpc
+from server.app import App, build_app
+from server.config import Settings
+from server.emulators.anthropic import AnthropicEmulator
+from server.emulators.base import Emulator, RecordedRequest
+from server.emulators.gemini import GeminiEmulator
+from server.emulators.openai import OpenAIEmulator
+
+OPENAI_KEY = "sk-test-openai-0123456789abcdef"
+ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
+GEMINI_KEY = "AIzaTest0123456789abcdefghijklmn"
+
+# One model per provider: the integration tests run each behaviour against all three.
+MODELS = {
+    "openai": "gpt-4.1-mini",
+    "anthropic": "claude-3-5-haiku-20241022",
+    "gemini": "gemini-2.0-flash-exp",
+}
+
+
+@dataclass
+class Emulators:
+    openai: OpenAIEmulator
+    anthropic: AnthropicEmulator
+    gemini: GeminiEmulator
+
+    def by_provider(self, provider: str) -> Emulator:
+        emulator: Emulator = getattr(self, provider)
+        return emulator
+
+    def completions(self, provider: str) -> list[RecordedRequest]:
+        """Generation requests the provider's emulator received (probes excluded)."""
+        return [r for r in self.by_provider(provider).requests if r.method == "POST"]
+
+
+@pytest.fixture
+async def emulators() -> AsyncIterator[Emulators]:
+    started = Emulators(
+        OpenAIEmulator(api_key=OPENAI_KEY),
+        AnthropicEmulator(api_key=ANTHROPIC_KEY),
+        GeminiEmulator(api_key=GEMINI_KEY),
+    )
+    for emulator in (started.openai, started.anthropic, started.gemini):
+        await emulator.start()
+    yield started
+    for emulator in (started.openai, started.anthropic, started.gemini):
+        await emulator.stop()
+
+
+def make_settings(emulators: Emulators, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "openai_api_key": OPENAI_KEY,
+        "anthropic_api_key": ANTHROPIC_KEY,
+        "google_api_key": GEMINI_KEY,
+        "openai_base_url": emulators.openai.base_url,
+        "anthropic_base_url": emulators.anthropic.base_url,
+        "gemini_base_url": emulators.gemini.base_url,
+        "llm_retry_base_delay": 0.01,
+        "llm_retry_max_delay": 0.05,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@pytest.fixture
+async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any]]:
+    """Start a gateway on 127.0.0.1:0 with settings overrides; stopped after the test."""
+    apps: list[App] = []
+
+    async def start(**overrides: Any) -> App:
+        app = build_app(make_settings(emulators, **overrides), host="127.0.0.1", port=0)
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        await app.stop(grace=None)
+
+
+@pytest.fixture
+async def gateway(start_gateway: Callable[..., Any]) -> App:
+    app: App = await start_gateway()
+    return app
+
+
+@pytest.fixture
+async def channel(gateway: App) -> AsyncIterator[grpc.aio.Channel]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{gateway.port}") as chan:
+        yield chan
+
+
+@pytest.fixture
+def stub(channel: grpc.aio.Channel) -> llm_pb2_grpc.LLMServiceAsyncStub:
+    return llm_pb2_grpc.LLMServiceStub(channel)

@@ -1,0 +1,49 @@
+"""Small helpers for tests that call the gateway over gRPC."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import grpc
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from llm_grpc.v1 import llm_pb2
+
+
+def user(text: str, system: str | None = None) -> list[llm_pb2.Message]:
+    messages = [llm_pb2.Message(role=llm_pb2.ROLE_SYSTEM, content=system)] if system else []
+    messages.append(llm_pb2.Message(role=llm_pb2.ROLE_USER, content=text))
+    return messages
+
+
+@dataclass
+class Details:
+    """The google.rpc rich details of a failed call."""
+
+    code: grpc.StatusCode
+    message: str
+    reason: str = ""
+    metadata: dict[str, str] = field(default_factory=dict)
+    violations: dict[str, str] = field(default_factory=dict)
+    retry_delay: float | None = None
+
+
+def details_of(error: grpc.aio.AioRpcError) -> Details:
+    result = Details(code=error.code(), message=error.details() or "")
+    status: status_pb2.Status | None = rpc_status.from_call(error)
+    assert status is not None, "the status carries no google.rpc details"
+    for detail in status.details:
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            result.reason, result.metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad = error_details_pb2.BadRequest()
+            detail.Unpack(bad)
+            result.violations = {v.field: v.description for v in bad.field_violations}
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+            retry = error_details_pb2.RetryInfo()
+            detail.Unpack(retry)
+            result.retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
+    return result

@@ -1,0 +1,286 @@
+"""Every error a caller or a provider can cause arrives as a clear gRPC status with rich details."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+
+from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
+from server.app import App
+from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, MODELS, OPENAI_KEY, Emulators
+from tests.helpers import details_of, user
+
+PROVIDERS = sorted(MODELS)
+KEYS = (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY)
+
+
+async def _fail(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, request: llm_pb2.CompleteRequest
+) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(request, timeout=10)
+    return caught.value
+
+
+async def _fail_stream(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, request: llm_pb2.StreamRequest
+) -> grpc.aio.AioRpcError:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for _ in stub.Stream(request, timeout=10):
+            pass
+    return caught.value
+
+
+# --- caller input -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "field"),
+    [
+        ({"messages": []}, "messages"),
+        ({"messages": [llm_pb2.Message(role=llm_pb2.ROLE_UNSPECIFIED, content="hi")]}, "messages[0].role"),
+        ({"messages": [llm_pb2.Message(role=7, content="hi")]}, "messages[0].role"),
+        ({"messages": [llm_pb2.Message(role=llm_pb2.ROLE_USER, content="  ")]}, "messages"),
+        ({"temperature": 2.5}, "temperature"),
+        ({"temperature": -0.1}, "temperature"),
+        ({"temperature": math.nan}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"max_tokens": -5}, "max_tokens"),
+        ({"model": "x" * 65}, "model"),
+        ({"stop": [""]}, "stop[0]"),
+        ({"messages": user("x" * 1_100_000)}, "messages"),
+    ],
+)
+async def test_invalid_request_is_refused_with_field_violation(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators, request_fields: dict[str, Any], field: str
+) -> None:
+    fields: dict[str, Any] = {"model": "gpt-4.1-mini", "messages": user("hi")} | request_fields
+    error = await _fail(stub, llm_pb2.CompleteRequest(**fields))
+
+    details = details_of(error)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.reason == "INVALID_REQUEST"
+    assert field in details.violations
+    assert emulators.completions("openai") == []
+
+
+async def test_invalid_stream_request_is_refused_before_any_event(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub,
+) -> None:
+    error = await _fail_stream(stub, llm_pb2.StreamRequest(model="gpt-4.1-mini", messages=[]))
+
+    assert details_of(error).code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_over_long_trace_id_is_refused(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(
+            llm_pb2.CompleteRequest(messages=user("hi")), metadata=(("a2a-trace-id", "t" * 129),), timeout=10
+        )
+
+    details = details_of(caught.value)
+    assert details.code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "metadata.a2a-trace-id" in details.violations
+
+
+# --- governance ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+async def test_model_outside_allowlist_is_refused_before_any_provider_call(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators, streamed: bool
+) -> None:
+    if streamed:
+        error = await _fail_stream(stub, llm_pb2.StreamRequest(model="gpt-4o", messages=user("hi")))
+    else:
+        error = await _fail(stub, llm_pb2.CompleteRequest(model="gpt-4o", messages=user("hi")))
+
+    details = details_of(error)
+    assert details.code == grpc.StatusCode.PERMISSION_DENIED
+    assert details.reason == "MODEL_NOT_ALLOWED"
+    assert details.metadata["model"] == "gpt-4o"
+    assert "claude-3-5-sonnet-20241022" in details.metadata["allowed_models"].split(",")
+    assert all(emulators.completions(p) == [] for p in PROVIDERS)
+
+
+# --- provider errors ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+@pytest.mark.parametrize(
+    ("directive", "code"),
+    [
+        ("status=400", grpc.StatusCode.INVALID_ARGUMENT),
+        ("status=500", grpc.StatusCode.UNAVAILABLE),
+        ("status=503", grpc.StatusCode.UNAVAILABLE),
+        ("status=429 retry_after=0", grpc.StatusCode.RESOURCE_EXHAUSTED),
+    ],
+)
+async def test_provider_error_maps_to_status(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub,
+    provider: str,
+    streamed: bool,
+    directive: str,
+    code: grpc.StatusCode,
+) -> None:
+    text = f"hi [[emulate: {directive}]]"
+    if streamed:
+        error = await _fail_stream(stub, llm_pb2.StreamRequest(model=MODELS[provider], messages=user(text)))
+    else:
+        error = await _fail(stub, llm_pb2.CompleteRequest(model=MODELS[provider], messages=user(text)))
+
+    details = details_of(error)
+    assert details.code == code
+    assert details.metadata["provider"] == provider
+    assert provider in details.message
+
+
+async def test_anthropic_overloaded_529_is_unavailable(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> None:
+    error = await _fail(
+        stub, llm_pb2.CompleteRequest(model=MODELS["anthropic"], messages=user("hi [[emulate: status=529]]"))
+    )
+
+    assert details_of(error).code == grpc.StatusCode.UNAVAILABLE
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_rate_limit_after_retries_is_resource_exhausted_with_retry_info(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators, provider: str
+) -> None:
+    error = await _fail(
+        stub,
+        llm_pb2.CompleteRequest(
+            model=MODELS[provider],
+            messages=user("hi [[emulate: status=429 retry_after_ms=20 retry_after=0]]"),
+        ),
+    )
+
+    details = details_of(error)
+    assert details.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details.reason == "PROVIDER_RATE_LIMITED"
+    assert details.retry_delay is not None
+    assert len(emulators.completions(provider)) == 4  # the first try and LLM_MAX_RETRIES=3 retries
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_transient_provider_failure_is_retried_to_success(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators, provider: str
+) -> None:
+    response = await stub.Complete(
+        llm_pb2.CompleteRequest(model=MODELS[provider], messages=user("hi [[emulate: status=503 times=2]]")),
+        timeout=10,
+    )
+
+    assert response.content == "emulator reply: hi"
+    assert len(emulators.completions(provider)) == 3
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_provider_refusing_gateway_key_is_internal_without_the_key(
+    start_gateway: Callable[..., Any], emulators: Emulators, provider: str
+) -> None:
+    wrong = {"openai": "openai_api_key", "anthropic": "anthropic_api_key", "gemini": "google_api_key"}[
+        provider
+    ]
+    app: App = await start_gateway(**{wrong: "sk-wrong-key-abcdefghijklmnop0123"})
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        error = await _fail(
+            llm_pb2_grpc.LLMServiceStub(channel),
+            llm_pb2.CompleteRequest(model=MODELS[provider], messages=user("hi")),
+        )
+
+    details = details_of(error)
+    assert details.code == grpc.StatusCode.INTERNAL
+    assert details.reason == "PROVIDER_AUTH_FAILED"
+    assert "key" in details.message
+    everything = details.message + str(details.metadata) + str(error.trailing_metadata())
+    assert "sk-wrong-key" not in everything
+    assert not any(key in everything for key in KEYS)
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_unreachable_provider_is_unavailable(start_gateway: Callable[..., Any], provider: str) -> None:
+    url = {"openai": "openai_base_url", "anthropic": "anthropic_base_url", "gemini": "gemini_base_url"}[
+        provider
+    ]
+    app: App = await start_gateway(**{url: "http://127.0.0.1:9/v1", "llm_max_retries": 0})
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        error = await _fail(
+            llm_pb2_grpc.LLMServiceStub(channel),
+            llm_pb2.CompleteRequest(model=MODELS[provider], messages=user("hi")),
+        )
+
+    assert details_of(error).code == grpc.StatusCode.UNAVAILABLE
+
+
+# --- deadlines ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_caller_deadline_bounds_the_call(stub: llm_pb2_grpc.LLMServiceAsyncStub, provider: str) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.Complete(
+            llm_pb2.CompleteRequest(
+                model=MODELS[provider], messages=user("hi [[emulate: token_delay_ms=500]]")
+            ),
+            timeout=0.5,
+        )
+
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_request_timeout_setting_bounds_retries(start_gateway: Callable[..., Any]) -> None:
+    app: App = await start_gateway(llm_request_timeout=0.3, llm_retry_base_delay=0.2, llm_retry_max_delay=0.2)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        error = await _fail(
+            llm_pb2_grpc.LLMServiceStub(channel),
+            llm_pb2.CompleteRequest(
+                model=MODELS["openai"], messages=user("hi [[emulate: token_delay_ms=200]]")
+            ),
+        )
+
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+async def test_retry_wait_past_the_deadline_gives_up_at_once(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators
+) -> None:
+    error = await _fail(
+        stub,
+        llm_pb2.CompleteRequest(
+            model=MODELS["openai"], messages=user("hi [[emulate: status=429 retry_after=60]]")
+        ),
+    )
+
+    details = details_of(error)
+    assert details.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details.retry_delay == 60
+    assert len(emulators.completions("openai")) == 1
+
+
+# --- streams that fail --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("fault", ["drop_after=2", "error_after=2"])
+async def test_mid_stream_failure_delivers_tokens_then_unavailable(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, provider: str, fault: str
+) -> None:
+    deltas: list[str] = []
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async for event in stub.Stream(
+            llm_pb2.StreamRequest(model=MODELS[provider], messages=user(f"a b c d [[emulate: {fault}]]")),
+            timeout=10,
+        ):
+            assert event.WhichOneof("event") == "delta"
+            deltas.append(event.delta)
+
+    assert "".join(deltas).startswith("emulator ")
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert provider in (caught.value.details() or "")

@@ -1,0 +1,101 @@
+"""ListModels, CheckHealth, the standard grpc.health.v1 service and server reflection."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
+from server.app import App
+from server.config import DEFAULT_ALLOWED_MODELS
+
+
+async def test_list_models_returns_every_allowed_model_with_its_provider(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub,
+) -> None:
+    response = await stub.ListModels(llm_pb2.ListModelsRequest(), timeout=10)
+
+    models = {m.id: m.provider for m in response.models}
+    assert list(models) == list(DEFAULT_ALLOWED_MODELS)
+    assert models["gpt-5"] == "openai"
+    assert models["claude-3-5-sonnet-20241022"] == "anthropic"
+    assert models["gemini-1.5-pro"] == "gemini"
+    assert response.default_model == "gpt-4.1-mini"
+
+
+async def test_list_models_follows_the_configured_allowlist(start_gateway: Callable[..., Any]) -> None:
+    app: App = await start_gateway(
+        allowed_models="gpt-4.1,gemini-1.5-pro", llm_default_model="gemini-1.5-pro"
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        response = await llm_pb2_grpc.LLMServiceStub(channel).ListModels(
+            llm_pb2.ListModelsRequest(), timeout=10
+        )
+
+    assert [(m.id, m.provider) for m in response.models] == [
+        ("gpt-4.1", "openai"),
+        ("gemini-1.5-pro", "gemini"),
+    ]
+    assert response.default_model == "gemini-1.5-pro"
+
+
+async def _health(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> llm_pb2.CheckHealthResponse:
+    """CheckHealth once every configured provider has been probed."""
+    for _ in range(200):
+        response = await stub.CheckHealth(llm_pb2.CheckHealthRequest(), timeout=10)
+        if all(p.status != llm_pb2.HEALTH_STATUS_UNKNOWN for p in response.providers):
+            return response
+        await asyncio.sleep(0.02)
+    raise AssertionError("providers were never probed")
+
+
+async def test_check_health_reports_each_provider_from_the_probe(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub,
+) -> None:
+    response = await _health(stub)
+
+    assert response.status == llm_pb2.HEALTH_STATUS_SERVING
+    assert sorted(p.provider for p in response.providers) == ["anthropic", "gemini", "openai"]
+    for provider in response.providers:
+        assert provider.status == llm_pb2.HEALTH_STATUS_SERVING
+        assert provider.latency_ms > 0
+        assert provider.check_time.seconds > 0
+        assert provider.error == ""
+
+
+async def test_check_health_reports_a_failing_provider(start_gateway: Callable[..., Any]) -> None:
+    app: App = await start_gateway(anthropic_base_url="http://127.0.0.1:9")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        response = await _health(llm_pb2_grpc.LLMServiceStub(channel))
+
+    states = {p.provider: p for p in response.providers}
+    assert response.status == llm_pb2.HEALTH_STATUS_NOT_SERVING
+    assert states["anthropic"].status == llm_pb2.HEALTH_STATUS_NOT_SERVING
+    assert states["anthropic"].error
+    assert states["openai"].status == llm_pb2.HEALTH_STATUS_SERVING
+
+
+async def test_standard_health_service_reports_serving(channel: grpc.aio.Channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+
+    for service in ("", "llm.v1.LLMService"):
+        response = await health.Check(health_pb2.HealthCheckRequest(service=service), timeout=10)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_service(channel: grpc.aio.Channel) -> None:
+    reflection = reflection_pb2_grpc.ServerReflectionStub(channel)
+
+    async def requests() -> Any:
+        yield reflection_pb2.ServerReflectionRequest(list_services="")
+
+    services: list[str] = []
+    async for response in reflection.ServerReflectionInfo(requests(), timeout=10):
+        services = [s.name for s in response.list_services_response.service]
+    assert "llm.v1.LLMService" in services
+    assert "grpc.health.v1.Health" in services
