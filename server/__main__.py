@@ -35,6 +35,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=50051, help="gRPC port (default 50051)")
     serve.add_argument(
+        "--metrics-port",
+        type=int,
+        default=9464,
+        help="Prometheus /metrics port (default 9464; -1 turns it off)",
+    )
+    serve.add_argument(
         "--demo",
         action="store_true",
         help="serve with bundled provider emulators instead of the real providers (no keys, no network)",
@@ -100,7 +106,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             anthropic=settings.anthropic_base_url,
             gemini=settings.gemini_base_url,
         )
-    app: App = build_app(settings, host=args.host, port=args.port)
+    metrics_port = None if args.metrics_port < 0 else args.metrics_port
+    app: App = build_app(settings, host=args.host, port=args.port, metrics_port=metrics_port)
     await app.start()
     log.info(
         "serving", address=f"{args.host}:{app.port}", models=list(settings.allowed_models), demo=args.demo

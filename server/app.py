@@ -6,9 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import structlog
+from prometheus_client import start_http_server
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
@@ -22,6 +24,7 @@ from server.core.registry import ModelRegistry
 from server.core.retry import RetryPolicy
 from server.core.types import ProviderName
 from server.core.validation import Limits
+from server.observability.metrics import Metrics
 from server.observability.redact import Redactor
 from server.providers.anthropic import AnthropicProvider
 from server.providers.base import Provider, ProviderSettings
@@ -106,10 +109,20 @@ class App:
     port: int
     gateway: Gateway
     health_monitor: HealthMonitor
-    health_servicer: health.aio.HealthServicer  # type: ignore[name-defined]
+    health_servicer: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
     providers: dict[ProviderName, Provider]
+    metrics: Metrics
+    metrics_address: tuple[str, int] | None
+    """Where to serve /metrics (port 0 picks one); None serves no metrics endpoint."""
+    metrics_port: int | None = None
+    _metrics_server: Any = None
 
     async def start(self) -> None:
+        if self.metrics_address is not None:
+            self._metrics_server, _ = start_http_server(
+                self.metrics_address[1], self.metrics_address[0], registry=self.metrics.registry
+            )
+            self.metrics_port = self._metrics_server.server_port
         await self.server.start()
         self.health_monitor.start()
         for service in ("", SERVICE_NAME):
@@ -121,6 +134,9 @@ class App:
         await self.server.stop(grace)
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
+        if self._metrics_server is not None:
+            self._metrics_server.shutdown()
+            self._metrics_server.server_close()
 
 
 def build_app(
@@ -128,12 +144,14 @@ def build_app(
     *,
     host: str = "127.0.0.1",
     port: int = 50051,
+    metrics_port: int | None = None,
     providers: dict[ProviderName, Provider] | None = None,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     needed = check_settings(settings)
     providers = providers if providers is not None else build_providers(settings, needed)
     redactor = redactor_for(settings)
+    metrics = Metrics()
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
         registry=ModelRegistry(settings.llm_provider_prefixes),
@@ -145,6 +163,7 @@ def build_app(
             max_request_bytes=settings.llm_max_request_bytes, max_messages=settings.llm_max_messages
         ),
         request_timeout=settings.llm_request_timeout,
+        metrics=metrics,
     )
     monitor = HealthMonitor(providers, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the
@@ -157,7 +176,7 @@ def build_app(
         ]
     )
     llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(gateway, monitor, redactor), server)
-    health_servicer = health.aio.HealthServicer()
+    health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -166,4 +185,5 @@ def build_app(
     bound = server.add_insecure_port(f"{host}:{port}")
     if bound == 0:
         raise ConfigError(f"cannot listen on {host}:{port}")
-    return App(server, bound, gateway, monitor, health_servicer, providers)
+    metrics_address = None if metrics_port is None else (host, metrics_port)
+    return App(server, bound, gateway, monitor, health_servicer, providers, metrics, metrics_address)

@@ -78,8 +78,8 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
     """Start a gateway on 127.0.0.1:0 with settings overrides; stopped after the test."""
     apps: list[App] = []
 
-    async def start(**overrides: Any) -> App:
-        app = build_app(make_settings(emulators, **overrides), host="127.0.0.1", port=0)
+    async def start(metrics_port: int | None = None, **overrides: Any) -> App:
+        app = build_app(make_settings(emulators, **overrides), host="127.0.0.1", port=0, metrics_port=metrics_port)
         await app.start()
         apps.append(app)
         return app

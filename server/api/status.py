@@ -1,4 +1,4 @@
-"""Core errors → gRPC status with google.rpc rich details. The only place that mapping lives."""
+"""Core errors → gRPC status with google.rpc rich details (the code is the error class's own)."""
 
 from __future__ import annotations
 
@@ -7,43 +7,11 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.core.errors import (
-    DeadlineExceeded,
-    GatewayError,
-    InvalidRequest,
-    ModelNotAllowed,
-    ProviderAuthError,
-    ProviderBadRequest,
-    ProviderError,
-    ProviderRateLimited,
-    ProviderTimeout,
-    ProviderUnavailable,
-)
+from server.core.errors import GatewayError, InvalidRequest, ProviderRateLimited
 from server.observability.redact import Redactor
 
 ERROR_DOMAIN = "llm-grpc.llm.v1"
 DEFAULT_RETRY_DELAY_S = 1.0
-
-_CODES: dict[type[GatewayError], int] = {
-    InvalidRequest: code_pb2.INVALID_ARGUMENT,
-    ModelNotAllowed: code_pb2.PERMISSION_DENIED,
-    DeadlineExceeded: code_pb2.DEADLINE_EXCEEDED,
-    ProviderBadRequest: code_pb2.INVALID_ARGUMENT,
-    ProviderAuthError: code_pb2.INTERNAL,
-    ProviderRateLimited: code_pb2.RESOURCE_EXHAUSTED,
-    ProviderUnavailable: code_pb2.UNAVAILABLE,
-    ProviderTimeout: code_pb2.DEADLINE_EXCEEDED,
-    ProviderError: code_pb2.UNAVAILABLE,
-    GatewayError: code_pb2.INTERNAL,
-}
-
-
-def code_for(error: GatewayError) -> int:
-    """The google.rpc code of `error`: its own class's, else its nearest ancestor's."""
-    for cls in type(error).__mro__:
-        if cls in _CODES:
-            return int(_CODES[cls])
-    return int(code_pb2.INTERNAL)
 
 
 def _pack(message: object) -> any_pb2.Any:
@@ -79,7 +47,7 @@ def to_status(error: GatewayError, redact: Redactor) -> grpc.Status:
         retry_delay = duration_pb2.Duration()
         retry_delay.FromNanoseconds(int(delay * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=retry_delay)))
-    status = status_pb2.Status(code=code_for(error), message=redact(error.message), details=details)
+    status = status_pb2.Status(code=int(error.code), message=redact(error.message), details=details)
     result: grpc.Status = rpc_status.to_status(status)
     return result
 

@@ -1,4 +1,5 @@
-"""One error hierarchy for the whole gateway; `server/api/status.py` maps it to gRPC status codes.
+"""One error hierarchy for the whole gateway. Each class names its canonical status code (the
+google.rpc.Code space that gRPC shares); `server/api/status.py` turns an error into a gRPC status.
 
     GatewayError
     ├── InvalidRequest          caller input breaks a rule          → INVALID_ARGUMENT + BadRequest
@@ -17,16 +18,34 @@ Messages never contain a key: adapters build them from the provider's error body
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.core.types import ProviderName
 
 
+class Code(enum.IntEnum):
+    """The canonical status codes the gateway answers with (values as in google.rpc.Code)."""
+
+    OK = 0
+    CANCELLED = 1
+    UNKNOWN = 2
+    INVALID_ARGUMENT = 3
+    DEADLINE_EXCEEDED = 4
+    PERMISSION_DENIED = 7
+    RESOURCE_EXHAUSTED = 8
+    FAILED_PRECONDITION = 9
+    INTERNAL = 13
+    UNAVAILABLE = 14
+    UNAUTHENTICATED = 16
+
+
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose. `reason` is the ErrorInfo reason."""
 
     reason = "GATEWAY_ERROR"
+    code = Code.INTERNAL
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -45,6 +64,7 @@ class FieldViolation:
 
 class InvalidRequest(GatewayError):
     reason = "INVALID_REQUEST"
+    code = Code.INVALID_ARGUMENT
 
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
         self.violations = tuple(violations)
@@ -56,6 +76,7 @@ class InvalidRequest(GatewayError):
 
 class ModelNotAllowed(GatewayError):
     reason = "MODEL_NOT_ALLOWED"
+    code = Code.PERMISSION_DENIED
 
     def __init__(self, model: str, allowed: Sequence[str]) -> None:
         self.model = model
@@ -68,10 +89,12 @@ class ModelNotAllowed(GatewayError):
 
 class DeadlineExceeded(GatewayError):
     reason = "DEADLINE_EXCEEDED"
+    code = Code.DEADLINE_EXCEEDED
 
 
 class ProviderError(GatewayError):
     reason = "PROVIDER_ERROR"
+    code = Code.UNAVAILABLE
     retryable = False
 
     def __init__(
@@ -97,19 +120,23 @@ class ProviderError(GatewayError):
 
 class ProviderBadRequest(ProviderError):
     reason = "PROVIDER_REJECTED_REQUEST"
+    code = Code.INVALID_ARGUMENT
 
 
 class ProviderAuthError(ProviderError):
     reason = "PROVIDER_AUTH_FAILED"
+    code = Code.INTERNAL
 
 
 class ProviderRateLimited(ProviderError):
     reason = "PROVIDER_RATE_LIMITED"
+    code = Code.RESOURCE_EXHAUSTED
     retryable = True
 
 
 class ProviderUnavailable(ProviderError):
     reason = "PROVIDER_UNAVAILABLE"
+    code = Code.UNAVAILABLE
     retryable = True
 
 
@@ -117,3 +144,4 @@ class ProviderTimeout(ProviderError):
     """The attempt used up its timeout, which is already the whole remaining budget: not retried."""
 
     reason = "PROVIDER_TIMEOUT"
+    code = Code.DEADLINE_EXCEEDED

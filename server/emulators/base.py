@@ -159,10 +159,7 @@ class Emulator:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port, reuse_address=True)
         await site.start()
-        server = site._server
-        assert server is not None
-        assert server.sockets
-        bound_port = server.sockets[0].getsockname()[1]
+        bound_port: int = self._runner.addresses[0][1]
         self.base_url = self.url_for(host, bound_port)
         return self.base_url
 

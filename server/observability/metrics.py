@@ -1,0 +1,94 @@
+"""Prometheus metrics of the gateway, on an injectable registry so tests stay isolated.
+
+Label values a caller controls are bounded so no caller can create unbounded series: a refused model
+name and a source agent are kept for the first `max_refused_models` / `max_source_agents` distinct
+values seen since start, then reported as `other`. Every other label comes from configuration
+(allowed models, providers) or from fixed sets (methods, status codes, error reasons).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OTHER = "other"
+# LLM latencies: 50 ms to 120 s.
+LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
+
+
+class BoundedLabel:
+    """Keeps at most `limit` distinct values of a caller-controlled label; the rest become `other`."""
+
+    def __init__(self, limit: int, known: Iterable[str] = ()) -> None:
+        self._seen = set(known)
+        self._limit = limit + len(self._seen)
+
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) < self._limit:
+            self._seen.add(value)
+            return value
+        return OTHER
+
+
+class Metrics:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        max_refused_models: int = 50,
+        max_source_agents: int = 100,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._refused_model = BoundedLabel(max_refused_models)
+        self._source_agent = BoundedLabel(max_source_agents, known=("",))
+        r = self.registry
+        self.requests = Counter(
+            "llm_requests_total", "Calls by outcome", ["provider", "model", "method", "status"], registry=r
+        )
+        self.duration = Histogram(
+            "llm_request_duration_seconds",
+            "Whole-call latency inside the gateway",
+            ["provider", "model", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.time_to_first_token = Histogram(
+            "llm_time_to_first_token_seconds",
+            "Stream time to first token",
+            ["provider", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter(
+            "llm_tokens_total",
+            "Tokens by type (prompt, completion)",
+            ["provider", "model", "token_type"],
+            registry=r,
+        )
+        self.errors = Counter(
+            "llm_errors_total", "Failed calls by error type", ["provider", "model", "error_type"], registry=r
+        )
+        self.active = Gauge("llm_active_requests", "Calls in flight", ["provider"], registry=r)
+        self.retries = Counter(
+            "llm_retries_total", "Provider call retries", ["provider", "reason"], registry=r
+        )
+        self.governance_violations = Counter(
+            "llm_governance_violations_total",
+            "Calls refused by the model allowlist",
+            ["model", "source_agent"],
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "llm_gateway_overhead_seconds",
+            "Time spent in the gateway outside the provider call",
+            ["method"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+
+    def governance_violation(self, model: str, source_agent: str) -> None:
+        self.governance_violations.labels(self._refused_model(model), self._source_agent(source_agent)).inc()
