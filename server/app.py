@@ -175,7 +175,7 @@ def build_app(
             ("grpc.max_send_message_length", max_message),
         ]
     )
-    llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(gateway, monitor, redactor), server)
+    llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(gateway, monitor, metrics, redactor), server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

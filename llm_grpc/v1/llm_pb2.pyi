@@ -567,3 +567,94 @@ class CheckHealthResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckHealthResponse: _TypeAlias = CheckHealthResponse  # noqa: Y015
+
+@_typing.final
+class GetMetricsRequest(_message.Message):
+    """GetMetricsRequest takes no arguments."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMetricsRequest: _TypeAlias = GetMetricsRequest  # noqa: Y015
+
+@_typing.final
+class ProviderMetrics(_message.Message):
+    """ProviderMetrics is the traffic one provider has served since start."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    ERRORS_FIELD_NUMBER: _builtins.int
+    provider: _builtins.str
+    """`openai`, `anthropic` or `gemini`."""
+    requests: _builtins.int
+    """Calls that reached the provider, whatever their outcome."""
+    tokens: _builtins.int
+    """Prompt and completion tokens the provider reported."""
+    errors: _builtins.int
+    """Calls that failed."""
+    def __init__(
+        self,
+        *,
+        provider: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+        errors: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "provider", b"provider", "requests", b"requests", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ProviderMetrics: _TypeAlias = ProviderMetrics  # noqa: Y015
+
+@_typing.final
+class GetMetricsResponse(_message.Message):
+    """GetMetricsResponse is a snapshot of this gateway process since start."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TOTAL_REQUESTS_FIELD_NUMBER: _builtins.int
+    TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    MEAN_LATENCY_MS_FIELD_NUMBER: _builtins.int
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    GOVERNANCE_VIOLATIONS_FIELD_NUMBER: _builtins.int
+    total_requests: _builtins.int
+    """Calls that reached a provider, whatever their outcome."""
+    total_tokens: _builtins.int
+    """Prompt and completion tokens, all providers."""
+    mean_latency_ms: _builtins.float
+    """Mean whole-call latency, in milliseconds."""
+    governance_violations: _builtins.int
+    """Calls refused by the model allowlist."""
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderMetrics]:
+        """One entry per provider that has served a call."""
+
+    def __init__(
+        self,
+        *,
+        total_requests: _builtins.int = ...,
+        total_tokens: _builtins.int = ...,
+        mean_latency_ms: _builtins.float = ...,
+        providers: _abc.Iterable[Global___ProviderMetrics] | None = ...,
+        governance_violations: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["governance_violations", b"governance_violations", "mean_latency_ms", b"mean_latency_ms", "providers", b"providers", "total_requests", b"total_requests", "total_tokens", b"total_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetMetricsResponse: _TypeAlias = GetMetricsResponse  # noqa: Y015

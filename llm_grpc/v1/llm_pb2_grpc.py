@@ -60,6 +60,11 @@ class LLMServiceStub:
                 request_serializer=llm__grpc_dot_v1_dot_llm__pb2.CheckHealthRequest.SerializeToString,
                 response_deserializer=llm__grpc_dot_v1_dot_llm__pb2.CheckHealthResponse.FromString,
                 _registered_method=True)
+        self.GetMetrics = channel.unary_unary(
+                '/llm.v1.LLMService/GetMetrics',
+                request_serializer=llm__grpc_dot_v1_dot_llm__pb2.GetMetricsRequest.SerializeToString,
+                response_deserializer=llm__grpc_dot_v1_dot_llm__pb2.GetMetricsResponse.FromString,
+                _registered_method=True)
 
 
 class LLMServiceServicer:
@@ -99,6 +104,13 @@ class LLMServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetMetrics(self, request, context):
+        """GetMetrics returns a snapshot of the gateway's counters since start, for gRPC-only callers.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LLMServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +133,11 @@ def add_LLMServiceServicer_to_server(servicer, server):
                     servicer.CheckHealth,
                     request_deserializer=llm__grpc_dot_v1_dot_llm__pb2.CheckHealthRequest.FromString,
                     response_serializer=llm__grpc_dot_v1_dot_llm__pb2.CheckHealthResponse.SerializeToString,
+            ),
+            'GetMetrics': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMetrics,
+                    request_deserializer=llm__grpc_dot_v1_dot_llm__pb2.GetMetricsRequest.FromString,
+                    response_serializer=llm__grpc_dot_v1_dot_llm__pb2.GetMetricsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -237,6 +254,33 @@ class LLMService:
             '/llm.v1.LLMService/CheckHealth',
             llm__grpc_dot_v1_dot_llm__pb2.CheckHealthRequest.SerializeToString,
             llm__grpc_dot_v1_dot_llm__pb2.CheckHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMetrics(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm.v1.LLMService/GetMetrics',
+            llm__grpc_dot_v1_dot_llm__pb2.GetMetricsRequest.SerializeToString,
+            llm__grpc_dot_v1_dot_llm__pb2.GetMetricsResponse.FromString,
             options,
             channel_credentials,
             insecure,

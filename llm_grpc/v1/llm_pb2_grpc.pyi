@@ -51,6 +51,8 @@ class LLMServiceStub:
     """ListModels returns every model the gateway allows, with its provider, and the default model."""
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_llm_pb2.CheckHealthRequest, _llm_pb2.CheckHealthResponse]
     """CheckHealth reports each configured provider from the gateway's background probe."""
+    GetMetrics: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetMetricsRequest, _llm_pb2.GetMetricsResponse]
+    """GetMetrics returns a snapshot of the gateway's counters since start, for gRPC-only callers."""
 
 @_typing.type_check_only
 class LLMServiceAsyncStub(LLMServiceStub):
@@ -71,6 +73,8 @@ class LLMServiceAsyncStub(LLMServiceStub):
     """ListModels returns every model the gateway allows, with its provider, and the default model."""
     CheckHealth: _aio.UnaryUnaryMultiCallable[_llm_pb2.CheckHealthRequest, _llm_pb2.CheckHealthResponse]  # type: ignore[assignment]
     """CheckHealth reports each configured provider from the gateway's background probe."""
+    GetMetrics: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetMetricsRequest, _llm_pb2.GetMetricsResponse]  # type: ignore[assignment]
+    """GetMetrics returns a snapshot of the gateway's counters since start, for gRPC-only callers."""
 
 class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
     """LLMService is the gateway's public surface.
@@ -112,5 +116,13 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.CheckHealthResponse, _abc.Awaitable[_llm_pb2.CheckHealthResponse]]:
         """CheckHealth reports each configured provider from the gateway's background probe."""
+
+    @_abc_1.abstractmethod
+    def GetMetrics(
+        self,
+        request: _llm_pb2.GetMetricsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.GetMetricsResponse, _abc.Awaitable[_llm_pb2.GetMetricsResponse]]:
+        """GetMetrics returns a snapshot of the gateway's counters since start, for gRPC-only callers."""
 
 def add_LLMServiceServicer_to_server(servicer: LLMServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -20,6 +20,7 @@ from server.core.gateway import Gateway
 from server.core.health import Health, HealthMonitor
 from server.core.types import FinishReason, RequestContext, Role, StreamSummary, TextDelta, Usage
 from server.core.validation import DraftMessage, DraftRequest
+from server.observability.metrics import Metrics, snapshot
 from server.observability.redact import Redactor
 
 log = structlog.get_logger("llm_grpc.api")
@@ -66,8 +67,9 @@ def _usage(usage: Usage) -> llm_pb2.Usage:
 
 
 class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
-    def __init__(self, gateway: Gateway, health: HealthMonitor, redactor: Redactor) -> None:
+    def __init__(self, gateway: Gateway, health: HealthMonitor, metrics: Metrics, redactor: Redactor) -> None:
         self._gateway = gateway
+        self._metrics = metrics
         self._health = health
         self._redact = redactor
 
@@ -127,6 +129,21 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                 entry.check_time.CopyFrom(_timestamp(state.checked_at))
             providers.append(entry)
         return llm_pb2.CheckHealthResponse(status=_HEALTH[self._health.overall()], providers=providers)
+
+    async def GetMetrics(
+        self, request: llm_pb2.GetMetricsRequest, context: ServicerContext
+    ) -> llm_pb2.GetMetricsResponse:
+        totals = snapshot(self._metrics)
+        return llm_pb2.GetMetricsResponse(
+            total_requests=totals.total_requests,
+            total_tokens=totals.total_tokens,
+            mean_latency_ms=totals.mean_latency_ms,
+            providers=[
+                llm_pb2.ProviderMetrics(provider=name, requests=p.requests, tokens=p.tokens, errors=p.errors)
+                for name, p in sorted(totals.providers.items())
+            ],
+            governance_violations=totals.governance_violations,
+        )
 
 
 def _done(summary: StreamSummary, ctx: RequestContext) -> llm_pb2.StreamDone:

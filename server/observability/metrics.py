@@ -9,6 +9,7 @@ values seen since start, then reported as `other`. Every other label comes from 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -92,3 +93,47 @@ class Metrics:
 
     def governance_violation(self, model: str, source_agent: str) -> None:
         self.governance_violations.labels(self._refused_model(model), self._source_agent(source_agent)).inc()
+
+
+@dataclass(slots=True)
+class ProviderTotals:
+    requests: int = 0
+    tokens: int = 0
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class Snapshot:
+    """Totals since start, for the GetMetrics RPC."""
+
+    total_requests: int = 0
+    total_tokens: int = 0
+    mean_latency_ms: float = 0.0
+    providers: dict[str, ProviderTotals] = field(default_factory=dict)
+    governance_violations: int = 0
+
+
+def snapshot(metrics: Metrics) -> Snapshot:
+    """Sum the registry's own samples, so the snapshot always agrees with /metrics."""
+    result = Snapshot()
+    latency_sum = latency_count = 0.0
+    for family in metrics.registry.collect():
+        for sample in family.samples:
+            provider = sample.labels.get("provider", "")
+            if sample.name == "llm_requests_total":
+                totals = result.providers.setdefault(provider, ProviderTotals())
+                totals.requests += int(sample.value)
+                if sample.labels["status"] != "OK":
+                    totals.errors += int(sample.value)
+                result.total_requests += int(sample.value)
+            elif sample.name == "llm_tokens_total":
+                result.providers.setdefault(provider, ProviderTotals()).tokens += int(sample.value)
+                result.total_tokens += int(sample.value)
+            elif sample.name == "llm_request_duration_seconds_sum":
+                latency_sum += sample.value
+            elif sample.name == "llm_request_duration_seconds_count":
+                latency_count += sample.value
+            elif sample.name == "llm_governance_violations_total":
+                result.governance_violations += int(sample.value)
+    result.mean_latency_ms = latency_sum / latency_count * 1000 if latency_count else 0.0
+    return result

@@ -115,3 +115,20 @@ async def test_each_call_logs_one_line_with_context_and_no_text_or_key(
     assert line["retries"] == 0
     assert "secret prompt" not in str(logs)
     assert OPENAI_KEY not in str(logs)
+
+
+async def test_get_metrics_returns_totals_since_start(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> None:
+    await stub.Complete(llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("a b c")), timeout=10)
+    await stub.Complete(llm_pb2.CompleteRequest(model=MODELS["gemini"], messages=user("a")), timeout=10)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stub.Complete(llm_pb2.CompleteRequest(model="not-allowed", messages=user("hi")), timeout=10)
+
+    response = await stub.GetMetrics(llm_pb2.GetMetricsRequest(), timeout=10)
+
+    assert response.total_requests == 2
+    assert response.total_tokens == (3 + 5) + (1 + 3)
+    assert response.mean_latency_ms > 0
+    assert response.governance_violations == 1
+    providers = {p.provider: p for p in response.providers}
+    assert (providers["openai"].requests, providers["openai"].tokens, providers["openai"].errors) == (1, 8, 0)
+    assert (providers["gemini"].requests, providers["gemini"].tokens) == (1, 4)
