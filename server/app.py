@@ -173,6 +173,10 @@ def build_app(
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
+            # Long-lived HTTP/2 connections would pin a client to one replica forever: ask clients to
+            # reconnect every few minutes (with a grace for the calls in flight) so load rebalances.
+            ("grpc.max_connection_age_ms", int(settings.llm_max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.llm_max_connection_age_grace * 1000)),
         ]
     )
     llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(gateway, monitor, metrics, redactor), server)
