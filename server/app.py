@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.api.servicer import LLMServicer
 from server.config import KEY_ENV_NAMES, Settings
+from server.core.admission import Admission
 from server.core.gateway import Gateway
 from server.core.governance import Allowlist
 from server.core.health import HealthMonitor
@@ -164,6 +165,7 @@ def build_app(
         ),
         request_timeout=settings.llm_request_timeout,
         metrics=metrics,
+        admission=Admission(list(providers), settings.llm_max_in_flight, settings.llm_queue_timeout),
     )
     monitor = HealthMonitor(providers, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the

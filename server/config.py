@@ -66,6 +66,8 @@ class Settings(BaseSettings):
     llm_retry_base_delay: float = Field(default=0.5, ge=0)
     llm_retry_max_delay: float = Field(default=8.0, ge=0)
     llm_max_connections: int = Field(default=2000, ge=1)
+    llm_max_in_flight: int = Field(default=2000, ge=1)
+    llm_queue_timeout: float = Field(default=0.5, ge=0)
     llm_default_max_tokens: int = Field(default=4096, ge=1)
     llm_max_request_bytes: int = Field(default=1_048_576, ge=1024)
     llm_max_messages: int = Field(default=1000, ge=1)

@@ -7,7 +7,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.core.errors import GatewayError, InvalidRequest, ProviderRateLimited
+from server.core.errors import GatewayError, InvalidRequest, Overloaded, ProviderRateLimited
 from server.observability.redact import Redactor
 
 ERROR_DOMAIN = "llm-grpc.llm.v1"
@@ -42,7 +42,7 @@ def to_status(error: GatewayError, redact: Redactor) -> grpc.Status:
                 )
             )
         )
-    if isinstance(error, ProviderRateLimited):
+    if isinstance(error, ProviderRateLimited | Overloaded):
         delay = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_DELAY_S
         retry_delay = duration_pb2.Duration()
         retry_delay.FromNanoseconds(int(delay * 1e9))

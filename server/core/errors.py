@@ -4,6 +4,7 @@ google.rpc.Code space that gRPC shares); `server/api/status.py` turns an error i
     GatewayError
     ├── InvalidRequest          caller input breaks a rule          → INVALID_ARGUMENT + BadRequest
     ├── ModelNotAllowed         model outside the allowlist          → PERMISSION_DENIED + ErrorInfo
+    ├── Overloaded              provider's in-flight limit reached   → RESOURCE_EXHAUSTED + RetryInfo
     ├── DeadlineExceeded        caller deadline / request timeout    → DEADLINE_EXCEEDED
     └── ProviderError           anything a provider call raised (always names the provider)
         ├── ProviderBadRequest  provider 400/404/413/422             → INVALID_ARGUMENT
@@ -85,6 +86,24 @@ class ModelNotAllowed(GatewayError):
 
     def metadata(self) -> dict[str, str]:
         return {"model": self.model, "allowed_models": ",".join(self.allowed)}
+
+
+class Overloaded(GatewayError):
+    """The gateway already has its limit of calls in flight to this provider."""
+
+    reason = "GATEWAY_OVERLOADED"
+    code = Code.RESOURCE_EXHAUSTED
+
+    def __init__(self, provider: ProviderName, limit: int, waited: float) -> None:
+        self.provider = provider
+        self.limit = limit
+        self.retry_after = 1.0
+        super().__init__(
+            f"{provider}: the gateway has {limit} calls in flight to this provider (waited {waited:g}s for a slot)"
+        )
+
+    def metadata(self) -> dict[str, str]:
+        return {"provider": str(self.provider), "limit": str(self.limit)}
 
 
 class DeadlineExceeded(GatewayError):

@@ -14,6 +14,7 @@ from typing import TypeVar
 
 import structlog
 
+from server.core.admission import Admission
 from server.core.errors import DeadlineExceeded, ModelNotAllowed, ProviderError, ProviderUnavailable
 from server.core.governance import Allowlist
 from server.core.registry import ModelRegistry
@@ -51,8 +52,10 @@ class Gateway:
         limits: Limits,
         request_timeout: float,
         metrics: Metrics,
+        admission: Admission,
     ) -> None:
         self.allowlist = allowlist
+        self._admission = admission
         self._registry = registry
         self._providers = dict(providers)
         self._retry = retry
@@ -70,12 +73,14 @@ class Gateway:
         started = time.perf_counter()
         request, provider = self._prepare(draft, ctx)
         call = CallRecord(self._metrics, "Complete", request.model, provider.name, started)
+        deadline = self._deadline(time_remaining)
         try:
-            completion: Completion = await self._with_retries(
-                call,
-                self._deadline(time_remaining),
-                lambda seconds_left: provider.complete(request, _options(ctx, seconds_left)),
-            )
+            async with self._admission.slot(provider.name, _seconds_until(deadline)):
+                completion: Completion = await self._with_retries(
+                    call,
+                    deadline,
+                    lambda seconds_left: provider.complete(request, _options(ctx, seconds_left)),
+                )
         except BaseException as error:
             call.fail(error)
             raise
@@ -94,17 +99,18 @@ class Gateway:
         call = CallRecord(self._metrics, "Stream", request.model, provider.name, started)
         deadline = self._deadline(time_remaining)
         try:
-            events, event = await self._with_retries(
-                call,
-                deadline,
-                lambda seconds_left: _open_stream(provider, request, _options(ctx, seconds_left)),
-            )
-            async with aclosing(events):
-                while isinstance(event, TextDelta):
-                    if call.first_token_ms is None:
-                        call.first_token()
-                    yield event
-                    event = await _next_event(events, deadline, provider.name)
+            async with self._admission.slot(provider.name, _seconds_until(deadline)):
+                events, event = await self._with_retries(
+                    call,
+                    deadline,
+                    lambda seconds_left: _open_stream(provider, request, _options(ctx, seconds_left)),
+                )
+                async with aclosing(events):
+                    while isinstance(event, TextDelta):
+                        if call.first_token_ms is None:
+                            call.first_token()
+                        yield event
+                        event = await _next_event(events, deadline, provider.name)
         except BaseException as error:
             call.fail(error)
             raise
@@ -155,6 +161,10 @@ class Gateway:
             call.retry(error.reason.lower(), delay)
 
         return await call_with_retries(timed_attempt, self._retry, deadline, on_retry)
+
+
+def _seconds_until(deadline: float) -> float:
+    return deadline - asyncio.get_running_loop().time()
 
 
 def _options(ctx: RequestContext, seconds_left: float) -> CallOptions:

@@ -284,3 +284,33 @@ async def test_mid_stream_failure_delivers_tokens_then_unavailable(
     assert "".join(deltas).startswith("emulator ")
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert provider in (caught.value.details() or "")
+
+
+# --- load shedding ------------------------------------------------------------------------------
+
+
+async def test_calls_past_the_in_flight_limit_are_shed_with_resource_exhausted(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(llm_max_in_flight=1, llm_queue_timeout=0.05)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        slow = stub.Stream(
+            llm_pb2.StreamRequest(model=MODELS["openai"], messages=user("hi [[emulate: token_delay_ms=300]]")),
+            timeout=10,
+        )
+        first = await anext(aiter(slow))  # the slow stream now holds the only slot
+        error = await _fail(stub, llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("hi")))
+        other_provider = await stub.Complete(
+            llm_pb2.CompleteRequest(model=MODELS["gemini"], messages=user("hi")), timeout=10
+        )
+        slow.cancel()
+
+    details = details_of(error)
+    assert first.delta
+    assert details.code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert details.reason == "GATEWAY_OVERLOADED"
+    assert details.metadata["limit"] == "1"
+    assert details.retry_delay == 1.0
+    assert len(emulators.completions("openai")) == 1
+    assert other_provider.content == "emulator reply: hi"
