@@ -8,14 +8,14 @@ from typing import Any
 
 import grpc
 import pytest
+from server.emulators.anthropic import AnthropicEmulator
+from server.emulators.gemini import GeminiEmulator
+from server.emulators.openai import OpenAIEmulator
 
 from llm_grpc.v1 import llm_pb2_grpc
 from server.app import App, build_app
 from server.config import Settings
-from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.base import Emulator, RecordedRequest
-from server.emulators.gemini import GeminiEmulator
-from server.emulators.openai import OpenAIEmulator
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
@@ -79,7 +79,9 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
     apps: list[App] = []
 
     async def start(metrics_port: int | None = None, **overrides: Any) -> App:
-        app = build_app(make_settings(emulators, **overrides), host="127.0.0.1", port=0, metrics_port=metrics_port)
+        app = build_app(
+            make_settings(emulators, **overrides), host="127.0.0.1", port=0, metrics_port=metrics_port
+        )
         await app.start()
         apps.append(app)
         return app

@@ -296,7 +296,9 @@ async def test_calls_past_the_in_flight_limit_are_shed_with_resource_exhausted(
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         slow = stub.Stream(
-            llm_pb2.StreamRequest(model=MODELS["openai"], messages=user("hi [[emulate: token_delay_ms=300]]")),
+            llm_pb2.StreamRequest(
+                model=MODELS["openai"], messages=user("hi [[emulate: token_delay_ms=300]]")
+            ),
             timeout=10,
         )
         first = await anext(aiter(slow))  # the slow stream now holds the only slot

@@ -21,7 +21,10 @@ A2A = (("a2a-trace-id", "trace-obs"), ("a2a-source-agent", "planner"), ("a2a-ses
 
 
 async def _scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/metrics") as response:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/metrics") as response,
+    ):
         text = await response.text()
     samples = {}
     for family in text_string_to_metric_families(text):
@@ -39,7 +42,9 @@ async def test_metrics_count_calls_tokens_and_refusals(start_gateway: Callable[.
     assert app.metrics_port is not None
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
-        await stub.Complete(llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("a b c")), timeout=10)
+        await stub.Complete(
+            llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("a b c")), timeout=10
+        )
         async for _ in stub.Stream(
             llm_pb2.StreamRequest(model=MODELS["anthropic"], messages=user("a b")), timeout=10
         ):
@@ -79,7 +84,9 @@ async def test_retries_are_counted(start_gateway: Callable[..., Any]) -> None:
     assert app.metrics_port is not None
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         await llm_pb2_grpc.LLMServiceStub(channel).Complete(
-            llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("hi [[emulate: status=503 times=2]]")),
+            llm_pb2.CompleteRequest(
+                model=MODELS["openai"], messages=user("hi [[emulate: status=503 times=2]]")
+            ),
             timeout=10,
         )
 

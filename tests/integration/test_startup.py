@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -13,7 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
+
+from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
+from tests.helpers import user
 
 GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
 BASE_ENV = {
@@ -78,23 +83,23 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def demo_server() -> Iterator[tuple[subprocess.Popen[str], str]]:
+def demo_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """`llm-gateway serve --demo` in its own process, logging to a file (a full pipe would block it)."""
     port = _free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "server", "serve", "--demo", "--port", str(port)],
-        env=BASE_ENV,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    address = f"127.0.0.1:{port}"
+    log_path = tmp_path / "server.log"
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--demo", "--port", str(port), "--metrics-port", "-1"],
+            env=BASE_ENV,
+            stderr=log_file,
+            text=True,
+        )
     deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        assert process.stderr is not None
-        line = process.stderr.readline()
-        if '"serving"' in line:
-            break
-        assert process.poll() is None, "the demo server exited during start"
-    yield process, address
+    while '"serving"' not in log_path.read_text():
+        assert process.poll() is None, f"the demo server exited during start:\n{log_path.read_text()}"
+        assert time.monotonic() < deadline, "the demo server did not start within 30 s"
+        time.sleep(0.05)
+    yield process, f"127.0.0.1:{port}"
     if process.poll() is None:
         process.kill()
         process.wait()
@@ -131,4 +136,34 @@ def test_demo_server_serves_grpcurl_and_stops_cleanly_on_sigterm(
         assert events[-1]["done"]["usage"]["totalTokens"] > 0
 
     process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0
+
+
+async def test_sigterm_drains_live_streams_refuses_new_calls_and_exits_zero(
+    demo_server: tuple[subprocess.Popen[str], str],
+) -> None:
+    process, address = demo_server
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        request = llm_pb2.StreamRequest(
+            model="claude-3-5-haiku-20241022", messages=user("one two three [[emulate: token_delay_ms=150]]")
+        )
+        calls = [stub.Stream(request, timeout=30) for _ in range(20)]
+        iterators = [aiter(call) for call in calls]
+        firsts = [await anext(iterator) for iterator in iterators]  # every stream is live
+
+        process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async with grpc.aio.insecure_channel(address) as fresh:
+                await llm_pb2_grpc.LLMServiceStub(fresh).Complete(
+                    llm_pb2.CompleteRequest(messages=user("hi")), timeout=5
+                )
+        rests = [[event async for event in iterator] for iterator in iterators]
+
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    for first, rest in zip(firsts, rests, strict=True):
+        text = first.delta + "".join(e.delta for e in rest if e.WhichOneof("event") == "delta")
+        assert text == "emulator reply: one two three"
+        assert rest[-1].WhichOneof("event") == "done"
     assert process.wait(timeout=30) == 0
