@@ -18,6 +18,7 @@ from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.api.servicer import LLMServicer
 from server.config import KEY_ENV_NAMES, Settings
 from server.core.admission import Admission
+from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
 from server.core.governance import Allowlist
 from server.core.health import HealthMonitor
@@ -153,6 +154,7 @@ def build_app(
     providers = providers if providers is not None else build_providers(settings, needed)
     redactor = redactor_for(settings)
     metrics = Metrics()
+    circuit = CircuitBreaker(list(providers), settings.llm_circuit_failures, settings.llm_circuit_cooldown)
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
         registry=ModelRegistry(settings.llm_provider_prefixes),
@@ -166,8 +168,9 @@ def build_app(
         request_timeout=settings.llm_request_timeout,
         metrics=metrics,
         admission=Admission(list(providers), settings.llm_max_in_flight, settings.llm_queue_timeout),
+        circuit=circuit,
     )
-    monitor = HealthMonitor(providers, settings.llm_health_interval)
+    monitor = HealthMonitor(providers, circuit, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the
     # gateway's own INVALID_ARGUMENT naming the limit; only a grossly oversize one meets gRPC's.
     max_message = max(4 * 1024 * 1024, 2 * settings.llm_max_request_bytes)

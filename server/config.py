@@ -72,6 +72,8 @@ class Settings(BaseSettings):
     llm_max_request_bytes: int = Field(default=1_048_576, ge=1024)
     llm_max_messages: int = Field(default=1000, ge=1)
     llm_health_interval: float = Field(default=30.0, gt=0)
+    llm_circuit_failures: int = Field(default=5, ge=1)
+    llm_circuit_cooldown: float = Field(default=30.0, gt=0)
     llm_max_connection_age: float = Field(default=300.0, gt=0)
     llm_max_connection_age_grace: float = Field(default=60.0, ge=0)
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"

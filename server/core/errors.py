@@ -11,6 +11,7 @@ google.rpc.Code space that gRPC shares); `server/api/status.py` turns an error i
         ├── ProviderAuthError   provider refused the gateway's key   → INTERNAL
         ├── ProviderRateLimited 429 after retries                    → RESOURCE_EXHAUSTED + RetryInfo
         ├── ProviderUnavailable 5xx, 529, connection failure         → UNAVAILABLE
+        ├── CircuitOpen         provider cooling down after failures → UNAVAILABLE
         └── ProviderTimeout     the provider did not answer in time  → DEADLINE_EXCEEDED
 
 Messages never contain a key: adapters build them from the provider's error body, and
@@ -157,6 +158,20 @@ class ProviderUnavailable(ProviderError):
     reason = "PROVIDER_UNAVAILABLE"
     code = Code.UNAVAILABLE
     retryable = True
+
+
+class CircuitOpen(ProviderError):
+    """The provider failed too often lately; calls fail fast until its cool-down ends."""
+
+    reason = "PROVIDER_CIRCUIT_OPEN"
+    code = Code.UNAVAILABLE
+
+    def __init__(self, provider: ProviderName, seconds_left: float) -> None:
+        super().__init__(
+            provider,
+            f"failing fast after repeated failures; the next trial call in {seconds_left:.1f}s",
+            retry_after=seconds_left,
+        )
 
 
 class ProviderTimeout(ProviderError):

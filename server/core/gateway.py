@@ -15,6 +15,7 @@ from typing import TypeVar
 import structlog
 
 from server.core.admission import Admission
+from server.core.circuit import CircuitBreaker
 from server.core.errors import DeadlineExceeded, ModelNotAllowed, ProviderError, ProviderUnavailable
 from server.core.governance import Allowlist
 from server.core.registry import ModelRegistry
@@ -53,7 +54,9 @@ class Gateway:
         request_timeout: float,
         metrics: Metrics,
         admission: Admission,
+        circuit: CircuitBreaker,
     ) -> None:
+        self._circuit = circuit
         self.allowlist = allowlist
         self._admission = admission
         self._registry = registry
@@ -78,6 +81,7 @@ class Gateway:
             async with self._admission.slot(provider.name, _seconds_until(deadline)):
                 completion: Completion = await self._with_retries(
                     call,
+                    provider.name,
                     deadline,
                     lambda seconds_left: provider.complete(request, _options(ctx, seconds_left)),
                 )
@@ -102,6 +106,7 @@ class Gateway:
             async with self._admission.slot(provider.name, _seconds_until(deadline)):
                 events, event = await self._with_retries(
                     call,
+                    provider.name,
                     deadline,
                     lambda seconds_left: _open_stream(provider, request, _options(ctx, seconds_left)),
                 )
@@ -112,6 +117,8 @@ class Gateway:
                         yield event
                         event = await _next_event(events, deadline, provider.name)
         except BaseException as error:
+            if call.first_token_ms is not None:  # a failure after the stream opened counts as well
+                self._circuit.record(provider.name, error)
             call.fail(error)
             raise
         call.succeed(event.usage)
@@ -148,14 +155,24 @@ class Gateway:
         return asyncio.get_running_loop().time() + budget
 
     async def _with_retries(
-        self, call: CallRecord, deadline: float, attempt: Callable[[float], Awaitable[T]]
+        self,
+        call: CallRecord,
+        provider: ProviderName,
+        deadline: float,
+        attempt: Callable[[float], Awaitable[T]],
     ) -> T:
         async def timed_attempt(seconds_left: float) -> T:
+            self._circuit.before_call(provider)
             started = time.perf_counter()
             try:
-                return await attempt(seconds_left)
+                result = await attempt(seconds_left)
+            except BaseException as error:
+                self._circuit.record(provider, error)
+                raise
             finally:
                 call.provider_s += time.perf_counter() - started
+            self._circuit.record(provider, None)
+            return result
 
         def on_retry(error: ProviderError, delay: float) -> None:
             call.retry(error.reason.lower(), delay)

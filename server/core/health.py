@@ -8,10 +8,11 @@ import contextlib
 import enum
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import structlog
 
+from server.core.circuit import CircuitBreaker
 from server.core.errors import GatewayError
 from server.core.types import ProviderName
 from server.providers.base import Provider
@@ -36,9 +37,14 @@ class ProviderState:
 
 class HealthMonitor:
     def __init__(
-        self, providers: Mapping[ProviderName, Provider], interval: float, probe_timeout: float = 5.0
+        self,
+        providers: Mapping[ProviderName, Provider],
+        circuit: CircuitBreaker,
+        interval: float,
+        probe_timeout: float = 5.0,
     ) -> None:
         self._providers = dict(providers)
+        self._circuit = circuit
         self._interval = interval
         self._probe_timeout = min(probe_timeout, interval)
         self._states = {name: ProviderState() for name in self._providers}
@@ -55,11 +61,18 @@ class HealthMonitor:
             self._task = None
 
     def snapshot(self) -> dict[ProviderName, ProviderState]:
-        return dict(self._states)
+        """The last probe of each provider; NOT_SERVING while its circuit is open, whatever the probe said."""
+        states = dict(self._states)
+        for name, state in states.items():
+            if self._circuit.is_open(name):
+                states[name] = replace(
+                    state, status=Health.NOT_SERVING, error="circuit open after repeated failures"
+                )
+        return states
 
     def overall(self) -> Health:
         """SERVING when every provider serves, NOT_SERVING when any does not, else UNKNOWN."""
-        statuses = {state.status for state in self._states.values()}
+        statuses = {state.status for state in self.snapshot().values()}
         if Health.NOT_SERVING in statuses:
             return Health.NOT_SERVING
         if statuses == {Health.SERVING}:

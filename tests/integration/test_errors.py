@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Callable
 from typing import Any
@@ -316,3 +317,43 @@ async def test_calls_past_the_in_flight_limit_are_shed_with_resource_exhausted(
     assert details.retry_delay == 1.0
     assert len(emulators.completions("openai")) == 1
     assert other_provider.content == "emulator reply: hi"
+
+
+# --- circuit breaking ---------------------------------------------------------------------------
+
+
+async def test_circuit_opens_after_consecutive_failures_and_a_trial_call_closes_it(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(llm_circuit_failures=2, llm_circuit_cooldown=0.3, llm_max_retries=0)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        failing = llm_pb2.CompleteRequest(
+            model=MODELS["anthropic"], messages=user("hi [[emulate: status=500]]")
+        )
+        for _ in range(2):
+            assert (await _fail(stub, failing)).code() == grpc.StatusCode.UNAVAILABLE
+        sent_before = len(emulators.completions("anthropic"))
+
+        fast = details_of(
+            await _fail(stub, llm_pb2.CompleteRequest(model=MODELS["anthropic"], messages=user("hi")))
+        )
+        health = await stub.CheckHealth(llm_pb2.CheckHealthRequest(), timeout=10)
+        other = await stub.Complete(
+            llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("hi")), timeout=10
+        )
+        await asyncio.sleep(0.35)
+        trial = await stub.Complete(
+            llm_pb2.CompleteRequest(model=MODELS["anthropic"], messages=user("hi")), timeout=10
+        )
+        after = await stub.Complete(
+            llm_pb2.CompleteRequest(model=MODELS["anthropic"], messages=user("hi")), timeout=10
+        )
+
+    assert fast.code == grpc.StatusCode.UNAVAILABLE
+    assert fast.reason == "PROVIDER_CIRCUIT_OPEN"
+    assert len(emulators.completions("anthropic")) == sent_before + 2  # the failing-fast call sent nothing
+    states = {p.provider: p.status for p in health.providers}
+    assert states["anthropic"] == llm_pb2.HEALTH_STATUS_NOT_SERVING
+    assert other.provider == "openai"
+    assert trial.content == after.content == "emulator reply: hi"

@@ -1,0 +1,61 @@
+"""Circuit breaking per provider: after `failure_threshold` consecutive failures the provider is marked
+unhealthy for `cooldown` seconds and calls fail fast with UNAVAILABLE; then one trial call is let
+through, and its outcome closes the circuit or opens it for another cool-down.
+
+Only failures that say the provider is unwell count (5xx, 529, connection failures, timeouts); a
+refused request or a rate limit is the provider working as designed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from server.core.errors import CircuitOpen, ProviderTimeout, ProviderUnavailable
+from server.core.types import ProviderName
+
+
+@dataclass(slots=True)
+class _State:
+    failures: int = 0
+    open_until: float = 0.0
+    trial_in_flight: bool = False
+
+
+class CircuitBreaker:
+    def __init__(
+        self,
+        providers: list[ProviderName],
+        failure_threshold: int,
+        cooldown: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._states = {name: _State() for name in providers}
+        self._threshold = failure_threshold
+        self._cooldown = cooldown
+        self._clock = clock
+
+    def before_call(self, provider: ProviderName) -> None:
+        """Raise CircuitOpen while the provider cools down; let one trial call through after."""
+        state = self._states[provider]
+        if state.failures < self._threshold:
+            return
+        now = self._clock()
+        if now < state.open_until or state.trial_in_flight:
+            raise CircuitOpen(provider, max(0.0, state.open_until - now))
+        state.trial_in_flight = True
+
+    def record(self, provider: ProviderName, error: BaseException | None) -> None:
+        """The outcome of a call that `before_call` let through (error None: success)."""
+        state = self._states[provider]
+        state.trial_in_flight = False
+        if error is None:
+            state.failures = 0
+        elif isinstance(error, ProviderUnavailable | ProviderTimeout):
+            state.failures += 1
+            if state.failures >= self._threshold:
+                state.open_until = self._clock() + self._cooldown
+
+    def is_open(self, provider: ProviderName) -> bool:
+        return self._states[provider].failures >= self._threshold
