@@ -39,6 +39,9 @@ proto-check: $(STAMP)
 
 buf-lint: $(STAMP)
 	cd protos && ../$(BIN)/buf lint
+	@if git rev-parse --verify --quiet main >/dev/null; then \
+		$(BIN)/buf breaking protos --against '.git#branch=main,subdir=protos' && echo "no breaking change against main"; \
+	else echo "no local main branch: buf breaking skipped"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
