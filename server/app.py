@@ -10,14 +10,15 @@ from typing import Any
 
 import grpc
 import structlog
-from prometheus_client import start_http_server
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from prometheus_client import start_http_server
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.api.servicer import LLMServicer
-from server.config import KEY_ENV_NAMES, Settings
+from server.config import KEY_ENV_NAMES, Settings, load_catalogue
 from server.core.admission import Admission
+from server.core.catalogue import Catalogue
 from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
 from server.core.governance import Allowlist
@@ -46,6 +47,26 @@ PROVIDER_FACTORIES: Mapping[ProviderName, Callable[[ProviderSettings], Provider]
 
 class ConfigError(Exception):
     """The settings cannot make a working gateway; the message lists every problem."""
+
+
+def load_checked_catalogue(settings: Settings) -> Catalogue:
+    """The catalogue, with every allowed model in it under the provider its name routes to."""
+    try:
+        catalogue = load_catalogue(settings.llm_catalogue_path)
+    except ValueError as error:
+        raise ConfigError(f"cannot start:\n  - {error}") from None
+    registry = ModelRegistry(settings.llm_provider_prefixes)
+    problems = []
+    for model in settings.allowed_models:
+        if model not in catalogue:
+            problems.append(
+                f"allowed model {model!r} is not in the model catalogue {settings.llm_catalogue_path}"
+            )
+        elif (routed := registry.provider_for(model)) not in (None, listed := catalogue.get(model).provider):
+            problems.append(f"allowed model {model!r} routes to {routed} but the catalogue says {listed}")
+    if problems:
+        raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
+    return catalogue
 
 
 def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
@@ -151,6 +172,7 @@ def build_app(
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     needed = check_settings(settings)
+    catalogue = load_checked_catalogue(settings)
     providers = providers if providers is not None else build_providers(settings, needed)
     redactor = redactor_for(settings)
     metrics = Metrics()
@@ -169,6 +191,7 @@ def build_app(
         metrics=metrics,
         admission=Admission(list(providers), settings.llm_max_in_flight, settings.llm_queue_timeout),
         circuit=circuit,
+        catalogue=catalogue,
     )
     monitor = HealthMonitor(providers, circuit, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the

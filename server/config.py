@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import model_validator as _model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from server.core.catalogue import Catalogue, ModelInfo, Tier
 from server.core.types import ProviderName
+
+DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.toml")
 
 DEFAULT_ALLOWED_MODELS = (
     "gpt-4.1",
@@ -76,6 +82,7 @@ class Settings(BaseSettings):
     llm_circuit_cooldown: float = Field(default=30.0, gt=0)
     llm_max_connection_age: float = Field(default=300.0, gt=0)
     llm_max_connection_age_grace: float = Field(default=60.0, ge=0)
+    llm_catalogue_path: Path = DEFAULT_CATALOGUE
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
     llm_log_format: Literal["json", "console"] = "json"
 
@@ -112,3 +119,54 @@ class Settings(BaseSettings):
             ProviderName.ANTHROPIC: self.anthropic_base_url,
             ProviderName.GEMINI: self.gemini_base_url,
         }[provider]
+
+
+class _CatalogueEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: ProviderName
+    tier: Tier
+    context_window: int = Field(gt=0)
+    max_output_tokens: int = Field(gt=0)
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+
+    @_model_validator(mode="after")
+    def _output_fits_context(self) -> _CatalogueEntry:
+        if self.max_output_tokens > self.context_window:
+            raise ValueError("max_output_tokens exceeds context_window")
+        return self
+
+
+class _CatalogueFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    models: dict[str, _CatalogueEntry]
+
+
+def load_catalogue(path: Path) -> Catalogue:
+    """Read and validate a catalogue file; ValueError names the file and every problem."""
+    try:
+        raw = tomllib.loads(path.read_text())
+        parsed = _CatalogueFile.model_validate(raw)
+    except OSError as error:
+        raise ValueError(f"cannot read the model catalogue {path}: {error.strerror}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"the model catalogue {path} is not valid TOML: {error}") from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ValueError(f"the model catalogue {path} is invalid: {problems}") from None
+    return Catalogue(
+        ModelInfo(
+            id=model,
+            provider=entry.provider,
+            tier=entry.tier,
+            context_window=entry.context_window,
+            max_output_tokens=entry.max_output_tokens,
+            input_per_mtok=entry.input,
+            output_per_mtok=entry.output,
+            cached_input_per_mtok=entry.cached_input,
+        )
+        for model, entry in parsed.models.items()
+    )

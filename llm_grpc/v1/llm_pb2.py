@@ -25,51 +25,61 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15llm_grpc/v1/llm.proto\x12\x06llm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n\x07Message\x12\x1a\n\x04role\x18\x01 \x01(\x0e\x32\x0c.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\xc1\x01\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x08messages\x18\x02 \x03(\x0b\x32\x0f.llm.v1.Message\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\tB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_p\"\xb5\x01\n\x10\x43ompleteResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x1c\n\x05usage\x18\x02 \x01(\x0b\x32\r.llm.v1.Usage\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12+\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x14.llm.v1.FinishReason\"\xbf\x01\n\rStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x08messages\x18\x02 \x03(\x0b\x32\x0f.llm.v1.Message\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\tB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_p\"N\n\x0eStreamResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12\"\n\x04\x64one\x18\x02 \x01(\x0b\x32\x12.llm.v1.StreamDoneH\x00\x42\x07\n\x05\x65vent\"\xbe\x01\n\nStreamDone\x12\x1c\n\x05usage\x18\x01 \x01(\x0b\x32\r.llm.v1.Usage\x12+\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x14.llm.v1.FinishReason\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x04 \x01(\x01\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08trace_id\x18\x07 \x01(\t\"\x13\n\x11ListModelsRequest\"%\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\"J\n\x12ListModelsResponse\x12\x1d\n\x06models\x18\x01 \x03(\x0b\x32\r.llm.v1.Model\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\x14\n\x12\x43heckHealthRequest\"\x9b\x01\n\x0eProviderHealth\x12\x10\n\x08provider\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.llm.v1.HealthStatus\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12.\n\ncheck_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x13\x43heckHealthResponse\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.llm.v1.HealthStatus\x12)\n\tproviders\x18\x02 \x03(\x0b\x32\x16.llm.v1.ProviderHealth\"\x13\n\x11GetMetricsRequest\"U\n\x0fProviderMetrics\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x0e\n\x06tokens\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\"\xa6\x01\n\x12GetMetricsResponse\x12\x16\n\x0etotal_requests\x18\x01 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x03\x12\x17\n\x0fmean_latency_ms\x18\x03 \x01(\x01\x12*\n\tproviders\x18\x04 \x03(\x0b\x32\x17.llm.v1.ProviderMetrics\x12\x1d\n\x15governance_violations\x18\x05 \x01(\x03*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x04\x12\x17\n\x13\x46INISH_REASON_OTHER\x10\x05*\x82\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_SERVING\x10\x01\x12\x1d\n\x19HEALTH_STATUS_NOT_SERVING\x10\x02\x12\x19\n\x15HEALTH_STATUS_UNKNOWN\x10\x03\x32\xd8\x02\n\nLLMService\x12=\n\x08\x43omplete\x12\x17.llm.v1.CompleteRequest\x1a\x18.llm.v1.CompleteResponse\x12\x39\n\x06Stream\x12\x15.llm.v1.StreamRequest\x1a\x16.llm.v1.StreamResponse0\x01\x12\x43\n\nListModels\x12\x19.llm.v1.ListModelsRequest\x1a\x1a.llm.v1.ListModelsResponse\x12\x46\n\x0b\x43heckHealth\x12\x1a.llm.v1.CheckHealthRequest\x1a\x1b.llm.v1.CheckHealthResponse\x12\x43\n\nGetMetrics\x12\x19.llm.v1.GetMetricsRequest\x1a\x1a.llm.v1.GetMetricsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15llm_grpc/v1/llm.proto\x12\x06llm.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"6\n\x07Message\x12\x1a\n\x04role\x18\x01 \x01(\x0e\x32\x0c.llm.v1.Role\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"O\n\x05Usage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\x12\x14\n\x0ctotal_tokens\x18\x03 \x01(\x05\"\x85\x02\n\x0f\x43ompleteRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x08messages\x18\x02 \x03(\x0b\x32\x0f.llm.v1.Message\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x1a\n\x04tier\x18\x07 \x01(\x0e\x32\x0c.llm.v1.Tier\x12&\n\ncomplexity\x18\x08 \x01(\x0e\x32\x12.llm.v1.ComplexityB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_p\"\xc7\x01\n\x10\x43ompleteResponse\x12\x0f\n\x07\x63ontent\x18\x01 \x01(\t\x12\x1c\n\x05usage\x18\x02 \x01(\x0b\x32\r.llm.v1.Usage\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x10\n\x08provider\x18\x04 \x01(\t\x12\r\n\x05model\x18\x05 \x01(\t\x12\x10\n\x08trace_id\x18\x06 \x01(\t\x12+\n\rfinish_reason\x18\x07 \x01(\x0e\x32\x14.llm.v1.FinishReason\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\x01\"\x83\x02\n\rStreamRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12!\n\x08messages\x18\x02 \x03(\x0b\x32\x0f.llm.v1.Message\x12\x18\n\x0btemperature\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\x17\n\nmax_tokens\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\x05top_p\x18\x05 \x01(\x02H\x02\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x1a\n\x04tier\x18\x07 \x01(\x0e\x32\x0c.llm.v1.Tier\x12&\n\ncomplexity\x18\x08 \x01(\x0e\x32\x12.llm.v1.ComplexityB\x0e\n\x0c_temperatureB\r\n\x0b_max_tokensB\x08\n\x06_top_p\"N\n\x0eStreamResponse\x12\x0f\n\x05\x64\x65lta\x18\x01 \x01(\tH\x00\x12\"\n\x04\x64one\x18\x02 \x01(\x0b\x32\x12.llm.v1.StreamDoneH\x00\x42\x07\n\x05\x65vent\"\xd0\x01\n\nStreamDone\x12\x1c\n\x05usage\x18\x01 \x01(\x0b\x32\r.llm.v1.Usage\x12+\n\rfinish_reason\x18\x02 \x01(\x0e\x32\x14.llm.v1.FinishReason\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\x1e\n\x16time_to_first_token_ms\x18\x04 \x01(\x01\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\r\n\x05model\x18\x06 \x01(\t\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x10\n\x08\x63ost_usd\x18\x08 \x01(\x01\"\x13\n\x11ListModelsRequest\"\xff\x01\n\x05Model\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x1a\n\x04tier\x18\x03 \x01(\x0e\x32\x0c.llm.v1.Tier\x12\x16\n\x0e\x63ontext_window\x18\x04 \x01(\x05\x12\x19\n\x11max_output_tokens\x18\x05 \x01(\x05\x12\x1d\n\x15input_usd_per_million\x18\x06 \x01(\x01\x12\x1e\n\x16output_usd_per_million\x18\x07 \x01(\x01\x12)\n\x1c\x63\x61\x63hed_input_usd_per_million\x18\x08 \x01(\x01H\x00\x88\x01\x01\x42\x1f\n\x1d_cached_input_usd_per_million\"J\n\x12ListModelsResponse\x12\x1d\n\x06models\x18\x01 \x03(\x0b\x32\r.llm.v1.Model\x12\x15\n\rdefault_model\x18\x02 \x01(\t\"\x14\n\x12\x43heckHealthRequest\"\x9b\x01\n\x0eProviderHealth\x12\x10\n\x08provider\x18\x01 \x01(\t\x12$\n\x06status\x18\x02 \x01(\x0e\x32\x14.llm.v1.HealthStatus\x12\x12\n\nlatency_ms\x18\x03 \x01(\x01\x12\r\n\x05\x65rror\x18\x04 \x01(\t\x12.\n\ncheck_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"f\n\x13\x43heckHealthResponse\x12$\n\x06status\x18\x01 \x01(\x0e\x32\x14.llm.v1.HealthStatus\x12)\n\tproviders\x18\x02 \x03(\x0b\x32\x16.llm.v1.ProviderHealth\"\x13\n\x11GetMetricsRequest\"g\n\x0fProviderMetrics\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x0e\n\x06tokens\x18\x03 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x04 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\"c\n\x0cModelMetrics\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x10\n\x08requests\x18\x03 \x01(\x03\x12\x0e\n\x06tokens\x18\x04 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x05 \x01(\x01\"\xe4\x01\n\x12GetMetricsResponse\x12\x16\n\x0etotal_requests\x18\x01 \x01(\x03\x12\x14\n\x0ctotal_tokens\x18\x02 \x01(\x03\x12\x17\n\x0fmean_latency_ms\x18\x03 \x01(\x01\x12*\n\tproviders\x18\x04 \x03(\x0b\x32\x17.llm.v1.ProviderMetrics\x12\x1d\n\x15governance_violations\x18\x05 \x01(\x03\x12\x16\n\x0etotal_cost_usd\x18\x06 \x01(\x01\x12$\n\x06models\x18\x07 \x03(\x0b\x32\x14.llm.v1.ModelMetrics\"X\n\x12SelectModelRequest\x12\x1a\n\x04tier\x18\x01 \x01(\x0e\x32\x0c.llm.v1.Tier\x12&\n\ncomplexity\x18\x02 \x01(\x0e\x32\x12.llm.v1.Complexity\"b\n\x13SelectModelResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x10\n\x08provider\x18\x02 \x01(\t\x12\x1a\n\x04tier\x18\x03 \x01(\x0e\x32\x0c.llm.v1.Tier\x12\x0e\n\x06reason\x18\x04 \x01(\t*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*\xb8\x01\n\x0c\x46inishReason\x12\x1d\n\x19\x46INISH_REASON_UNSPECIFIED\x10\x00\x12\x16\n\x12\x46INISH_REASON_STOP\x10\x01\x12\x18\n\x14\x46INISH_REASON_LENGTH\x10\x02\x12 \n\x1c\x46INISH_REASON_CONTENT_FILTER\x10\x03\x12\x1c\n\x18\x46INISH_REASON_TOOL_CALLS\x10\x04\x12\x17\n\x13\x46INISH_REASON_OTHER\x10\x05*\x82\x01\n\x0cHealthStatus\x12\x1d\n\x19HEALTH_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15HEALTH_STATUS_SERVING\x10\x01\x12\x1d\n\x19HEALTH_STATUS_NOT_SERVING\x10\x02\x12\x19\n\x15HEALTH_STATUS_UNKNOWN\x10\x03*P\n\x04Tier\x12\x14\n\x10TIER_UNSPECIFIED\x10\x00\x12\r\n\tTIER_FAST\x10\x01\x12\x11\n\rTIER_BALANCED\x10\x02\x12\x10\n\x0cTIER_PREMIUM\x10\x03*p\n\nComplexity\x12\x1a\n\x16\x43OMPLEXITY_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43OMPLEXITY_SIMPLE\x10\x01\x12\x17\n\x13\x43OMPLEXITY_MODERATE\x10\x02\x12\x16\n\x12\x43OMPLEXITY_COMPLEX\x10\x03\x32\xa0\x03\n\nLLMService\x12=\n\x08\x43omplete\x12\x17.llm.v1.CompleteRequest\x1a\x18.llm.v1.CompleteResponse\x12\x39\n\x06Stream\x12\x15.llm.v1.StreamRequest\x1a\x16.llm.v1.StreamResponse0\x01\x12\x43\n\nListModels\x12\x19.llm.v1.ListModelsRequest\x1a\x1a.llm.v1.ListModelsResponse\x12\x46\n\x0b\x43heckHealth\x12\x1a.llm.v1.CheckHealthRequest\x1a\x1b.llm.v1.CheckHealthResponse\x12\x46\n\x0bSelectModel\x12\x1a.llm.v1.SelectModelRequest\x1a\x1b.llm.v1.SelectModelResponse\x12\x43\n\nGetMetrics\x12\x19.llm.v1.GetMetricsRequest\x1a\x1a.llm.v1.GetMetricsResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'llm_grpc.v1.llm_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROLE']._serialized_start=1747
-  _globals['_ROLE']._serialized_end=1827
-  _globals['_FINISHREASON']._serialized_start=1830
-  _globals['_FINISHREASON']._serialized_end=2014
-  _globals['_HEALTHSTATUS']._serialized_start=2017
-  _globals['_HEALTHSTATUS']._serialized_end=2147
+  _globals['_ROLE']._serialized_start=2509
+  _globals['_ROLE']._serialized_end=2589
+  _globals['_FINISHREASON']._serialized_start=2592
+  _globals['_FINISHREASON']._serialized_end=2776
+  _globals['_HEALTHSTATUS']._serialized_start=2779
+  _globals['_HEALTHSTATUS']._serialized_end=2909
+  _globals['_TIER']._serialized_start=2911
+  _globals['_TIER']._serialized_end=2991
+  _globals['_COMPLEXITY']._serialized_start=2993
+  _globals['_COMPLEXITY']._serialized_end=3105
   _globals['_MESSAGE']._serialized_start=66
   _globals['_MESSAGE']._serialized_end=120
   _globals['_USAGE']._serialized_start=122
   _globals['_USAGE']._serialized_end=201
   _globals['_COMPLETEREQUEST']._serialized_start=204
-  _globals['_COMPLETEREQUEST']._serialized_end=397
-  _globals['_COMPLETERESPONSE']._serialized_start=400
-  _globals['_COMPLETERESPONSE']._serialized_end=581
-  _globals['_STREAMREQUEST']._serialized_start=584
-  _globals['_STREAMREQUEST']._serialized_end=775
-  _globals['_STREAMRESPONSE']._serialized_start=777
-  _globals['_STREAMRESPONSE']._serialized_end=855
-  _globals['_STREAMDONE']._serialized_start=858
-  _globals['_STREAMDONE']._serialized_end=1048
-  _globals['_LISTMODELSREQUEST']._serialized_start=1050
-  _globals['_LISTMODELSREQUEST']._serialized_end=1069
-  _globals['_MODEL']._serialized_start=1071
-  _globals['_MODEL']._serialized_end=1108
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1110
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1184
-  _globals['_CHECKHEALTHREQUEST']._serialized_start=1186
-  _globals['_CHECKHEALTHREQUEST']._serialized_end=1206
-  _globals['_PROVIDERHEALTH']._serialized_start=1209
-  _globals['_PROVIDERHEALTH']._serialized_end=1364
-  _globals['_CHECKHEALTHRESPONSE']._serialized_start=1366
-  _globals['_CHECKHEALTHRESPONSE']._serialized_end=1468
-  _globals['_GETMETRICSREQUEST']._serialized_start=1470
-  _globals['_GETMETRICSREQUEST']._serialized_end=1489
-  _globals['_PROVIDERMETRICS']._serialized_start=1491
-  _globals['_PROVIDERMETRICS']._serialized_end=1576
-  _globals['_GETMETRICSRESPONSE']._serialized_start=1579
-  _globals['_GETMETRICSRESPONSE']._serialized_end=1745
-  _globals['_LLMSERVICE']._serialized_start=2150
-  _globals['_LLMSERVICE']._serialized_end=2494
+  _globals['_COMPLETEREQUEST']._serialized_end=465
+  _globals['_COMPLETERESPONSE']._serialized_start=468
+  _globals['_COMPLETERESPONSE']._serialized_end=667
+  _globals['_STREAMREQUEST']._serialized_start=670
+  _globals['_STREAMREQUEST']._serialized_end=929
+  _globals['_STREAMRESPONSE']._serialized_start=931
+  _globals['_STREAMRESPONSE']._serialized_end=1009
+  _globals['_STREAMDONE']._serialized_start=1012
+  _globals['_STREAMDONE']._serialized_end=1220
+  _globals['_LISTMODELSREQUEST']._serialized_start=1222
+  _globals['_LISTMODELSREQUEST']._serialized_end=1241
+  _globals['_MODEL']._serialized_start=1244
+  _globals['_MODEL']._serialized_end=1499
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1501
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1575
+  _globals['_CHECKHEALTHREQUEST']._serialized_start=1577
+  _globals['_CHECKHEALTHREQUEST']._serialized_end=1597
+  _globals['_PROVIDERHEALTH']._serialized_start=1600
+  _globals['_PROVIDERHEALTH']._serialized_end=1755
+  _globals['_CHECKHEALTHRESPONSE']._serialized_start=1757
+  _globals['_CHECKHEALTHRESPONSE']._serialized_end=1859
+  _globals['_GETMETRICSREQUEST']._serialized_start=1861
+  _globals['_GETMETRICSREQUEST']._serialized_end=1880
+  _globals['_PROVIDERMETRICS']._serialized_start=1882
+  _globals['_PROVIDERMETRICS']._serialized_end=1985
+  _globals['_MODELMETRICS']._serialized_start=1987
+  _globals['_MODELMETRICS']._serialized_end=2086
+  _globals['_GETMETRICSRESPONSE']._serialized_start=2089
+  _globals['_GETMETRICSRESPONSE']._serialized_end=2317
+  _globals['_SELECTMODELREQUEST']._serialized_start=2319
+  _globals['_SELECTMODELREQUEST']._serialized_end=2407
+  _globals['_SELECTMODELRESPONSE']._serialized_start=2409
+  _globals['_SELECTMODELRESPONSE']._serialized_end=2507
+  _globals['_LLMSERVICE']._serialized_start=3108
+  _globals['_LLMSERVICE']._serialized_end=3524
 # @@protoc_insertion_point(module_scope)

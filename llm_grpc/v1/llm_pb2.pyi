@@ -116,6 +116,62 @@ HEALTH_STATUS_UNKNOWN: HealthStatus.ValueType  # 3
 """No probe has finished yet."""
 Global___HealthStatus: _TypeAlias = HealthStatus  # noqa: Y015
 
+class _Tier:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TierEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Tier.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TIER_UNSPECIFIED: _Tier.ValueType  # 0
+    """No tier asked for."""
+    TIER_FAST: _Tier.ValueType  # 1
+    """Cheap and quick: extraction, classification, short answers."""
+    TIER_BALANCED: _Tier.ValueType  # 2
+    """The everyday middle."""
+    TIER_PREMIUM: _Tier.ValueType  # 3
+    """The most capable and most expensive."""
+
+class Tier(_Tier, metaclass=_TierEnumTypeWrapper):
+    """Tier is a class of models by capability and price."""
+
+TIER_UNSPECIFIED: Tier.ValueType  # 0
+"""No tier asked for."""
+TIER_FAST: Tier.ValueType  # 1
+"""Cheap and quick: extraction, classification, short answers."""
+TIER_BALANCED: Tier.ValueType  # 2
+"""The everyday middle."""
+TIER_PREMIUM: Tier.ValueType  # 3
+"""The most capable and most expensive."""
+Global___Tier: _TypeAlias = Tier  # noqa: Y015
+
+class _Complexity:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ComplexityEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Complexity.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    COMPLEXITY_UNSPECIFIED: _Complexity.ValueType  # 0
+    """No complexity given."""
+    COMPLEXITY_SIMPLE: _Complexity.ValueType  # 1
+    """Maps to TIER_FAST."""
+    COMPLEXITY_MODERATE: _Complexity.ValueType  # 2
+    """Maps to TIER_BALANCED."""
+    COMPLEXITY_COMPLEX: _Complexity.ValueType  # 3
+    """Maps to TIER_PREMIUM."""
+
+class Complexity(_Complexity, metaclass=_ComplexityEnumTypeWrapper):
+    """Complexity is how hard a task is; it maps to a tier (simple → fast, moderate → balanced, complex → premium)."""
+
+COMPLEXITY_UNSPECIFIED: Complexity.ValueType  # 0
+"""No complexity given."""
+COMPLEXITY_SIMPLE: Complexity.ValueType  # 1
+"""Maps to TIER_FAST."""
+COMPLEXITY_MODERATE: Complexity.ValueType  # 2
+"""Maps to TIER_BALANCED."""
+COMPLEXITY_COMPLEX: Complexity.ValueType  # 3
+"""Maps to TIER_PREMIUM."""
+Global___Complexity: _TypeAlias = Complexity  # noqa: Y015
+
 @_typing.final
 class Message(_message.Message):
     """Message is one turn of the conversation."""
@@ -184,14 +240,20 @@ class CompleteRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     TOP_P_FIELD_NUMBER: _builtins.int
     STOP_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    COMPLEXITY_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """Model id, e.g. `gpt-4.1-mini`; empty means the gateway's default model."""
+    """Model id, e.g. `gpt-4.1-mini`. Empty: chosen by `tier`, else by `complexity`, else the default model."""
     temperature: _builtins.float
     """Sampling temperature, 0 to 2; unset means the provider's default."""
     max_tokens: _builtins.int
     """Upper bound on generated tokens; unset means the gateway's per-provider default."""
     top_p: _builtins.float
     """Nucleus sampling, 0 to 1; unset means the provider's default."""
+    tier: Global___Tier.ValueType
+    """Pick the cheapest allowed model of this tier when `model` is empty."""
+    complexity: Global___Complexity.ValueType
+    """Pick by task complexity when `model` and `tier` are empty."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation, oldest first; at least one message must have content."""
@@ -209,10 +271,12 @@ class CompleteRequest(_message.Message):
         max_tokens: _builtins.int | None = ...,
         top_p: _builtins.float | None = ...,
         stop: _abc.Iterable[_builtins.str] | None = ...,
+        tier: Global___Tier.ValueType = ...,
+        complexity: Global___Complexity.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "stop", b"stop", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "complexity", b"complexity", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "stop", b"stop", "temperature", b"temperature", "tier", b"tier", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
@@ -242,6 +306,7 @@ class CompleteResponse(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
     content: _builtins.str
     """The generated text."""
     latency_ms: _builtins.float
@@ -254,6 +319,8 @@ class CompleteResponse(_message.Message):
     """The trace id of the call (from metadata, or made by the gateway)."""
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped."""
+    cost_usd: _builtins.float
+    """What the call cost, in US dollars, from the provider's usage and the catalogue's prices."""
     @_builtins.property
     def usage(self) -> Global___Usage:
         """The provider's token count."""
@@ -268,10 +335,11 @@ class CompleteResponse(_message.Message):
         model: _builtins.str = ...,
         trace_id: _builtins.str = ...,
         finish_reason: Global___FinishReason.ValueType = ...,
+        cost_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -289,14 +357,20 @@ class StreamRequest(_message.Message):
     MAX_TOKENS_FIELD_NUMBER: _builtins.int
     TOP_P_FIELD_NUMBER: _builtins.int
     STOP_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    COMPLEXITY_FIELD_NUMBER: _builtins.int
     model: _builtins.str
-    """Model id; empty means the gateway's default model."""
+    """Model id. Empty: chosen by `tier`, else by `complexity`, else the default model."""
     temperature: _builtins.float
     """Sampling temperature, 0 to 2."""
     max_tokens: _builtins.int
     """Upper bound on generated tokens."""
     top_p: _builtins.float
     """Nucleus sampling, 0 to 1."""
+    tier: Global___Tier.ValueType
+    """Pick the cheapest allowed model of this tier when `model` is empty."""
+    complexity: Global___Complexity.ValueType
+    """Pick by task complexity when `model` and `tier` are empty."""
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation, oldest first."""
@@ -314,10 +388,12 @@ class StreamRequest(_message.Message):
         max_tokens: _builtins.int | None = ...,
         top_p: _builtins.float | None = ...,
         stop: _abc.Iterable[_builtins.str] | None = ...,
+        tier: Global___Tier.ValueType = ...,
+        complexity: Global___Complexity.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "stop", b"stop", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "complexity", b"complexity", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "stop", b"stop", "temperature", b"temperature", "tier", b"tier", "top_p", b"top_p"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
@@ -377,6 +453,7 @@ class StreamDone(_message.Message):
     PROVIDER_FIELD_NUMBER: _builtins.int
     MODEL_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped."""
     latency_ms: _builtins.float
@@ -389,6 +466,8 @@ class StreamDone(_message.Message):
     """The model that served."""
     trace_id: _builtins.str
     """The trace id of the call."""
+    cost_usd: _builtins.float
+    """What the stream cost, in US dollars, from the provider's usage and the catalogue's prices."""
     @_builtins.property
     def usage(self) -> Global___Usage:
         """The provider's own token count for the stream."""
@@ -403,10 +482,11 @@ class StreamDone(_message.Message):
         provider: _builtins.str = ...,
         model: _builtins.str = ...,
         trace_id: _builtins.str = ...,
+        cost_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "time_to_first_token_ms", b"time_to_first_token_ms", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "time_to_first_token_ms", b"time_to_first_token_ms", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -437,21 +517,47 @@ class Model(_message.Message):
 
     ID_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    CONTEXT_WINDOW_FIELD_NUMBER: _builtins.int
+    MAX_OUTPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    INPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
+    OUTPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The model id to put in a request."""
     provider: _builtins.str
     """The provider that serves it."""
+    tier: Global___Tier.ValueType
+    """Its tier."""
+    context_window: _builtins.int
+    """Tokens of prompt and completion the model can hold."""
+    max_output_tokens: _builtins.int
+    """The largest `max_tokens` a request for this model may ask."""
+    input_usd_per_million: _builtins.float
+    """US dollars per million prompt tokens."""
+    output_usd_per_million: _builtins.float
+    """US dollars per million completion tokens."""
+    cached_input_usd_per_million: _builtins.float
+    """US dollars per million cached prompt tokens, where the provider has a prompt cache."""
     def __init__(
         self,
         *,
         id: _builtins.str = ...,
         provider: _builtins.str = ...,
+        tier: Global___Tier.ValueType = ...,
+        context_window: _builtins.int = ...,
+        max_output_tokens: _builtins.int = ...,
+        input_usd_per_million: _builtins.float = ...,
+        output_usd_per_million: _builtins.float = ...,
+        cached_input_usd_per_million: _builtins.float | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "provider", b"provider"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million", "context_window", b"context_window", "id", b"id", "input_usd_per_million", b"input_usd_per_million", "max_output_tokens", b"max_output_tokens", "output_usd_per_million", b"output_usd_per_million", "provider", b"provider", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__cached_input_usd_per_million: _TypeAlias = _typing.Literal["cached_input_usd_per_million"]  # noqa: Y015
+    _WhichOneofArgType__cached_input_usd_per_million: _TypeAlias = _typing.Literal["_cached_input_usd_per_million", b"_cached_input_usd_per_million"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_input_usd_per_million) -> _WhichOneofReturnType__cached_input_usd_per_million | None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
 
@@ -595,6 +701,7 @@ class ProviderMetrics(_message.Message):
     REQUESTS_FIELD_NUMBER: _builtins.int
     TOKENS_FIELD_NUMBER: _builtins.int
     ERRORS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
     provider: _builtins.str
     """`openai`, `anthropic` or `gemini`."""
     requests: _builtins.int
@@ -603,6 +710,8 @@ class ProviderMetrics(_message.Message):
     """Prompt and completion tokens the provider reported."""
     errors: _builtins.int
     """Calls that failed."""
+    cost_usd: _builtins.float
+    """US dollars spent."""
     def __init__(
         self,
         *,
@@ -610,14 +719,53 @@ class ProviderMetrics(_message.Message):
         requests: _builtins.int = ...,
         tokens: _builtins.int = ...,
         errors: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["errors", b"errors", "provider", b"provider", "requests", b"requests", "tokens", b"tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "errors", b"errors", "provider", b"provider", "requests", b"requests", "tokens", b"tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ProviderMetrics: _TypeAlias = ProviderMetrics  # noqa: Y015
+
+@_typing.final
+class ModelMetrics(_message.Message):
+    """ModelMetrics is the traffic one model has served since start."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    TOKENS_FIELD_NUMBER: _builtins.int
+    COST_USD_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model id."""
+    provider: _builtins.str
+    """Its provider."""
+    requests: _builtins.int
+    """Calls, whatever their outcome."""
+    tokens: _builtins.int
+    """Prompt and completion tokens."""
+    cost_usd: _builtins.float
+    """US dollars spent."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        requests: _builtins.int = ...,
+        tokens: _builtins.int = ...,
+        cost_usd: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "model", b"model", "provider", b"provider", "requests", b"requests", "tokens", b"tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelMetrics: _TypeAlias = ModelMetrics  # noqa: Y015
 
 @_typing.final
 class GetMetricsResponse(_message.Message):
@@ -630,6 +778,8 @@ class GetMetricsResponse(_message.Message):
     MEAN_LATENCY_MS_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
     GOVERNANCE_VIOLATIONS_FIELD_NUMBER: _builtins.int
+    TOTAL_COST_USD_FIELD_NUMBER: _builtins.int
+    MODELS_FIELD_NUMBER: _builtins.int
     total_requests: _builtins.int
     """Calls that reached a provider, whatever their outcome."""
     total_tokens: _builtins.int
@@ -638,9 +788,15 @@ class GetMetricsResponse(_message.Message):
     """Mean whole-call latency, in milliseconds."""
     governance_violations: _builtins.int
     """Calls refused by the model allowlist."""
+    total_cost_usd: _builtins.float
+    """US dollars spent, all providers."""
     @_builtins.property
     def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderMetrics]:
         """One entry per provider that has served a call."""
+
+    @_builtins.property
+    def models(self) -> _containers.RepeatedCompositeFieldContainer[Global___ModelMetrics]:
+        """One entry per model that has served a call."""
 
     def __init__(
         self,
@@ -650,11 +806,73 @@ class GetMetricsResponse(_message.Message):
         mean_latency_ms: _builtins.float = ...,
         providers: _abc.Iterable[Global___ProviderMetrics] | None = ...,
         governance_violations: _builtins.int = ...,
+        total_cost_usd: _builtins.float = ...,
+        models: _abc.Iterable[Global___ModelMetrics] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["governance_violations", b"governance_violations", "mean_latency_ms", b"mean_latency_ms", "providers", b"providers", "total_requests", b"total_requests", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["governance_violations", b"governance_violations", "mean_latency_ms", b"mean_latency_ms", "models", b"models", "providers", b"providers", "total_cost_usd", b"total_cost_usd", "total_requests", b"total_requests", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___GetMetricsResponse: _TypeAlias = GetMetricsResponse  # noqa: Y015
+
+@_typing.final
+class SelectModelRequest(_message.Message):
+    """SelectModelRequest names a tier or a task complexity (the tier wins when both are set)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIER_FIELD_NUMBER: _builtins.int
+    COMPLEXITY_FIELD_NUMBER: _builtins.int
+    tier: Global___Tier.ValueType
+    """The tier to pick from."""
+    complexity: Global___Complexity.ValueType
+    """The task's complexity, used when `tier` is unspecified."""
+    def __init__(
+        self,
+        *,
+        tier: Global___Tier.ValueType = ...,
+        complexity: Global___Complexity.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complexity", b"complexity", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectModelRequest: _TypeAlias = SelectModelRequest  # noqa: Y015
+
+@_typing.final
+class SelectModelResponse(_message.Message):
+    """SelectModelResponse is the chosen model."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    TIER_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model id to put in a request."""
+    provider: _builtins.str
+    """Its provider."""
+    tier: Global___Tier.ValueType
+    """Its tier."""
+    reason: _builtins.str
+    """Why this model."""
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        tier: Global___Tier.ValueType = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model", "provider", b"provider", "reason", b"reason", "tier", b"tier"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SelectModelResponse: _TypeAlias = SelectModelResponse  # noqa: Y015

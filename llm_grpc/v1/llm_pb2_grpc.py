@@ -60,6 +60,11 @@ class LLMServiceStub:
                 request_serializer=llm__grpc_dot_v1_dot_llm__pb2.CheckHealthRequest.SerializeToString,
                 response_deserializer=llm__grpc_dot_v1_dot_llm__pb2.CheckHealthResponse.FromString,
                 _registered_method=True)
+        self.SelectModel = channel.unary_unary(
+                '/llm.v1.LLMService/SelectModel',
+                request_serializer=llm__grpc_dot_v1_dot_llm__pb2.SelectModelRequest.SerializeToString,
+                response_deserializer=llm__grpc_dot_v1_dot_llm__pb2.SelectModelResponse.FromString,
+                _registered_method=True)
         self.GetMetrics = channel.unary_unary(
                 '/llm.v1.LLMService/GetMetrics',
                 request_serializer=llm__grpc_dot_v1_dot_llm__pb2.GetMetricsRequest.SerializeToString,
@@ -104,6 +109,13 @@ class LLMServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SelectModel(self, request, context):
+        """SelectModel picks the cheapest allowed model for a tier or a task complexity.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetMetrics(self, request, context):
         """GetMetrics returns a snapshot of the gateway's counters since start, for gRPC-only callers.
         """
@@ -133,6 +145,11 @@ def add_LLMServiceServicer_to_server(servicer, server):
                     servicer.CheckHealth,
                     request_deserializer=llm__grpc_dot_v1_dot_llm__pb2.CheckHealthRequest.FromString,
                     response_serializer=llm__grpc_dot_v1_dot_llm__pb2.CheckHealthResponse.SerializeToString,
+            ),
+            'SelectModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SelectModel,
+                    request_deserializer=llm__grpc_dot_v1_dot_llm__pb2.SelectModelRequest.FromString,
+                    response_serializer=llm__grpc_dot_v1_dot_llm__pb2.SelectModelResponse.SerializeToString,
             ),
             'GetMetrics': grpc.unary_unary_rpc_method_handler(
                     servicer.GetMetrics,
@@ -254,6 +271,33 @@ class LLMService:
             '/llm.v1.LLMService/CheckHealth',
             llm__grpc_dot_v1_dot_llm__pb2.CheckHealthRequest.SerializeToString,
             llm__grpc_dot_v1_dot_llm__pb2.CheckHealthResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SelectModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm.v1.LLMService/SelectModel',
+            llm__grpc_dot_v1_dot_llm__pb2.SelectModelRequest.SerializeToString,
+            llm__grpc_dot_v1_dot_llm__pb2.SelectModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

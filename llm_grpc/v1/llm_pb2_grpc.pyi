@@ -51,6 +51,8 @@ class LLMServiceStub:
     """ListModels returns every model the gateway allows, with its provider, and the default model."""
     CheckHealth: _grpc.UnaryUnaryMultiCallable[_llm_pb2.CheckHealthRequest, _llm_pb2.CheckHealthResponse]
     """CheckHealth reports each configured provider from the gateway's background probe."""
+    SelectModel: _grpc.UnaryUnaryMultiCallable[_llm_pb2.SelectModelRequest, _llm_pb2.SelectModelResponse]
+    """SelectModel picks the cheapest allowed model for a tier or a task complexity."""
     GetMetrics: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetMetricsRequest, _llm_pb2.GetMetricsResponse]
     """GetMetrics returns a snapshot of the gateway's counters since start, for gRPC-only callers."""
 
@@ -73,6 +75,8 @@ class LLMServiceAsyncStub(LLMServiceStub):
     """ListModels returns every model the gateway allows, with its provider, and the default model."""
     CheckHealth: _aio.UnaryUnaryMultiCallable[_llm_pb2.CheckHealthRequest, _llm_pb2.CheckHealthResponse]  # type: ignore[assignment]
     """CheckHealth reports each configured provider from the gateway's background probe."""
+    SelectModel: _aio.UnaryUnaryMultiCallable[_llm_pb2.SelectModelRequest, _llm_pb2.SelectModelResponse]  # type: ignore[assignment]
+    """SelectModel picks the cheapest allowed model for a tier or a task complexity."""
     GetMetrics: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetMetricsRequest, _llm_pb2.GetMetricsResponse]  # type: ignore[assignment]
     """GetMetrics returns a snapshot of the gateway's counters since start, for gRPC-only callers."""
 
@@ -116,6 +120,14 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.CheckHealthResponse, _abc.Awaitable[_llm_pb2.CheckHealthResponse]]:
         """CheckHealth reports each configured provider from the gateway's background probe."""
+
+    @_abc_1.abstractmethod
+    def SelectModel(
+        self,
+        request: _llm_pb2.SelectModelRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.SelectModelResponse, _abc.Awaitable[_llm_pb2.SelectModelResponse]]:
+        """SelectModel picks the cheapest allowed model for a tier or a task complexity."""
 
     @_abc_1.abstractmethod
     def GetMetrics(

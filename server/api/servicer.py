@@ -4,7 +4,7 @@ RequestContext, core results into protobuf, and every error into a gRPC status w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, NoReturn
 
@@ -15,7 +15,8 @@ from google.protobuf import timestamp_pb2
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.api.context import TRACE_ID_KEY, context_from_metadata
 from server.api.status import internal_status, to_status
-from server.core.errors import GatewayError
+from server.core.catalogue import TIER_FOR_COMPLEXITY, Complexity, ModelInfo, Tier
+from server.core.errors import FieldViolation, GatewayError, InvalidRequest
 from server.core.gateway import Gateway
 from server.core.health import Health, HealthMonitor
 from server.core.types import FinishReason, RequestContext, Role, StreamSummary, TextDelta, Usage
@@ -40,6 +41,17 @@ _FINISH_REASONS = {
     FinishReason.TOOL_CALLS: llm_pb2.FINISH_REASON_TOOL_CALLS,
     FinishReason.OTHER: llm_pb2.FINISH_REASON_OTHER,
 }
+_TIERS: dict[int, Tier] = {
+    llm_pb2.TIER_FAST: Tier.FAST,
+    llm_pb2.TIER_BALANCED: Tier.BALANCED,
+    llm_pb2.TIER_PREMIUM: Tier.PREMIUM,
+}
+_TIERS_OUT = {tier: llm_pb2.Tier.ValueType(number) for number, tier in _TIERS.items()}
+_COMPLEXITIES: dict[int, Complexity] = {
+    llm_pb2.COMPLEXITY_SIMPLE: Complexity.SIMPLE,
+    llm_pb2.COMPLEXITY_MODERATE: Complexity.MODERATE,
+    llm_pb2.COMPLEXITY_COMPLEX: Complexity.COMPLEX,
+}
 _HEALTH = {
     Health.UNKNOWN: llm_pb2.HEALTH_STATUS_UNKNOWN,
     Health.SERVING: llm_pb2.HEALTH_STATUS_SERVING,
@@ -55,6 +67,29 @@ def _draft(request: llm_pb2.CompleteRequest | llm_pb2.StreamRequest) -> DraftReq
         max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
         top_p=request.top_p if request.HasField("top_p") else None,
         stop=list(request.stop),
+        tier=_enum_name(_TIERS, request.tier),
+        complexity=_enum_name(_COMPLEXITIES, request.complexity),
+    )
+
+
+def _enum_name(table: Mapping[int, Tier | Complexity], number: int) -> str:
+    """The core value of a request enum: empty when unspecified, a refusable marker when unknown."""
+    if number == 0:
+        return ""
+    known = table.get(number)
+    return known.value if known is not None else f"unknown({number})"
+
+
+def _model(info: ModelInfo) -> llm_pb2.Model:
+    return llm_pb2.Model(
+        id=info.id,
+        provider=info.provider.value,
+        tier=_TIERS_OUT[info.tier],
+        context_window=info.context_window,
+        max_output_tokens=info.max_output_tokens,
+        input_usd_per_million=info.input_per_mtok,
+        output_usd_per_million=info.output_per_mtok,
+        cached_input_usd_per_million=info.cached_input_per_mtok,
     )
 
 
@@ -88,6 +123,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                 model=result.model,
                 trace_id=ctx.trace_id,
                 finish_reason=_FINISH_REASONS[completion.finish_reason],
+                cost_usd=result.cost_usd,
             )
         return await _abort(context, call)
 
@@ -108,11 +144,22 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         self, request: llm_pb2.ListModelsRequest, context: ServicerContext
     ) -> llm_pb2.ListModelsResponse:
         return llm_pb2.ListModelsResponse(
-            models=[
-                llm_pb2.Model(id=model, provider=provider.value) for model, provider in self._gateway.models()
-            ],
+            models=[_model(info) for info in self._gateway.models()],
             default_model=self._gateway.allowlist.default_model,
         )
+
+    async def SelectModel(
+        self, request: llm_pb2.SelectModelRequest, context: ServicerContext
+    ) -> llm_pb2.SelectModelResponse:
+        with _call_errors(self._redact) as call:
+            selection = self._gateway.select(_requested_tier(request))
+            return llm_pb2.SelectModelResponse(
+                model=selection.model.id,
+                provider=selection.model.provider.value,
+                tier=_TIERS_OUT[selection.model.tier],
+                reason=selection.reason,
+            )
+        return await _abort(context, call)
 
     async def CheckHealth(
         self, request: llm_pb2.CheckHealthRequest, context: ServicerContext
@@ -139,10 +186,19 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             total_tokens=totals.total_tokens,
             mean_latency_ms=totals.mean_latency_ms,
             providers=[
-                llm_pb2.ProviderMetrics(provider=name, requests=p.requests, tokens=p.tokens, errors=p.errors)
+                llm_pb2.ProviderMetrics(
+                    provider=name, requests=p.requests, tokens=p.tokens, errors=p.errors, cost_usd=p.cost_usd
+                )
                 for name, p in sorted(totals.providers.items())
             ],
             governance_violations=totals.governance_violations,
+            total_cost_usd=totals.total_cost_usd,
+            models=[
+                llm_pb2.ModelMetrics(
+                    model=model, provider=provider, requests=t.requests, tokens=t.tokens, cost_usd=t.cost_usd
+                )
+                for (provider, model), t in sorted(totals.models.items())
+            ],
         )
 
 
@@ -155,7 +211,19 @@ def _done(summary: StreamSummary, ctx: RequestContext) -> llm_pb2.StreamDone:
         provider=summary.provider.value,
         model=summary.model,
         trace_id=ctx.trace_id,
+        cost_usd=summary.cost_usd,
     )
+
+
+def _requested_tier(request: llm_pb2.SelectModelRequest) -> Tier:
+    """The tier asked for: `tier` wins, else the complexity's tier; neither known is refused."""
+    tier = _TIERS.get(request.tier)
+    if tier is not None:
+        return tier
+    complexity = _COMPLEXITIES.get(request.complexity)
+    if complexity is not None:
+        return TIER_FOR_COMPLEXITY[complexity]
+    raise InvalidRequest([FieldViolation("tier", "set a known tier or complexity")])
 
 
 def _timestamp(unix_seconds: float) -> timestamp_pb2.Timestamp:

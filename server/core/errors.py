@@ -4,6 +4,7 @@ google.rpc.Code space that gRPC shares); `server/api/status.py` turns an error i
     GatewayError
     ├── InvalidRequest          caller input breaks a rule          → INVALID_ARGUMENT + BadRequest
     ├── ModelNotAllowed         model outside the allowlist          → PERMISSION_DENIED + ErrorInfo
+    ├── NoModelFits             no allowed model for a tier          → FAILED_PRECONDITION
     ├── Overloaded              provider's in-flight limit reached   → RESOURCE_EXHAUSTED + RetryInfo
     ├── DeadlineExceeded        caller deadline / request timeout    → DEADLINE_EXCEEDED
     └── ProviderError           anything a provider call raised (always names the provider)
@@ -100,11 +101,26 @@ class Overloaded(GatewayError):
         self.limit = limit
         self.retry_after = 1.0
         super().__init__(
-            f"{provider}: the gateway has {limit} calls in flight to this provider (waited {waited:g}s for a slot)"
+            f"{provider}: the gateway has {limit} calls in flight to this provider "
+            f"(waited {waited:g}s for a slot)"
         )
 
     def metadata(self) -> dict[str, str]:
         return {"provider": str(self.provider), "limit": str(self.limit)}
+
+
+class NoModelFits(GatewayError):
+    """Selection by tier or complexity found no allowed model with a configured provider."""
+
+    reason = "NO_MODEL_FOR_TIER"
+    code = Code.FAILED_PRECONDITION
+
+    def __init__(self, tier: str, why: str) -> None:
+        self.tier = tier
+        super().__init__(f"cannot select a model: {why}")
+
+    def metadata(self) -> dict[str, str]:
+        return {"tier": self.tier}
 
 
 class DeadlineExceeded(GatewayError):

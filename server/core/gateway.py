@@ -15,8 +15,16 @@ from typing import TypeVar
 import structlog
 
 from server.core.admission import Admission
+from server.core.catalogue import TIER_FOR_COMPLEXITY, Catalogue, Complexity, ModelInfo, Selection, Tier
 from server.core.circuit import CircuitBreaker
-from server.core.errors import DeadlineExceeded, ModelNotAllowed, ProviderError, ProviderUnavailable
+from server.core.errors import (
+    DeadlineExceeded,
+    FieldViolation,
+    InvalidRequest,
+    ModelNotAllowed,
+    ProviderError,
+    ProviderUnavailable,
+)
 from server.core.governance import Allowlist
 from server.core.registry import ModelRegistry
 from server.core.retry import RetryPolicy, call_with_retries
@@ -27,7 +35,6 @@ from server.core.types import (
     ProviderName,
     RequestContext,
     Result,
-    StreamEnd,
     StreamEvent,
     StreamSummary,
     TextDelta,
@@ -55,7 +62,9 @@ class Gateway:
         metrics: Metrics,
         admission: Admission,
         circuit: CircuitBreaker,
+        catalogue: Catalogue,
     ) -> None:
+        self.catalogue = catalogue
         self._circuit = circuit
         self.allowlist = allowlist
         self._admission = admission
@@ -66,9 +75,13 @@ class Gateway:
         self._request_timeout = request_timeout
         self._metrics = metrics
 
-    def models(self) -> list[tuple[str, ProviderName]]:
-        """Every allowed model with its provider (the start-up check guarantees each maps to one)."""
-        return [(m, p) for m in self.allowlist.models if (p := self._registry.provider_for(m)) is not None]
+    def models(self) -> list[ModelInfo]:
+        """Every allowed model, from the catalogue (the start-up check guarantees each is in it)."""
+        return [self.catalogue.get(model) for model in self.allowlist.models]
+
+    def select(self, tier: Tier) -> Selection:
+        """The cheapest allowed model of `tier` whose provider is configured."""
+        return self.catalogue.select(tier, self.allowlist.models, self._providers.keys())
 
     async def complete(
         self, draft: DraftRequest, ctx: RequestContext, time_remaining: float | None
@@ -88,8 +101,9 @@ class Gateway:
         except BaseException as error:
             call.fail(error)
             raise
-        call.succeed(completion.usage)
-        return Result(completion, provider.name, request.model, call.elapsed_ms())
+        cost = self.catalogue.get(request.model).cost(completion.usage)
+        call.succeed(completion.usage, cost)
+        return Result(completion, provider.name, request.model, call.elapsed_ms(), cost)
 
     async def stream(
         self, draft: DraftRequest, ctx: RequestContext, time_remaining: float | None
@@ -121,7 +135,8 @@ class Gateway:
                 self._circuit.record(provider.name, error)
             call.fail(error)
             raise
-        call.succeed(event.usage)
+        cost = self.catalogue.get(request.model).cost(event.usage)
+        call.succeed(event.usage, cost)
         yield StreamSummary(
             usage=event.usage,
             finish_reason=event.finish_reason,
@@ -131,21 +146,34 @@ class Gateway:
             time_to_first_token_ms=call.first_token_ms
             if call.first_token_ms is not None
             else call.elapsed_ms(),
+            cost_usd=cost,
         )
 
     def _prepare(self, draft: DraftRequest, ctx: RequestContext) -> tuple[ChatRequest, Provider]:
         check(draft, self._limits)
-        try:
-            model = self.allowlist.resolve(draft.model)
-        except ModelNotAllowed:
-            self._metrics.governance_violation(draft.model, ctx.source_agent)
-            log.warning("governance.violation", model=draft.model, source_agent=ctx.source_agent)
-            raise
+        model = self._choose_model(draft, ctx)
+        info = self.catalogue.get(model)
+        if draft.max_tokens is not None and draft.max_tokens > info.max_output_tokens:
+            raise InvalidRequest(
+                [FieldViolation("max_tokens", f"{model} produces at most {info.max_output_tokens} tokens")]
+            )
         provider_name = self._registry.provider_for(model)
         if provider_name is None or provider_name not in self._providers:
             # The start-up check makes this unreachable for allowed models: reaching it is a bug.
             raise RuntimeError(f"allowed model {model!r} has no configured provider")
         return to_request(draft, model), self._providers[provider_name]
+
+    def _choose_model(self, draft: DraftRequest, ctx: RequestContext) -> str:
+        """An explicit model (if allowed) wins; then the tier; then the complexity; then the default."""
+        if not draft.model and (draft.tier or draft.complexity):
+            tier = Tier(draft.tier) if draft.tier else TIER_FOR_COMPLEXITY[Complexity(draft.complexity)]
+            return self.select(tier).model.id
+        try:
+            return self.allowlist.resolve(draft.model)
+        except ModelNotAllowed:
+            self._metrics.governance_violation(draft.model, ctx.source_agent)
+            log.warning("governance.violation", model=draft.model, source_agent=ctx.source_agent)
+            raise
 
     def _deadline(self, time_remaining: float | None) -> float:
         """The call's deadline in event-loop time: the caller's, or LLM_REQUEST_TIMEOUT if sooner."""

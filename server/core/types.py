@@ -50,6 +50,8 @@ class ChatRequest:
 class Usage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_prompt_tokens: int = 0
+    """Of prompt_tokens, those the provider served from its prompt cache (priced lower)."""
 
     @property
     def total_tokens(self) -> int:
@@ -118,6 +120,7 @@ class Result:
     provider: ProviderName
     model: str
     latency_ms: float
+    cost_usd: float
 
 
 @dataclass(slots=True, frozen=True)
@@ -130,3 +133,4 @@ class StreamSummary:
     model: str
     latency_ms: float
     time_to_first_token_ms: float
+    cost_usd: float

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from server.core.catalogue import Complexity, Tier
 from server.core.errors import FieldViolation, InvalidRequest
 from server.core.types import ChatRequest, Message, Role
 
@@ -40,6 +41,10 @@ class DraftRequest:
     max_tokens: int | None = None
     top_p: float | None = None
     stop: Sequence[str] = ()
+    tier: str = ""
+    """A Tier value, or empty; anything else is refused."""
+    complexity: str = ""
+    """A Complexity value, or empty; anything else is refused."""
 
 
 def validate(draft: DraftRequest, limits: Limits) -> list[FieldViolation]:
@@ -73,6 +78,10 @@ def validate(draft: DraftRequest, limits: Limits) -> list[FieldViolation]:
         bad("max_tokens", "must be greater than 0")
     if len(draft.stop) > MAX_STOP_SEQUENCES:
         bad("stop", f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+    if draft.tier and draft.tier not in Tier.__members__.values():
+        bad("tier", "must be TIER_FAST, TIER_BALANCED or TIER_PREMIUM")
+    if draft.complexity and draft.complexity not in Complexity.__members__.values():
+        bad("complexity", "must be COMPLEXITY_SIMPLE, COMPLEXITY_MODERATE or COMPLEXITY_COMPLEX")
     for index, sequence in enumerate(draft.stop):
         if not sequence:
             bad(f"stop[{index}]", "must not be empty")

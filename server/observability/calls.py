@@ -65,7 +65,7 @@ class CallRecord:
             max(0.0, self.first_token_ms / 1000 - self.provider_s)
         )
 
-    def succeed(self, usage: Usage) -> None:
+    def succeed(self, usage: Usage, cost_usd: float) -> None:
         elapsed_ms = self.elapsed_ms()
         m = self._metrics
         m.active.labels(self.provider).dec()
@@ -73,6 +73,7 @@ class CallRecord:
         m.duration.labels(self.provider, self.model, self.method).observe(elapsed_ms / 1000)
         m.tokens.labels(self.provider, self.model, "prompt").inc(usage.prompt_tokens)
         m.tokens.labels(self.provider, self.model, "completion").inc(usage.completion_tokens)
+        m.cost.labels(self.provider, self.model).inc(cost_usd)
         if self.first_token_ms is None:  # unary: all of the call but the provider's part
             m.overhead.labels(self.method).observe(max(0.0, elapsed_ms / 1000 - self.provider_s))
         log.info(

@@ -70,6 +70,12 @@ class Metrics:
             ["provider", "model", "token_type"],
             registry=r,
         )
+        self.cost = Counter(
+            "llm_cost_usd_total",
+            "US dollars spent, from usage and catalogue prices",
+            ["provider", "model"],
+            registry=r,
+        )
         self.errors = Counter(
             "llm_errors_total", "Failed calls by error type", ["provider", "model", "error_type"], registry=r
         )
@@ -96,10 +102,11 @@ class Metrics:
 
 
 @dataclass(slots=True)
-class ProviderTotals:
+class Totals:
     requests: int = 0
     tokens: int = 0
     errors: int = 0
+    cost_usd: float = 0.0
 
 
 @dataclass(slots=True)
@@ -108,8 +115,11 @@ class Snapshot:
 
     total_requests: int = 0
     total_tokens: int = 0
+    total_cost_usd: float = 0.0
     mean_latency_ms: float = 0.0
-    providers: dict[str, ProviderTotals] = field(default_factory=dict)
+    providers: dict[str, Totals] = field(default_factory=dict)
+    models: dict[tuple[str, str], Totals] = field(default_factory=dict)
+    """By (provider, model)."""
     governance_violations: int = 0
 
 
@@ -120,15 +130,24 @@ def snapshot(metrics: Metrics) -> Snapshot:
     for family in metrics.registry.collect():
         for sample in family.samples:
             provider = sample.labels.get("provider", "")
+            per_provider = per_model = Totals()
+            if sample.name in ("llm_requests_total", "llm_tokens_total", "llm_cost_usd_total"):
+                per_provider = result.providers.setdefault(provider, Totals())
+                per_model = result.models.setdefault((provider, sample.labels["model"]), Totals())
             if sample.name == "llm_requests_total":
-                totals = result.providers.setdefault(provider, ProviderTotals())
-                totals.requests += int(sample.value)
-                if sample.labels["status"] != "OK":
-                    totals.errors += int(sample.value)
+                failed = int(sample.value) if sample.labels["status"] != "OK" else 0
+                for totals in (per_provider, per_model):
+                    totals.requests += int(sample.value)
+                    totals.errors += failed
                 result.total_requests += int(sample.value)
             elif sample.name == "llm_tokens_total":
-                result.providers.setdefault(provider, ProviderTotals()).tokens += int(sample.value)
+                per_provider.tokens += int(sample.value)
+                per_model.tokens += int(sample.value)
                 result.total_tokens += int(sample.value)
+            elif sample.name == "llm_cost_usd_total":
+                per_provider.cost_usd += sample.value
+                per_model.cost_usd += sample.value
+                result.total_cost_usd += sample.value
             elif sample.name == "llm_request_duration_seconds_sum":
                 latency_sum += sample.value
             elif sample.name == "llm_request_duration_seconds_count":

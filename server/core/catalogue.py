@@ -1,0 +1,92 @@
+"""The model catalogue: tier, limits and prices of each known model; model selection and call cost."""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass
+
+from server.core.errors import NoModelFits
+from server.core.types import ProviderName, Usage
+
+PER_MILLION = 1_000_000
+
+
+class Tier(enum.StrEnum):
+    FAST = "fast"
+    BALANCED = "balanced"
+    PREMIUM = "premium"
+
+
+class Complexity(enum.StrEnum):
+    SIMPLE = "simple"
+    MODERATE = "moderate"
+    COMPLEX = "complex"
+
+
+TIER_FOR_COMPLEXITY = {
+    Complexity.SIMPLE: Tier.FAST,
+    Complexity.MODERATE: Tier.BALANCED,
+    Complexity.COMPLEX: Tier.PREMIUM,
+}
+
+
+@dataclass(slots=True, frozen=True)
+class ModelInfo:
+    id: str
+    provider: ProviderName
+    tier: Tier
+    context_window: int
+    max_output_tokens: int
+    input_per_mtok: float
+    """USD per million prompt tokens."""
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+    """USD per million prompt tokens served from the provider's cache, where the provider has one."""
+
+    def cost(self, usage: Usage) -> float:
+        """USD for a call's usage; cached prompt tokens at the cached price where there is one."""
+        cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
+        cached_price = (
+            self.cached_input_per_mtok if self.cached_input_per_mtok is not None else self.input_per_mtok
+        )
+        return (
+            (usage.prompt_tokens - cached) * self.input_per_mtok
+            + cached * cached_price
+            + usage.completion_tokens * self.output_per_mtok
+        ) / PER_MILLION
+
+
+@dataclass(slots=True, frozen=True)
+class Selection:
+    model: ModelInfo
+    reason: str
+
+
+class Catalogue:
+    def __init__(self, models: Iterable[ModelInfo]) -> None:
+        self._models = {model.id: model for model in models}
+
+    def __contains__(self, model: str) -> bool:
+        return model in self._models
+
+    def get(self, model: str) -> ModelInfo:
+        return self._models[model]
+
+    def models(self) -> Mapping[str, ModelInfo]:
+        return self._models
+
+    def select(self, tier: Tier, allowed: Iterable[str], providers: Collection[ProviderName]) -> Selection:
+        """The cheapest allowed model of `tier` whose provider is configured (ties: allowlist order).
+
+        "Cheapest" prices a typical call, three prompt tokens for each completion token.
+        """
+        candidates = [self._models[m] for m in allowed if m in self._models and self._models[m].tier is tier]
+        if not candidates:
+            raise NoModelFits(tier.value, f"no allowed model is in the {tier.value} tier")
+        served = [m for m in candidates if m.provider in providers]
+        if not served:
+            names = ", ".join(m.id for m in candidates)
+            raise NoModelFits(tier.value, f"the {tier.value} models ({names}) have no configured provider")
+        best = min(served, key=lambda m: 3 * m.input_per_mtok + m.output_per_mtok)
+        return Selection(best, f"cheapest allowed {tier.value} model with a configured provider")
