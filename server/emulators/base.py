@@ -23,8 +23,10 @@ from __future__ import annotations
 import asyncio
 import re
 import shlex
+import time
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -142,6 +144,10 @@ class Emulator:
     _failures: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     _runner: web.AppRunner | None = None
     base_url: str = ""
+    open_streams: int = 0
+    """Streaming responses in progress right now."""
+    stream_closed_at: list[float] = field(default_factory=list)
+    """time.monotonic() of each streaming response's end (finished, failed, or the client went away)."""
 
     name = "emulator"
 
@@ -208,6 +214,16 @@ class Emulator:
         if directives.retry_after_ms is not None:
             headers["retry-after-ms"] = directives.retry_after_ms
         return headers
+
+    @contextmanager
+    def streaming(self) -> Iterator[None]:
+        """Wrap the body of a streaming response, so tests can see streams open and close."""
+        self.open_streams += 1
+        try:
+            yield
+        finally:
+            self.open_streams -= 1
+            self.stream_closed_at.append(time.monotonic())
 
     async def pace(self, directives: Directives) -> None:
         delay = directives.token_delay_ms if directives.token_delay_ms is not None else self.token_delay_ms

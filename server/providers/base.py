@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+import email.utils
+import time
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from server.core.errors import (
+    ProviderAuthError,
+    ProviderBadRequest,
+    ProviderError,
+    ProviderRateLimited,
+    ProviderUnavailable,
+)
 from server.core.types import CallOptions, ChatRequest, Completion, ProviderName, StreamEvent
 
 
@@ -48,3 +57,58 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release the SDK client and its connection pool."""
         ...
+
+
+def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
+    """The provider's requested wait: `retry-after-ms` (milliseconds) first, then `retry-after`
+    (seconds or an HTTP date), as the official SDKs read them. None when absent or unreadable."""
+    milliseconds = headers.get("retry-after-ms")
+    if milliseconds is not None:
+        try:
+            return max(0.0, float(milliseconds) / 1000)
+        except ValueError:
+            pass
+    value = headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        moment = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, moment.timestamp() - time.time())
+
+
+def error_for_status(
+    provider: ProviderName, status: int, message: str, headers: Mapping[str, str]
+) -> ProviderError:
+    """The core error for a provider's HTTP error status. `message` is the provider's own text from the
+    error body; for an authentication failure it is replaced, since it may echo part of the key."""
+    retry_after = retry_after_seconds(headers)
+    if status in (401, 403):
+        return ProviderAuthError(
+            provider,
+            "the provider refused the gateway's API key (an operator must fix it)",
+            status_code=status,
+        )
+    if status == 429:
+        return ProviderRateLimited(
+            provider, message or "rate limited", status_code=status, retry_after=retry_after
+        )
+    if status in (408, 409) or status >= 500:
+        return ProviderUnavailable(
+            provider, message or f"HTTP {status}", status_code=status, retry_after=retry_after
+        )
+    return ProviderBadRequest(provider, message or f"HTTP {status}", status_code=status)
+
+
+def body_message(body: object) -> str:
+    """The `message` of a provider error body ({"error": {"message": ...}} or {"message": ...})."""
+    if isinstance(body, Mapping):
+        inner = body.get("error", body)
+        if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
+            return str(inner["message"])
+    return ""

@@ -1,0 +1,171 @@
+"""OpenAI adapter on the official `openai` SDK (Chat Completions API)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import httpx2
+import openai
+from openai import AsyncOpenAI, DefaultAioHttpClient
+
+from server.core.errors import ProviderBadRequest, ProviderError, ProviderTimeout, ProviderUnavailable
+from server.core.types import (
+    CallOptions,
+    ChatRequest,
+    Completion,
+    FinishReason,
+    ProviderName,
+    Role,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from server.providers.base import ProviderSettings, body_message, error_for_status
+
+# Reasoning models take max_completion_tokens, only the default temperature/top_p, and no stop sequences.
+REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
+MAX_STOP_SEQUENCES = 4
+_FINISH_REASONS = {
+    "stop": FinishReason.STOP,
+    "length": FinishReason.LENGTH,
+    "content_filter": FinishReason.CONTENT_FILTER,
+    "tool_calls": FinishReason.TOOL_CALLS,
+    "function_call": FinishReason.TOOL_CALLS,
+}
+_ROLES = {Role.SYSTEM: "system", Role.USER: "user", Role.ASSISTANT: "assistant"}
+
+
+class OpenAIProvider:
+    name = ProviderName.OPENAI
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        # aiohttp transport: measurably less CPU per call than the default httpx one (docs/benchmarks.md).
+        http_client = DefaultAioHttpClient(
+            limits=httpx2.Limits(
+                max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
+            )
+        )
+        self._client = AsyncOpenAI(
+            api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
+        )
+
+    def __repr__(self) -> str:
+        return f"OpenAIProvider(base_url={str(self._client.base_url)!r})"
+
+    async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
+        params = self._params(request)
+        with self._errors():
+            response = await self._client.chat.completions.create(
+                **params, extra_headers=options.headers, timeout=options.timeout
+            )
+        choice = response.choices[0] if response.choices else None
+        return Completion(
+            content=(choice.message.content or "") if choice else "",
+            usage=_usage(response.usage),
+            finish_reason=_finish(choice.finish_reason if choice else None),
+        )
+
+    async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
+        params = self._params(request)
+        with self._errors():
+            chunks = await self._client.chat.completions.create(
+                **params,
+                stream=True,
+                stream_options={"include_usage": True},
+                extra_headers=options.headers,
+                timeout=options.timeout,
+            )
+        try:
+            finish: str | None = None
+            usage = Usage()
+            with self._errors():
+                async for chunk in chunks:
+                    for choice in chunk.choices:
+                        if choice.delta.content:
+                            yield TextDelta(choice.delta.content)
+                        if choice.finish_reason:
+                            finish = choice.finish_reason
+                    if chunk.usage is not None:  # the last chunk, with include_usage
+                        usage = _usage(chunk.usage)
+            if finish is None:
+                raise ProviderUnavailable(self.name, "the stream ended without a finish reason")
+            yield StreamEnd(usage, _finish(finish))
+        finally:
+            await chunks.close()
+
+    async def probe(self, timeout: float) -> None:
+        with self._errors():
+            await self._client.models.list(timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _params(self, request: ChatRequest) -> dict[str, Any]:
+        """The request as the Chat Completions API takes it; refuses what the model would refuse."""
+        reasoning = request.model.startswith(REASONING_PREFIXES)
+        params: dict[str, Any] = {
+            "model": request.model,
+            # Empty turns carry nothing; they are dropped as for the other providers.
+            "messages": [
+                {"role": _ROLES[m.role], "content": m.content} for m in request.messages if m.content
+            ],
+        }
+        if request.max_tokens is not None:
+            # max_completion_tokens: the current name, and the only one reasoning models take.
+            params["max_completion_tokens"] = request.max_tokens
+        for name, value in (("temperature", request.temperature), ("top_p", request.top_p)):
+            if value is None:
+                continue
+            if reasoning and value != 1:
+                raise ProviderBadRequest(self.name, f"{request.model} supports only the default {name} (1)")
+            if not reasoning:
+                params[name] = value
+        if request.stop:
+            if reasoning:
+                raise ProviderBadRequest(self.name, f"{request.model} does not support stop sequences")
+            if len(request.stop) > MAX_STOP_SEQUENCES:
+                raise ProviderBadRequest(
+                    self.name, f"at most {MAX_STOP_SEQUENCES} stop sequences are supported"
+                )
+            params["stop"] = list(request.stop)
+        return params
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Map every SDK error, at the call and during the stream, to the core's errors."""
+        try:
+            yield
+        except ProviderError:
+            raise
+        except openai.APITimeoutError:
+            raise ProviderTimeout(self.name, "the request timed out") from None
+        except openai.APIConnectionError as error:
+            raise ProviderUnavailable(self.name, f"connection failed ({_cause(error)})") from None
+        except openai.APIStatusError as error:
+            headers = {k.lower(): v for k, v in error.response.headers.items()}
+            raise error_for_status(self.name, error.status_code, body_message(error.body), headers) from None
+        except openai.APIError as error:  # an error event inside a stream that began with HTTP 200
+            raise ProviderUnavailable(self.name, f"stream failed: {body_message(error.body)}") from None
+
+
+def _usage(usage: Any) -> Usage:
+    if usage is None:
+        return Usage()
+    details = getattr(usage, "prompt_tokens_details", None)
+    cached = getattr(details, "cached_tokens", 0) or 0
+    return Usage(usage.prompt_tokens, usage.completion_tokens, cached)
+
+
+def _finish(reason: str | None) -> FinishReason:
+    if reason is None:
+        return FinishReason.UNSPECIFIED
+    return _FINISH_REASONS.get(reason, FinishReason.OTHER)
+
+
+def _cause(error: BaseException) -> str:
+    """The type of the low-level cause: enough to diagnose, with no URL, header or key in it."""
+    cause = error.__cause__ or error.__context__
+    return type(cause).__name__ if cause is not None else type(error).__name__
