@@ -147,6 +147,12 @@ class OpenAIProvider:
         except openai.APIStatusError as error:
             headers = {k.lower(): v for k, v in error.response.headers.items()}
             raise error_for_status(self.name, error.status_code, body_message(error.body), headers) from None
+        except httpx2.TimeoutException:  # raised by the transport while a stream is being read
+            raise ProviderTimeout(self.name, "the stream timed out") from None
+        except httpx2.TransportError as error:
+            raise ProviderUnavailable(
+                self.name, f"connection failed mid-stream ({type(error).__name__})"
+            ) from None
         except openai.APIError as error:  # an error event inside a stream that began with HTTP 200
             raise ProviderUnavailable(self.name, f"stream failed: {body_message(error.body)}") from None
 

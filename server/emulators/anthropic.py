@@ -1,0 +1,227 @@
+"""An emulator of the Anthropic Messages API (`POST /v1/messages`, JSON and SSE; `GET /v1/models`),
+refusing what the real API refuses."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from aiohttp import web
+
+from server.emulators.base import Directives, Emulator, parse_directives, plan_reply
+
+KNOWN_PARAMS = {
+    "model",
+    "messages",
+    "max_tokens",
+    "system",
+    "temperature",
+    "top_p",
+    "top_k",
+    "stop_sequences",
+    "stream",
+    "metadata",
+    "tools",
+    "tool_choice",
+    "thinking",
+    "service_tier",
+    "container",
+    "mcp_servers",
+    "context_management",
+}
+STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    529: "overloaded_error",
+}
+
+
+def _error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    kind = ERROR_TYPES.get(status, "api_error")
+    body = {
+        "type": "error",
+        "error": {"type": kind, "message": message},
+        "request_id": f"req_{uuid.uuid4().hex}",
+    }
+    return web.json_response(body, status=status, headers=headers)
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
+    return ""
+
+
+def _problem(body: Any) -> str | None:
+    """The first rule the body breaks, in the API's own words, or None."""
+    if not isinstance(body, dict):
+        return "Request body must be a JSON object"
+    for key in body:
+        if key not in KNOWN_PARAMS:
+            return f"{key}: Extra inputs are not permitted"
+    model, messages, max_tokens = body.get("model"), body.get("messages"), body.get("max_tokens")
+    if not isinstance(model, str) or not model:
+        return "model: Field required"
+    if max_tokens is None:
+        return "max_tokens: Field required"
+    if not isinstance(max_tokens, int) or max_tokens < 1:
+        return "max_tokens: Input should be greater than or equal to 1"
+    if not isinstance(messages, list) or not messages:
+        return "messages: at least one message is required"
+    for index, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("user", "assistant"):
+            return f"messages.{index}.role: Input should be 'user' or 'assistant'"
+        content = message.get("content")
+        if isinstance(content, str) and not content:
+            return f"messages.{index}: text content blocks must be non-empty"
+        if isinstance(content, list) and any(b.get("type") == "text" and not b.get("text") for b in content):
+            return f"messages.{index}: text content blocks must be non-empty"
+    last = messages[-1]
+    if last["role"] == "assistant" and _text(last.get("content")) != _text(last.get("content")).rstrip():
+        return "messages: final assistant content cannot end with trailing whitespace"
+    for name in ("temperature", "top_p"):
+        value = body.get(name)
+        if value is not None and (not isinstance(value, int | float) or not 0 <= value <= 1):
+            return f"{name}: Input should be less than or equal to 1"
+    if not model.startswith("claude-3") and "temperature" in body and "top_p" in body:
+        return "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
+    stops = body.get("stop_sequences", [])
+    if not isinstance(stops, list) or any(not isinstance(s, str) or not s.strip() for s in stops):
+        return "stop_sequences: each stop sequence must contain non-whitespace characters"
+    system = body.get("system")
+    if system is not None and not isinstance(system, str | list):
+        return "system: Input should be a valid string or list of text blocks"
+    return None
+
+
+class AnthropicEmulator(Emulator):
+    name = "anthropic"
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post("/v1/messages", self._messages), web.get("/v1/models", self._models)]
+
+    def _refusal(self, request: web.Request) -> web.Response | None:
+        # The key arrives as x-api-key (older SDKs) or as a bearer token (current SDKs).
+        bearer = request.headers.get("Authorization", "").removeprefix("Bearer ")
+        if self.api_key not in (request.headers.get("x-api-key"), bearer):
+            return _error(401, "invalid x-api-key")
+        if not request.headers.get("anthropic-version"):
+            return _error(400, "anthropic-version: header is required")
+        return None
+
+    async def _models(self, request: web.Request) -> web.Response:
+        await self.record(request)
+        if (refusal := self._refusal(request)) is not None:
+            return refusal
+        ids = ["claude-3-5-sonnet-20241022", "claude-3-5-haiku-20241022", "claude-sonnet-4-20250514"]
+        data = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "2024-10-22T00:00:00Z"} for m in ids
+        ]
+        return web.json_response({"data": data, "has_more": False, "first_id": ids[0], "last_id": ids[-1]})
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        body = await self.record(request)
+        if (refusal := self._refusal(request)) is not None:
+            return refusal
+        if (problem := _problem(body)) is not None:
+            return _error(400, problem)
+        messages = body["messages"]
+        last_user = next((_text(m.get("content")) for m in reversed(messages) if m["role"] == "user"), "")
+        last_user, directives = parse_directives(last_user)
+        if self.should_fail(request, directives):
+            assert directives.status is not None
+            return _error(
+                directives.status, f"emulated failure {directives.status}", self.retry_headers(directives)
+            )
+        system = body.get("system")
+        texts = [parse_directives(_text(m.get("content")))[0] for m in messages]
+        texts += [_text(system)] if system else []
+        stops = body.get("stop_sequences", [])
+        reply = plan_reply(texts, last_user, directives, max_tokens=body["max_tokens"], stop=stops)
+        stop_reason = STOP_REASONS.get(reply.finish, reply.finish)
+        full = "emulator reply: " + last_user if directives.reply is None else directives.reply
+        stop_sequence = next((s for s in stops if s in full), None) if reply.finish == "stop" else None
+        if stop_sequence is not None:
+            stop_reason = "stop_sequence"
+        message: dict[str, Any] = {
+            "id": f"msg_{uuid.uuid4().hex[:24]}",
+            "type": "message",
+            "role": "assistant",
+            "model": body["model"],
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": reply.prompt_tokens,
+                "output_tokens": 1,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+            },
+        }
+        if not body.get("stream"):
+            for _ in reply.tokens:
+                await self.pace(directives)
+            message.update(
+                content=[{"type": "text", "text": reply.text}],
+                stop_reason=stop_reason,
+                stop_sequence=stop_sequence,
+                usage={**message["usage"], "output_tokens": reply.completion_tokens},
+            )
+            return web.json_response(message)
+        return await self._stream(request, message, reply.tokens, stop_reason, stop_sequence, directives)
+
+    async def _stream(
+        self,
+        request: web.Request,
+        message: dict[str, Any],
+        tokens: list[str],
+        stop_reason: str,
+        stop_sequence: str | None,
+        directives: Directives,
+    ) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+
+        async def send(event: str, data: dict[str, Any]) -> None:
+            await response.write(f"event: {event}\ndata: {json.dumps({'type': event, **data})}\n\n".encode())
+
+        with self.streaming():
+            await send("message_start", {"message": message})
+            await send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
+            await send("ping", {})
+            for index, token in enumerate(tokens):
+                if directives.drop_after is not None and index >= directives.drop_after:
+                    assert request.transport is not None
+                    request.transport.close()
+                    return response
+                if directives.error_after is not None and index >= directives.error_after:
+                    await send("error", {"error": {"type": "overloaded_error", "message": "Overloaded"}})
+                    await response.write_eof()
+                    return response
+                await self.pace(directives)
+                await send(
+                    "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": token}}
+                )
+            await send("content_block_stop", {"index": 0})
+            await send(
+                "message_delta",
+                {
+                    "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
+                    "usage": {"output_tokens": len(tokens)},
+                },
+            )
+            await send("message_stop", {})
+            await response.write_eof()
+        return response

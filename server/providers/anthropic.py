@@ -1,0 +1,189 @@
+"""Anthropic adapter on the official `anthropic` SDK (Messages API)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import anthropic
+import httpx2
+from anthropic import AsyncAnthropic, DefaultAioHttpClient
+
+from server.core.errors import ProviderBadRequest, ProviderError, ProviderTimeout, ProviderUnavailable
+from server.core.types import (
+    CallOptions,
+    ChatRequest,
+    Completion,
+    FinishReason,
+    ProviderName,
+    Role,
+    StreamEnd,
+    StreamEvent,
+    TextDelta,
+    Usage,
+)
+from server.providers.base import ProviderSettings, body_message, error_for_status
+
+MAX_TEMPERATURE = 1.0
+_STOP_REASONS = {
+    "end_turn": FinishReason.STOP,
+    "stop_sequence": FinishReason.STOP,
+    "max_tokens": FinishReason.LENGTH,
+    "model_context_window_exceeded": FinishReason.LENGTH,
+    "refusal": FinishReason.CONTENT_FILTER,
+    "tool_use": FinishReason.TOOL_CALLS,
+}
+
+
+class AnthropicProvider:
+    name = ProviderName.ANTHROPIC
+
+    def __init__(self, settings: ProviderSettings) -> None:
+        http_client = DefaultAioHttpClient(
+            limits=httpx2.Limits(
+                max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
+            )
+        )
+        self._client = AsyncAnthropic(
+            api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
+        )
+        self._default_max_tokens = settings.default_max_tokens
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(base_url={str(self._client.base_url)!r})"
+
+    async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
+        params = self._params(request)
+        with self._errors():
+            message = await self._client.messages.create(
+                **params, extra_headers=options.headers, timeout=options.timeout
+            )
+        text = "".join(block.text for block in message.content if block.type == "text")
+        return Completion(
+            text, _usage(message.usage, message.usage.output_tokens), _finish(message.stop_reason)
+        )
+
+    async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
+        params = self._params(request)
+        with self._errors():
+            events = await self._client.messages.create(
+                **params, stream=True, extra_headers=options.headers, timeout=options.timeout
+            )
+        try:
+            start_usage: Any = None
+            output_tokens = 0
+            stop_reason: str | None = None
+            with self._errors():
+                async for event in events:
+                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
+                        if event.delta.text:
+                            yield TextDelta(event.delta.text)
+                    elif event.type == "message_start":
+                        start_usage = event.message.usage
+                    elif event.type == "message_delta":
+                        stop_reason = event.delta.stop_reason
+                        output_tokens = event.usage.output_tokens
+            if stop_reason is None:
+                raise ProviderUnavailable(self.name, "the stream ended without a stop reason")
+            yield StreamEnd(_usage(start_usage, output_tokens), _finish(stop_reason))
+        finally:
+            await events.close()
+
+    async def probe(self, timeout: float) -> None:
+        with self._errors():
+            await self._client.models.list(limit=1, timeout=timeout)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+    def _params(self, request: ChatRequest) -> dict[str, Any]:
+        """The request as the Messages API takes it; refuses what the API would refuse."""
+        system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM and m.content)
+        turns: list[dict[str, str]] = []
+        for message in request.messages:
+            # System text goes to the top-level `system`; the API refuses empty text blocks.
+            if message.role is Role.SYSTEM or not message.content:
+                continue
+            role = "assistant" if message.role is Role.ASSISTANT else "user"
+            if turns and turns[-1]["role"] == role:  # merge consecutive turns of one role
+                turns[-1]["content"] += "\n\n" + message.content
+            else:
+                turns.append({"role": role, "content": message.content})
+        if turns and turns[-1]["role"] == "assistant":
+            # A final assistant turn is a prefill, and the API refuses one that ends in whitespace.
+            turns[-1]["content"] = turns[-1]["content"].rstrip()
+        if not turns:
+            raise ProviderBadRequest(
+                self.name, "at least one user or assistant message with content is required"
+            )
+        params: dict[str, Any] = {
+            "model": request.model,
+            "messages": turns,
+            "max_tokens": request.max_tokens if request.max_tokens is not None else self._default_max_tokens,
+        }
+        if system:
+            params["system"] = system
+        if request.temperature is not None:
+            if request.temperature > MAX_TEMPERATURE:
+                raise ProviderBadRequest(
+                    self.name, "temperature must be between 0 and 1 for Anthropic models"
+                )
+            params["temperature"] = request.temperature
+        if request.top_p is not None:
+            if request.temperature is not None and not request.model.startswith("claude-3"):
+                raise ProviderBadRequest(
+                    self.name, f"{request.model} takes temperature or top_p, not both; set only one"
+                )
+            params["top_p"] = request.top_p
+        if request.stop:
+            if any(not s.strip() for s in request.stop):
+                raise ProviderBadRequest(self.name, "stop sequences must contain non-whitespace characters")
+            params["stop_sequences"] = list(request.stop)
+        return params
+
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Map every SDK error, at the call and during the stream, to the core's errors."""
+        try:
+            yield
+        except ProviderError:
+            raise
+        except anthropic.APITimeoutError:
+            raise ProviderTimeout(self.name, "the request timed out") from None
+        except anthropic.APIConnectionError as error:
+            raise ProviderUnavailable(self.name, f"connection failed ({_cause(error)})") from None
+        except anthropic.APIStatusError as error:
+            message = error.api_message or body_message(error.body)
+            if error.status_code < 400:  # an `error` event inside a stream that began with HTTP 200
+                raise ProviderUnavailable(self.name, f"stream failed: {message}") from None
+            headers = {k.lower(): v for k, v in error.response.headers.items()}
+            raise error_for_status(self.name, error.status_code, message, headers) from None
+        except httpx2.TimeoutException:  # raised by the transport while a stream is being read
+            raise ProviderTimeout(self.name, "the stream timed out") from None
+        except httpx2.TransportError as error:
+            raise ProviderUnavailable(
+                self.name, f"connection failed mid-stream ({type(error).__name__})"
+            ) from None
+        except anthropic.APIError as error:
+            raise ProviderUnavailable(self.name, f"failed: {body_message(error.body)}") from None
+
+
+def _usage(usage: Any, output_tokens: int) -> Usage:
+    """Anthropic counts cached prompt tokens apart from input_tokens; the core counts them in."""
+    if usage is None:
+        return Usage(0, output_tokens)
+    cache_read = getattr(usage, "cache_read_input_tokens", 0) or 0
+    cache_write = getattr(usage, "cache_creation_input_tokens", 0) or 0
+    return Usage(usage.input_tokens + cache_read + cache_write, output_tokens, cache_read)
+
+
+def _finish(reason: str | None) -> FinishReason:
+    if reason is None:
+        return FinishReason.UNSPECIFIED
+    return _STOP_REASONS.get(reason, FinishReason.OTHER)
+
+
+def _cause(error: BaseException) -> str:
+    cause = error.__cause__ or error.__context__
+    return type(cause).__name__ if cause is not None else type(error).__name__
