@@ -8,14 +8,14 @@ from typing import Any
 
 import grpc
 import pytest
-from server.emulators.anthropic import AnthropicEmulator
-from server.emulators.gemini import GeminiEmulator
-from server.emulators.openai import OpenAIEmulator
 
 from llm_grpc.v1 import llm_pb2_grpc
 from server.app import App, build_app
 from server.config import Settings
+from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.base import Emulator, RecordedRequest
+from server.emulators.gemini import GeminiEmulator
+from server.emulators.openai import OpenAIEmulator
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
@@ -70,7 +70,7 @@ def make_settings(emulators: Emulators, **overrides: Any) -> Settings:
         "llm_retry_max_delay": 0.05,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)
+    return Settings(**values)
 
 
 @pytest.fixture

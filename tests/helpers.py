@@ -31,7 +31,7 @@ class Details:
 
 def details_of(error: grpc.aio.AioRpcError) -> Details:
     result = Details(code=error.code(), message=error.details() or "")
-    status: status_pb2.Status | None = rpc_status.from_call(error)
+    status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
     assert status is not None, "the status carries no google.rpc details"
     for detail in status.details:
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):

@@ -30,6 +30,8 @@ KNOWN_PARAMS = {
     "mcp_servers",
     "context_management",
 }
+# From API version 2026-10-21 the Messages API refuses temperature, top_p and top_k, even at defaults.
+SAMPLING_REMOVED = "2026-10-21"
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -61,7 +63,7 @@ def _text(content: Any) -> str:
     return ""
 
 
-def _problem(body: Any) -> str | None:
+def _problem(body: Any, version: str) -> str | None:
     """The first rule the body breaks, in the API's own words, or None."""
     if not isinstance(body, dict):
         return "Request body must be a JSON object"
@@ -89,9 +91,15 @@ def _problem(body: Any) -> str | None:
     last = messages[-1]
     if last["role"] == "assistant" and _text(last.get("content")) != _text(last.get("content")).rstrip():
         return "messages: final assistant content cannot end with trailing whitespace"
-    for name in ("temperature", "top_p"):
+    for name in ("temperature", "top_p", "top_k"):
+        if name in body and version >= SAMPLING_REMOVED:
+            return f"{name}: Extra inputs are not permitted"
         value = body.get(name)
-        if value is not None and (not isinstance(value, int | float) or not 0 <= value <= 1):
+        if (
+            name != "top_k"
+            and value is not None
+            and (not isinstance(value, int | float) or not 0 <= value <= 1)
+        ):
             return f"{name}: Input should be less than or equal to 1"
     if not model.startswith("claude-3") and "temperature" in body and "top_p" in body:
         return "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
@@ -133,7 +141,7 @@ class AnthropicEmulator(Emulator):
         body = await self.record(request)
         if (refusal := self._refusal(request)) is not None:
             return refusal
-        if (problem := _problem(body)) is not None:
+        if (problem := _problem(body, request.headers["anthropic-version"])) is not None:
             return _error(400, problem)
         messages = body["messages"]
         last_user = next((_text(m.get("content")) for m in reversed(messages) if m["role"] == "user"), "")

@@ -86,6 +86,7 @@ class CallRecord:
             time_to_first_token_ms=_round(self.first_token_ms),
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
+            cost_usd=round(cost_usd, 8),
             retries=self.retries,
         )
 

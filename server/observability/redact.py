@@ -13,7 +13,8 @@ _KEY_SHAPES = re.compile(
     r"|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"  # OpenAI
     r"|AIza[0-9A-Za-z_\-]{20,}"  # Google API keys
     r"|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}"  # Authorization values
-    r"|(?i:(?:x-api-key|x-goog-api-key|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?)[^\s\"',;}]{6,}"
+    r"|(?i:(?:x-api-key|x-goog-api-key|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?)"
+    r"[^\s\"',;}]{6,}"
 )
 
 

@@ -23,9 +23,13 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import ProviderSettings, body_message, error_for_status
+from server.providers.base import (
+    ProviderSettings,
+    body_message,
+    caused_by_refused_connection,
+    error_for_status,
+)
 
-MAX_TEMPERATURE = 1.0
 _STOP_REASONS = {
     "end_turn": FinishReason.STOP,
     "stop_sequence": FinishReason.STOP,
@@ -124,18 +128,13 @@ class AnthropicProvider:
         }
         if system:
             params["system"] = system
-        if request.temperature is not None:
-            if request.temperature > MAX_TEMPERATURE:
+        # API version 2026-10-21 (what SDK 2.x sends) refuses every sampling parameter, even at its
+        # default: say so rather than drop the caller's setting silently.
+        for name, value in (("temperature", request.temperature), ("top_p", request.top_p)):
+            if value is not None:
                 raise ProviderBadRequest(
-                    self.name, "temperature must be between 0 and 1 for Anthropic models"
+                    self.name, f"{name} is not supported by the Anthropic Messages API; leave it unset"
                 )
-            params["temperature"] = request.temperature
-        if request.top_p is not None:
-            if request.temperature is not None and not request.model.startswith("claude-3"):
-                raise ProviderBadRequest(
-                    self.name, f"{request.model} takes temperature or top_p, not both; set only one"
-                )
-            params["top_p"] = request.top_p
         if request.stop:
             if any(not s.strip() for s in request.stop):
                 raise ProviderBadRequest(self.name, "stop sequences must contain non-whitespace characters")
@@ -149,7 +148,9 @@ class AnthropicProvider:
             yield
         except ProviderError:
             raise
-        except anthropic.APITimeoutError:
+        except anthropic.APITimeoutError as error:
+            if caused_by_refused_connection(error):
+                raise ProviderUnavailable(self.name, "connection failed (refused)") from None
             raise ProviderTimeout(self.name, "the request timed out") from None
         except anthropic.APIConnectionError as error:
             raise ProviderUnavailable(self.name, f"connection failed ({_cause(error)})") from None

@@ -112,3 +112,16 @@ def body_message(body: object) -> str:
         if isinstance(inner, Mapping) and isinstance(inner.get("message"), str):
             return str(inner["message"])
     return ""
+
+
+def caused_by_refused_connection(error: BaseException) -> bool:
+    """Whether a timeout error really hides a failed connection: the SDKs' vendored aiohttp transport
+    reports a refused connection as a ConnectTimeout. Walks the cause chain for a non-timeout OSError."""
+    seen: BaseException | None = error.__cause__ or error.__context__
+    for _ in range(10):
+        if seen is None:
+            return False
+        if isinstance(seen, OSError) and not isinstance(seen, TimeoutError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -23,7 +23,12 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import ProviderSettings, body_message, error_for_status
+from server.providers.base import (
+    ProviderSettings,
+    body_message,
+    caused_by_refused_connection,
+    error_for_status,
+)
 
 # Reasoning models take max_completion_tokens, only the default temperature/top_p, and no stop sequences.
 REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
@@ -140,7 +145,9 @@ class OpenAIProvider:
             yield
         except ProviderError:
             raise
-        except openai.APITimeoutError:
+        except openai.APITimeoutError as error:
+            if caused_by_refused_connection(error):
+                raise ProviderUnavailable(self.name, "connection failed (refused)") from None
             raise ProviderTimeout(self.name, "the request timed out") from None
         except openai.APIConnectionError as error:
             raise ProviderUnavailable(self.name, f"connection failed ({_cause(error)})") from None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
@@ -93,20 +95,27 @@ async def test_content_filter_finish_reason_is_normalised(
 async def test_system_prompt_and_sampling_reach_the_provider(
     stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators, provider: str
 ) -> None:
+    sampling: dict[str, Any] = {} if provider == "anthropic" else {"temperature": 0.5, "top_p": 0.9}
     response = await stub.Complete(
-        llm_pb2.CompleteRequest(
-            model=MODELS[provider],
-            messages=user("hi", system="be brief"),
-            temperature=0.5,
-            top_p=0.9,
-        ),
+        llm_pb2.CompleteRequest(model=MODELS[provider], messages=user("hi", system="be brief"), **sampling),
         timeout=10,
     )
 
     assert response.content == "emulator reply: hi"
     body = emulators.completions(provider)[-1].body
-    assert "be brief" in str(body)
-    assert "0.5" in str(body)
+    system = {
+        "openai": lambda: body["messages"][0],
+        "anthropic": lambda: body["system"],
+        "gemini": lambda: body["systemInstruction"]["parts"][0]["text"],
+    }[provider]()
+    assert system in ({"role": "system", "content": "be brief"}, "be brief")
+    if provider == "openai":
+        assert (body["temperature"], body["top_p"]) == (0.5, pytest.approx(0.9))
+    if provider == "gemini":
+        assert (body["generationConfig"]["temperature"], body["generationConfig"]["topP"]) == (
+            0.5,
+            pytest.approx(0.9),
+        )
 
 
 async def test_empty_model_uses_the_default_model(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> None:

@@ -44,7 +44,7 @@ async def _fail_stream(
     [
         ({"messages": []}, "messages"),
         ({"messages": [llm_pb2.Message(role=llm_pb2.ROLE_UNSPECIFIED, content="hi")]}, "messages[0].role"),
-        ({"messages": [llm_pb2.Message(role=7, content="hi")]}, "messages[0].role"),
+        ({"messages": [llm_pb2.Message(role=7, content="hi")]}, "messages[0].role"),  # type: ignore[arg-type]
         ({"messages": [llm_pb2.Message(role=llm_pb2.ROLE_USER, content="  ")]}, "messages"),
         ({"temperature": 2.5}, "temperature"),
         ({"temperature": -0.1}, "temperature"),

@@ -75,7 +75,8 @@ async def test_metrics_count_calls_tokens_and_refusals(start_gateway: Callable[.
     assert _value(samples, "llm_request_duration_seconds_sum", **openai, method="Complete") > 0
     assert _value(samples, "llm_time_to_first_token_seconds_count", **anthropic) == 1
     assert _value(samples, "llm_governance_violations_total", model="gpt-4o", source_agent="planner") == 1
-    assert _value(samples, "llm_gateway_overhead_seconds_count", method="Complete") == 2
+    assert _value(samples, "llm_gateway_overhead_seconds_count", method="Complete") == 1
+    assert _value(samples, "llm_gateway_overhead_seconds_count", method="Stream") == 1
     assert _value(samples, "llm_active_requests", provider="openai") == 0
 
 

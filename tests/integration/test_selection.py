@@ -35,7 +35,7 @@ COMPLEXITY_TIER = {
 
 @pytest.mark.parametrize("tier", list(CHEAPEST))
 async def test_select_model_by_tier_returns_the_cheapest_allowed_model(
-    stub: llm_pb2_grpc.LLMServiceAsyncStub, tier: int
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, tier: llm_pb2.Tier.ValueType
 ) -> None:
     response = await stub.SelectModel(llm_pb2.SelectModelRequest(tier=tier), timeout=10)
 
@@ -46,7 +46,7 @@ async def test_select_model_by_tier_returns_the_cheapest_allowed_model(
 
 @pytest.mark.parametrize("complexity", list(COMPLEXITY_TIER))
 async def test_select_model_by_complexity_maps_to_its_tier(
-    stub: llm_pb2_grpc.LLMServiceAsyncStub, complexity: int
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, complexity: llm_pb2.Complexity.ValueType
 ) -> None:
     response = await stub.SelectModel(llm_pb2.SelectModelRequest(complexity=complexity), timeout=10)
 

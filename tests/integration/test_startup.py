@@ -133,7 +133,7 @@ def test_demo_server_serves_grpcurl_and_stops_cleanly_on_sigterm(
         request = json.dumps({"model": model, "messages": [{"role": "ROLE_USER", "content": "hello"}]})
         events = _json_objects(_grpcurl("-d", request, address, "llm.v1.LLMService/Stream"))
         assert "".join(e.get("delta", "") for e in events) == "emulator reply: hello"
-        assert events[-1]["done"]["usage"]["totalTokens"] > 0
+        assert events[-1]["done"]["usage"]["total_tokens"] > 0  # grpcurl 1.8 prints proto field names
 
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=30) == 0
