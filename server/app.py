@@ -94,6 +94,10 @@ def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
             problems.append(
                 f"{KEY_ENV_NAMES[provider]} is not set, but ALLOWED_MODELS has {', '.join(models)}"
             )
+    for model, chain in settings.llm_fallbacks.items():
+        for name in (model, *chain):
+            if name not in settings.allowed_models:
+                problems.append(f"LLM_FALLBACKS names {name!r}, which is not in ALLOWED_MODELS")
     if settings.llm_default_model not in settings.allowed_models:
         problems.append(f"LLM_DEFAULT_MODEL {settings.llm_default_model!r} is not in ALLOWED_MODELS")
     if problems:
@@ -192,6 +196,7 @@ def build_app(
         admission=Admission(list(providers), settings.llm_max_in_flight, settings.llm_queue_timeout),
         circuit=circuit,
         catalogue=catalogue,
+        fallbacks=settings.llm_fallbacks,
     )
     monitor = HealthMonitor(providers, circuit, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the

@@ -83,6 +83,8 @@ class Settings(BaseSettings):
     llm_max_connection_age: float = Field(default=300.0, gt=0)
     llm_max_connection_age_grace: float = Field(default=60.0, ge=0)
     llm_catalogue_path: Path = DEFAULT_CATALOGUE
+    llm_fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    """JSON: {"claude-3-5-sonnet-20241022": ["gpt-4.1"]}. Off (empty) by default: fail fast."""
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
     llm_log_format: Literal["json", "console"] = "json"
 

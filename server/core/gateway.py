@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
-from contextlib import aclosing
-from typing import TypeVar
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from contextlib import AsyncExitStack, aclosing
+from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import structlog
 
@@ -18,11 +19,14 @@ from server.core.admission import Admission
 from server.core.catalogue import TIER_FOR_COMPLEXITY, Catalogue, Complexity, ModelInfo, Selection, Tier
 from server.core.circuit import CircuitBreaker
 from server.core.errors import (
+    CircuitOpen,
     DeadlineExceeded,
     FieldViolation,
     InvalidRequest,
     ModelNotAllowed,
+    Overloaded,
     ProviderError,
+    ProviderRateLimited,
     ProviderUnavailable,
 )
 from server.core.governance import Allowlist
@@ -31,7 +35,6 @@ from server.core.retry import RetryPolicy, call_with_retries
 from server.core.types import (
     CallOptions,
     ChatRequest,
-    Completion,
     ProviderName,
     RequestContext,
     Result,
@@ -48,6 +51,19 @@ log = structlog.get_logger("llm_grpc.gateway")
 
 T = TypeVar("T")
 
+# Failover (when configured) only for errors that say "this provider cannot serve now".
+FAILOVER_ERRORS = (ProviderUnavailable, ProviderRateLimited, Overloaded, CircuitOpen)
+
+
+@dataclass(slots=True)
+class _Opened(Generic[T]):
+    """A call that got through: its accounting, who serves it, what the attempt returned, its slot."""
+
+    call: CallRecord
+    provider: ProviderName
+    result: T
+    slot: AsyncExitStack
+
 
 class Gateway:
     def __init__(
@@ -63,8 +79,10 @@ class Gateway:
         admission: Admission,
         circuit: CircuitBreaker,
         catalogue: Catalogue,
+        fallbacks: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.catalogue = catalogue
+        self._fallbacks = {model: tuple(chain) for model, chain in (fallbacks or {}).items()}
         self._circuit = circuit
         self.allowlist = allowlist
         self._admission = admission
@@ -87,67 +105,116 @@ class Gateway:
         self, draft: DraftRequest, ctx: RequestContext, time_remaining: float | None
     ) -> Result:
         started = time.perf_counter()
-        request, provider = self._prepare(draft, ctx)
-        call = CallRecord(self._metrics, "Complete", request.model, provider.name, started)
         deadline = self._deadline(time_remaining)
-        try:
-            async with self._admission.slot(provider.name, _seconds_until(deadline)):
-                completion: Completion = await self._with_retries(
-                    call,
-                    provider.name,
-                    deadline,
-                    lambda seconds_left: provider.complete(request, _options(ctx, seconds_left)),
-                )
-        except BaseException as error:
-            call.fail(error)
-            raise
-        cost = self.catalogue.get(request.model).cost(completion.usage)
+        opened = await self._open(
+            "Complete",
+            self._candidates(draft, ctx),
+            deadline,
+            started,
+            lambda request, provider, seconds_left: provider.complete(request, _options(ctx, seconds_left)),
+        )
+        await opened.slot.aclose()
+        completion, call = opened.result, opened.call
+        cost = self.catalogue.get(call.model).cost(completion.usage)
         call.succeed(completion.usage, cost)
-        return Result(completion, provider.name, request.model, call.elapsed_ms(), cost)
+        return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost)
 
     async def stream(
         self, draft: DraftRequest, ctx: RequestContext, time_remaining: float | None
     ) -> AsyncIterator[TextDelta | StreamSummary]:
         """Deltas as the provider produces them, then one StreamSummary.
 
-        Retries happen only while opening the stream, before anything has gone to the caller.
+        Retries and failover happen only while opening the stream, before anything reaches the caller.
         """
         started = time.perf_counter()
-        request, provider = self._prepare(draft, ctx)
-        call = CallRecord(self._metrics, "Stream", request.model, provider.name, started)
         deadline = self._deadline(time_remaining)
+        opened = await self._open(
+            "Stream",
+            self._candidates(draft, ctx),
+            deadline,
+            started,
+            lambda request, provider, seconds_left: _open_stream(
+                provider, request, _options(ctx, seconds_left)
+            ),
+        )
+        call = opened.call
+        events, event = opened.result
         try:
-            async with self._admission.slot(provider.name, _seconds_until(deadline)):
-                events, event = await self._with_retries(
-                    call,
-                    provider.name,
-                    deadline,
-                    lambda seconds_left: _open_stream(provider, request, _options(ctx, seconds_left)),
-                )
-                async with aclosing(events):
-                    while isinstance(event, TextDelta):
-                        if call.first_token_ms is None:
-                            call.first_token()
-                        yield event
-                        event = await _next_event(events, deadline, provider.name)
+            async with opened.slot, aclosing(events):
+                while isinstance(event, TextDelta):
+                    if call.first_token_ms is None:
+                        call.first_token()
+                    yield event
+                    event = await _next_event(events, deadline, opened.provider)
         except BaseException as error:
-            if call.first_token_ms is not None:  # a failure after the stream opened counts as well
-                self._circuit.record(provider.name, error)
+            self._circuit.record(opened.provider, error)  # a failure after the stream opened counts too
             call.fail(error)
             raise
-        cost = self.catalogue.get(request.model).cost(event.usage)
+        cost = self.catalogue.get(call.model).cost(event.usage)
         call.succeed(event.usage, cost)
         yield StreamSummary(
             usage=event.usage,
             finish_reason=event.finish_reason,
-            provider=provider.name,
-            model=request.model,
+            provider=opened.provider,
+            model=call.model,
             latency_ms=call.elapsed_ms(),
             time_to_first_token_ms=call.first_token_ms
             if call.first_token_ms is not None
             else call.elapsed_ms(),
             cost_usd=cost,
         )
+
+    async def _open(
+        self,
+        method: str,
+        candidates: list[tuple[ChatRequest, Provider]],
+        deadline: float,
+        started: float,
+        attempt: Callable[[ChatRequest, Provider, float], Awaitable[T]],
+    ) -> _Opened[T]:
+        """Run `attempt` on the first candidate, with retries; on UNAVAILABLE or RESOURCE_EXHAUSTED move
+        to the next (an operator's explicit fallback chain). The caller owns the returned slot."""
+        for index, (request, provider) in enumerate(candidates):
+            call = CallRecord(self._metrics, method, request.model, provider.name, started)
+            slot = AsyncExitStack()
+            try:
+                await slot.enter_async_context(self._admission.slot(provider.name, _seconds_until(deadline)))
+                result = await self._with_retries(
+                    call,
+                    provider.name,
+                    deadline,
+                    lambda seconds_left, r=request, p=provider: attempt(r, p, seconds_left),  # type: ignore[misc]
+                )
+            except BaseException as error:
+                await slot.aclose()
+                call.fail(error)
+                if index + 1 == len(candidates) or not isinstance(error, FAILOVER_ERRORS):
+                    raise
+                self._metrics.failover(request.model, candidates[index + 1][0].model)
+                log.warning(
+                    "provider.failover",
+                    from_model=request.model,
+                    to_model=candidates[index + 1][0].model,
+                    reason=error.reason,
+                )
+                continue
+            return _Opened(call, provider.name, result, slot)
+        raise RuntimeError("no candidate model")  # pragma: no cover - candidates is never empty
+
+    def _candidates(self, draft: DraftRequest, ctx: RequestContext) -> list[tuple[ChatRequest, Provider]]:
+        """The chosen model, then its configured fallbacks (those that can honour max_tokens)."""
+        request, provider = self._prepare(draft, ctx)
+        candidates = [(request, provider)]
+        for model in self._fallbacks.get(request.model, ()):
+            if (
+                draft.max_tokens is not None
+                and draft.max_tokens > self.catalogue.get(model).max_output_tokens
+            ):
+                continue
+            provider_name = self._registry.provider_for(model)
+            if provider_name is not None and provider_name in self._providers:
+                candidates.append((to_request(draft, model), self._providers[provider_name]))
+        return candidates
 
     def _prepare(self, draft: DraftRequest, ctx: RequestContext) -> tuple[ChatRequest, Provider]:
         check(draft, self._limits)

@@ -8,6 +8,7 @@ stripped from the text the emulator echoes. Keys:
     retry_after=2       with `status`: a Retry-After header, in seconds
     retry_after_ms=150  with `status`: a retry-after-ms header
     times=2             with `status`: fail only the first N requests of this X-Trace-ID, then serve
+    on=anthropic        with `status`: only this emulator (openai | anthropic | gemini) fails
     finish=length       end with this finish reason (length | content_filter | stop)
     token_delay_ms=20   sleep this long before each token (also settable per emulator)
     drop_after=3        stream: send N chunks, then cut the connection
@@ -42,6 +43,7 @@ class Directives:
     retry_after: str | None = None
     retry_after_ms: str | None = None
     times: int | None = None
+    on: str | None = None
     finish: str | None = None
     token_delay_ms: float | None = None
     drop_after: int | None = None
@@ -66,6 +68,8 @@ def parse_directives(text: str) -> tuple[str, Directives]:
                 directives.retry_after_ms = value
             case "times":
                 directives.times = int(value)
+            case "on":
+                directives.on = value
             case "finish":
                 directives.finish = value
             case "token_delay_ms":
@@ -199,7 +203,7 @@ class Emulator:
 
     def should_fail(self, request: web.Request, directives: Directives) -> bool:
         """Whether the directive's `status` applies to this request (honouring `times` per trace id)."""
-        if directives.status is None:
+        if directives.status is None or directives.on not in (None, self.name):
             return False
         if directives.times is None:
             return True

@@ -89,6 +89,12 @@ class Metrics:
             ["model", "source_agent"],
             registry=r,
         )
+        self.failovers = Counter(
+            "llm_failovers_total",
+            "Calls moved to a configured fallback model",
+            ["from_model", "to_model"],
+            registry=r,
+        )
         self.overhead = Histogram(
             "llm_gateway_overhead_seconds",
             "Time spent in the gateway outside the provider call",
@@ -96,6 +102,9 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=r,
         )
+
+    def failover(self, from_model: str, to_model: str) -> None:
+        self.failovers.labels(from_model, to_model).inc()
 
     def governance_violation(self, model: str, source_agent: str) -> None:
         self.governance_violations.labels(self._refused_model(model), self._source_agent(source_agent)).inc()

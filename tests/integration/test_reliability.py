@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
-from tests.conftest import MODELS, Emulators
+from server.app import App, ConfigError, build_app
+from tests.conftest import MODELS, Emulators, make_settings
 from tests.helpers import user
 
 
@@ -79,3 +82,81 @@ async def test_no_task_outlives_its_rpc(stub: llm_pb2_grpc.LLMServiceAsyncStub) 
     infrastructure = ("RequestHandler.start", "AioServer._request_registered_call")
     ours = {t for t in leftover if not any(name in repr(t) for name in infrastructure)}
     assert not ours, ours
+
+
+FALLBACKS = {"claude-3-5-haiku-20241022": ["gpt-4.1-mini"]}
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+async def test_configured_failover_serves_from_the_fallback_and_says_so(
+    start_gateway: Callable[..., Any], emulators: Emulators, streamed: bool
+) -> None:
+    app: App = await start_gateway(llm_fallbacks=FALLBACKS, llm_max_retries=1, metrics_port=0)
+    text = "hi [[emulate: status=529 on=anthropic]]"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        if streamed:
+            events = [
+                e
+                async for e in stub.Stream(
+                    llm_pb2.StreamRequest(model="claude-3-5-haiku-20241022", messages=user(text)), timeout=10
+                )
+            ]
+            served = (events[-1].done.model, events[-1].done.provider)
+            content = "".join(e.delta for e in events)
+        else:
+            response = await stub.Complete(
+                llm_pb2.CompleteRequest(model="claude-3-5-haiku-20241022", messages=user(text)), timeout=10
+            )
+            served, content = (response.model, response.provider), response.content
+
+    assert served == ("gpt-4.1-mini", "openai")
+    assert content == "emulator reply: hi"
+    assert len(emulators.completions("anthropic")) == 2  # the first try and one retry
+    assert len(emulators.completions("openai")) == 1
+    assert app.metrics.failovers.labels("claude-3-5-haiku-20241022", "gpt-4.1-mini")._value.get() == 1
+
+
+async def test_caller_errors_do_not_fail_over(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(llm_fallbacks=FALLBACKS)
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await llm_pb2_grpc.LLMServiceStub(channel).Complete(
+                llm_pb2.CompleteRequest(
+                    model="claude-3-5-haiku-20241022",
+                    messages=user("hi [[emulate: status=400 on=anthropic]]"),
+                ),
+                timeout=10,
+            )
+
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert emulators.completions("openai") == []
+
+
+async def test_a_stream_that_fails_after_its_first_token_does_not_fail_over(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(llm_fallbacks=FALLBACKS)
+    deltas = []
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            async for event in llm_pb2_grpc.LLMServiceStub(channel).Stream(
+                llm_pb2.StreamRequest(
+                    model="claude-3-5-haiku-20241022", messages=user("a b c [[emulate: drop_after=2]]")
+                ),
+                timeout=10,
+            ):
+                deltas.append(event.delta)
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "".join(deltas) == "emulator reply: "
+    assert emulators.completions("openai") == []
+
+
+def test_fallback_outside_the_allowlist_stops_the_start(emulators: Emulators) -> None:
+    settings = make_settings(emulators, llm_fallbacks={"gpt-4.1": ["gpt-4o"]})
+
+    with pytest.raises(ConfigError, match="LLM_FALLBACKS names 'gpt-4o'"):
+        build_app(settings, port=0)

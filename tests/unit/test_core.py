@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from server.config import Settings
 from server.core.registry import ModelRegistry
 from server.core.retry import RetryPolicy
 from server.core.types import ProviderName
@@ -48,3 +49,11 @@ def test_redactor_scrubs_configured_secrets_of_any_shape() -> None:
     redact = Redactor(["plain-secret-value"])
 
     assert redact("the key was plain-secret-value!") == f"the key was {REDACTED}!"
+
+
+def test_fallbacks_are_read_from_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LLM_FALLBACKS", '{"claude-3-5-sonnet-20241022": ["gpt-4.1", "gemini-1.5-pro"]}')
+
+    settings = Settings()
+
+    assert settings.llm_fallbacks == {"claude-3-5-sonnet-20241022": ("gpt-4.1", "gemini-1.5-pro")}
