@@ -61,5 +61,9 @@ test-unit: $(STAMP)
 test-integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
 
+## Gateway overhead against the bare SDK, in one run (see docs/benchmarks.md). Not part of `make test`.
+bench: $(STAMP)
+	$(PY) -m tests.bench.run
+
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
