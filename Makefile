@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test test-unit test-integration bench clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test node-test test-unit test-integration bench clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,9 +51,14 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## The README's test command: contract, lint, types, then every test.
+## The README's test command: contract, lint, types, then every test (Python, then the Node client's).
 test: proto-check buf-lint lint typecheck
 	$(BIN)/pytest -q
+	$(MAKE) node-test
+
+## The Node.js client's tests against the real gateway (node's own test runner).
+node-test: $(STAMP)
+	cd clients/node && npm ci --silent --no-audit --no-fund && node --test test/
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

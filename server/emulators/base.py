@@ -160,8 +160,21 @@ class Emulator:
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.add_routes(self.routes())
+        app.add_routes([*self.routes(), web.get("/_emulator/requests", self._request_log)])
         return app
+
+    async def _request_log(self, _request: web.Request) -> web.Response:
+        """The request log for tests in other processes (other languages); credentials left out."""
+        hidden = {"authorization", "x-api-key", "x-goog-api-key"}
+        entries = [
+            {
+                "method": r.method,
+                "path": r.path,
+                "headers": {k: v for k, v in r.headers.items() if k not in hidden},
+            }
+            for r in self.requests
+        ]
+        return web.json_response(entries)
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         """Serve on host:port (0 picks a free port) and return the base URL clients should use."""

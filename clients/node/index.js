@@ -1,0 +1,200 @@
+'use strict';
+// Node.js client for llm.v1.LLMService: complete(), stream() as an async iterator, listModels(),
+// checkHealth(). The contract is loaded from protos/ at start (no generated code to keep in sync).
+
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+const protobuf = require('protobufjs');
+
+const PROTO_ROOT = path.resolve(__dirname, '..', '..', 'protos');
+const definition = protoLoader.loadSync(path.join(PROTO_ROOT, 'llm_grpc', 'v1', 'llm.proto'), {
+  includeDirs: [PROTO_ROOT],
+  keepCase: true,
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true,
+});
+const { LLMService } = grpc.loadPackageDefinition(definition).llm.v1;
+
+// The google.rpc types the gateway puts in `grpc-status-details-bin`, declared here so the client needs
+// no copy of googleapis' protos.
+const rpcTypes = protobuf.Root.fromJSON({
+  nested: {
+    google: {
+      nested: {
+        protobuf: {
+          nested: {
+            Any: { fields: { type_url: { type: 'string', id: 1 }, value: { type: 'bytes', id: 2 } } },
+            Duration: { fields: { seconds: { type: 'int64', id: 1 }, nanos: { type: 'int32', id: 2 } } },
+          },
+        },
+        rpc: {
+          nested: {
+            Status: {
+              fields: {
+                code: { type: 'int32', id: 1 },
+                message: { type: 'string', id: 2 },
+                details: { rule: 'repeated', type: 'google.protobuf.Any', id: 3 },
+              },
+            },
+            ErrorInfo: {
+              fields: {
+                reason: { type: 'string', id: 1 },
+                domain: { type: 'string', id: 2 },
+                metadata: { keyType: 'string', type: 'string', id: 3 },
+              },
+            },
+            RetryInfo: { fields: { retry_delay: { type: 'google.protobuf.Duration', id: 1 } } },
+            BadRequest: {
+              fields: { field_violations: { rule: 'repeated', type: 'FieldViolation', id: 1 } },
+              nested: {
+                FieldViolation: {
+                  fields: { field: { type: 'string', id: 1 }, description: { type: 'string', id: 2 } },
+                },
+              },
+            },
+          },
+        },
+      },
+    },
+  },
+});
+const Status = rpcTypes.lookupType('google.rpc.Status');
+const DETAIL_TYPES = {
+  'type.googleapis.com/google.rpc.ErrorInfo': rpcTypes.lookupType('google.rpc.ErrorInfo'),
+  'type.googleapis.com/google.rpc.RetryInfo': rpcTypes.lookupType('google.rpc.RetryInfo'),
+  'type.googleapis.com/google.rpc.BadRequest': rpcTypes.lookupType('google.rpc.BadRequest'),
+};
+
+/**
+ * An error status from the gateway, with its rich details: `reason` and `errorMetadata` from
+ * google.rpc.ErrorInfo, `retryDelaySeconds` from RetryInfo, `fieldViolations` from BadRequest.
+ */
+class LLMError extends Error {
+  constructor(error) {
+    super(error.details || error.message);
+    this.name = 'LLMError';
+    this.code = error.code;
+    this.codeName = Object.keys(grpc.status).find((k) => grpc.status[k] === error.code) || 'UNKNOWN';
+    this.reason = '';
+    this.errorMetadata = {};
+    this.retryDelaySeconds = null;
+    this.fieldViolations = [];
+    const raw = error.metadata ? error.metadata.get('grpc-status-details-bin') : [];
+    if (!raw.length) return;
+    for (const any of Status.decode(raw[0]).details) {
+      const type = DETAIL_TYPES[any.type_url];
+      if (!type) continue;
+      const detail = type.toObject(type.decode(any.value), { longs: Number, defaults: true });
+      if (detail.reason !== undefined) {
+        this.reason = detail.reason;
+        this.errorMetadata = detail.metadata || {};
+      } else if (detail.retry_delay !== undefined) {
+        this.retryDelaySeconds = (detail.retry_delay.seconds || 0) + (detail.retry_delay.nanos || 0) / 1e9;
+      } else if (detail.field_violations !== undefined) {
+        this.fieldViolations = detail.field_violations;
+      }
+    }
+  }
+}
+
+function messagesOf(prompt, system) {
+  const messages = system ? [{ role: 'ROLE_SYSTEM', content: system }] : [];
+  if (typeof prompt === 'string') messages.push({ role: 'ROLE_USER', content: prompt });
+  else messages.push(...prompt);
+  return messages;
+}
+
+class LLMClient {
+  /**
+   * @param {string} target host:port of the gateway
+   * @param {{sourceAgent?: string, sessionId?: string, timeoutMs?: number, credentials?: grpc.ChannelCredentials}} [options]
+   */
+  constructor(target = 'localhost:50051', options = {}) {
+    this.client = new LLMService(target, options.credentials || grpc.credentials.createInsecure());
+    this.sourceAgent = options.sourceAgent || '';
+    this.sessionId = options.sessionId || '';
+    this.timeoutMs = options.timeoutMs || 120000;
+  }
+
+  metadata(traceId) {
+    const md = new grpc.Metadata();
+    if (traceId) md.set('a2a-trace-id', traceId);
+    if (this.sourceAgent) md.set('a2a-source-agent', this.sourceAgent);
+    if (this.sessionId) md.set('a2a-session-id', this.sessionId);
+    return md;
+  }
+
+  deadline(timeoutMs) {
+    return new Date(Date.now() + (timeoutMs || this.timeoutMs));
+  }
+
+  request(prompt, options = {}) {
+    const request = { model: options.model || '', messages: messagesOf(prompt, options.system), stop: options.stop || [] };
+    for (const key of ['temperature', 'max_tokens', 'top_p', 'tier', 'complexity']) {
+      if (options[key] !== undefined) request[key] = options[key];
+    }
+    return request;
+  }
+
+  /** One whole completion. Rejects with LLMError. */
+  complete(prompt, options = {}) {
+    return new Promise((resolve, reject) => {
+      this.client.Complete(
+        this.request(prompt, options),
+        this.metadata(options.traceId),
+        { deadline: this.deadline(options.timeoutMs) },
+        (error, response) => (error ? reject(new LLMError(error)) : resolve(response)),
+      );
+    });
+  }
+
+  /**
+   * Text deltas as they arrive. The returned object is an async iterator of strings; after it ends,
+   * `done` holds usage, finish reason, latency, provider and model.
+   */
+  stream(prompt, options = {}) {
+    const call = this.client.Stream(this.request(prompt, options), this.metadata(options.traceId), {
+      deadline: this.deadline(options.timeoutMs),
+    });
+    const result = {
+      done: null,
+      cancel: () => call.cancel(),
+      async *[Symbol.asyncIterator]() {
+        try {
+          for await (const event of call) {
+            if (event.event === 'done') result.done = event.done;
+            else yield event.delta;
+          }
+        } catch (error) {
+          throw new LLMError(error);
+        }
+      },
+    };
+    return result;
+  }
+
+  listModels() {
+    return new Promise((resolve, reject) => {
+      this.client.ListModels({}, { deadline: this.deadline() }, (error, response) =>
+        error ? reject(new LLMError(error)) : resolve(response),
+      );
+    });
+  }
+
+  checkHealth() {
+    return new Promise((resolve, reject) => {
+      this.client.CheckHealth({}, { deadline: this.deadline() }, (error, response) =>
+        error ? reject(new LLMError(error)) : resolve(response),
+      );
+    });
+  }
+
+  close() {
+    this.client.close();
+  }
+}
+
+module.exports = { LLMClient, LLMError };
