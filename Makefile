@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test node-test test-unit test-integration bench clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test node-test test-unit test-integration bench bench-routing clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -69,6 +69,10 @@ test-integration: $(STAMP)
 ## Gateway overhead against the bare SDK, in one run (see docs/benchmarks.md). Not part of `make test`.
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
+
+## Cost of routing a labelled task mix by complexity against sending it all to the premium tier.
+bench-routing: $(STAMP)
+	$(PY) -m tests.bench.routing_cost
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
