@@ -47,6 +47,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/yamllint -c docs/deploy/kubernetes/.yamllint docs/deploy/kubernetes
+	$(BIN)/kubernetes-validate --strict -k 1.30.0 $$(ls docs/deploy/kubernetes/*.yaml | grep -v kustomization)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

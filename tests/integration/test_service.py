@@ -13,6 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App
 from server.config import DEFAULT_ALLOWED_MODELS
+from tests.conftest import Emulators
 
 
 async def test_list_models_returns_every_allowed_model_with_its_provider(
@@ -99,3 +100,26 @@ async def test_reflection_lists_the_service(channel: grpc.aio.Channel) -> None:
         services = [s.name for s in response.list_services_response.service]
     assert "llm.v1.LLMService" in services
     assert "grpc.health.v1.Health" in services
+
+
+async def test_check_health_follows_a_provider_going_down_and_coming_back(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(llm_health_interval=0.1)
+    port = int(emulators.anthropic.base_url.rsplit(":", 1)[1])
+
+    async def anthropic_status(stub: llm_pb2_grpc.LLMServiceAsyncStub, wanted: int) -> bool:
+        for _ in range(100):
+            response = await stub.CheckHealth(llm_pb2.CheckHealthRequest(), timeout=10)
+            if {p.provider: p.status for p in response.providers}["anthropic"] == wanted:
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        assert await anthropic_status(stub, llm_pb2.HEALTH_STATUS_SERVING)
+        await emulators.anthropic.stop()
+        assert await anthropic_status(stub, llm_pb2.HEALTH_STATUS_NOT_SERVING)
+        await emulators.anthropic.start("127.0.0.1", port)
+        assert await anthropic_status(stub, llm_pb2.HEALTH_STATUS_SERVING)
