@@ -1,6 +1,6 @@
 """Async Python client for the llm-grpc gateway (llm.v1.LLMService)."""
 
-from llm_grpc_client.client import AsyncLLMClient, TokenStream
+from llm_grpc_client.client import AsyncLLMClient, LLMClient, TokenStream
 from llm_grpc_client.errors import (
     DeadlineExceeded,
     InvalidArgument,
@@ -15,6 +15,7 @@ __all__ = [
     "AsyncLLMClient",
     "DeadlineExceeded",
     "InvalidArgument",
+    "LLMClient",
     "LLMError",
     "ModelNotAllowed",
     "ProviderError",

@@ -1,9 +1,12 @@
-"""AsyncLLMClient: complete, stream, list models, check health — A2A context put into metadata."""
+"""AsyncLLMClient and LLMClient: complete, stream, list models, check health — A2A context in metadata,
+deadlines, TLS and bearer tokens, and gRPC's own retries of UNAVAILABLE for unary calls."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+import json
+from collections.abc import AsyncIterator, Iterator, Sequence
 from types import TracebackType
+from typing import Any
 
 import grpc
 
@@ -20,6 +23,60 @@ def _messages(prompt: Messages, system: str | None) -> list[llm_pb2.Message]:
     else:
         messages.extend(prompt)
     return messages
+
+
+SERVICE = "llm.v1.LLMService"
+# gRPC-level retries of UNAVAILABLE (e.g. a replica that is draining) for the unary methods only: a
+# stream may already have delivered tokens, so it is never retried behind the caller's back.
+SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [
+                    {"service": SERVICE, "method": m} for m in ("Complete", "ListModels", "CheckHealth")
+                ],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.2s",
+                    "maxBackoff": "2s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+CHANNEL_OPTIONS = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
+
+
+def _credentials(tls: bool, root_certificates: bytes | None) -> grpc.ChannelCredentials | None:
+    return grpc.ssl_channel_credentials(root_certificates) if tls or root_certificates else None
+
+
+def _request_fields(prompt: Messages, options: dict[str, Any]) -> dict[str, Any]:
+    """The fields shared by CompleteRequest and StreamRequest."""
+    return {
+        "model": options.get("model") or "",
+        "messages": _messages(prompt, options.get("system")),
+        "temperature": options.get("temperature"),
+        "max_tokens": options.get("max_tokens"),
+        "top_p": options.get("top_p"),
+        "stop": list(options.get("stop") or ()),
+    }
+
+
+class _Context:
+    """What both clients put into every call's metadata."""
+
+    def __init__(self, source_agent: str, session_id: str, token: str | None) -> None:
+        self._static = [("a2a-source-agent", source_agent)] if source_agent else []
+        if session_id:
+            self._static.append(("a2a-session-id", session_id))
+        if token:
+            self._static.append(("authorization", f"Bearer {token}"))
+
+    def metadata(self, trace_id: str | None) -> tuple[tuple[str, str | bytes], ...]:
+        return tuple(([("a2a-trace-id", trace_id)] if trace_id else []) + self._static)
 
 
 class TokenStream:
@@ -61,12 +118,22 @@ class AsyncLLMClient:
         source_agent: str = "",
         session_id: str = "",
         timeout: float | None = 120.0,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        token: str | None = None,
         channel: grpc.aio.Channel | None = None,
     ) -> None:
-        self._channel = channel if channel is not None else grpc.aio.insecure_channel(target)
+        """`tls`/`root_certificates` for a TLS server; `token` is sent as `authorization: Bearer`."""
+        if channel is None:
+            credentials = _credentials(tls, root_certificates)
+            channel = (
+                grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+                if credentials is not None
+                else grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+            )
+        self._channel = channel
         self._stub = llm_pb2_grpc.LLMServiceStub(self._channel)
-        self._source_agent = source_agent
-        self._session_id = session_id
+        self._context = _Context(source_agent, session_id, token)
         self._timeout = timeout
 
     async def __aenter__(self) -> AsyncLLMClient:
@@ -80,13 +147,8 @@ class AsyncLLMClient:
     async def close(self) -> None:
         await self._channel.close(None)
 
-    def _metadata(self, trace_id: str | None) -> list[tuple[str, str]]:
-        metadata = [("a2a-trace-id", trace_id)] if trace_id else []
-        if self._source_agent:
-            metadata.append(("a2a-source-agent", self._source_agent))
-        if self._session_id:
-            metadata.append(("a2a-session-id", self._session_id))
-        return metadata
+    def _metadata(self, trace_id: str | None) -> tuple[tuple[str, str | bytes], ...]:
+        return self._context.metadata(trace_id)
 
     async def complete(
         self,
@@ -144,7 +206,7 @@ class AsyncLLMClient:
     async def list_models(self) -> llm_pb2.ListModelsResponse:
         try:
             response: llm_pb2.ListModelsResponse = await self._stub.ListModels(
-                llm_pb2.ListModelsRequest(), timeout=self._timeout
+                llm_pb2.ListModelsRequest(), metadata=self._metadata(None), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
@@ -153,8 +215,95 @@ class AsyncLLMClient:
     async def check_health(self) -> llm_pb2.CheckHealthResponse:
         try:
             response: llm_pb2.CheckHealthResponse = await self._stub.CheckHealth(
-                llm_pb2.CheckHealthRequest(), timeout=self._timeout
+                llm_pb2.CheckHealthRequest(), metadata=self._metadata(None), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
+
+class LLMClient:
+    """The blocking twin of AsyncLLMClient, for scripts and threads without an event loop."""
+
+    def __init__(
+        self,
+        target: str = "localhost:50051",
+        *,
+        source_agent: str = "",
+        session_id: str = "",
+        timeout: float | None = 120.0,
+        tls: bool = False,
+        root_certificates: bytes | None = None,
+        token: str | None = None,
+    ) -> None:
+        credentials = _credentials(tls, root_certificates)
+        self._channel = (
+            grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
+            if credentials is not None
+            else grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+        )
+        self._stub = llm_pb2_grpc.LLMServiceStub(self._channel)
+        self._context = _Context(source_agent, session_id, token)
+        self._timeout = timeout
+        self.last_done: llm_pb2.StreamDone | None = None
+        """The `done` event of the last stream that ran to its end."""
+
+    def __enter__(self) -> LLMClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def complete(
+        self, prompt: Messages, *, trace_id: str | None = None, timeout: float | None = None, **options: Any
+    ) -> llm_pb2.CompleteResponse:
+        """Options as AsyncLLMClient.complete: model, system, temperature, max_tokens, top_p, stop."""
+        try:
+            response: llm_pb2.CompleteResponse = self._stub.Complete(
+                llm_pb2.CompleteRequest(**_request_fields(prompt, options)),
+                metadata=self._context.metadata(trace_id),
+                timeout=timeout or self._timeout,
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
+    def stream(
+        self, prompt: Messages, *, trace_id: str | None = None, timeout: float | None = None, **options: Any
+    ) -> Iterator[str]:
+        """Text deltas as they arrive; afterwards `last_done` holds usage and finish reason."""
+        self.last_done = None
+        call = self._stub.Stream(
+            llm_pb2.StreamRequest(**_request_fields(prompt, options)),
+            metadata=self._context.metadata(trace_id),
+            timeout=timeout or self._timeout,
+        )
+        try:
+            for event in call:
+                if event.HasField("done"):
+                    self.last_done = event.done
+                else:
+                    yield event.delta
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+
+    def list_models(self) -> llm_pb2.ListModelsResponse:
+        try:
+            response: llm_pb2.ListModelsResponse = self._stub.ListModels(
+                llm_pb2.ListModelsRequest(), metadata=self._context.metadata(None), timeout=self._timeout
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
+    def check_health(self) -> llm_pb2.CheckHealthResponse:
+        try:
+            response: llm_pb2.CheckHealthResponse = self._stub.CheckHealth(
+                llm_pb2.CheckHealthRequest(), metadata=self._context.metadata(None), timeout=self._timeout
+            )
+        except grpc.RpcError as error:
             raise from_rpc_error(error) from None
         return response

@@ -62,7 +62,7 @@ _BY_CODE: dict[grpc.StatusCode, type[LLMError]] = {
 _BY_REASON: dict[str, type[LLMError]] = {"MODEL_NOT_ALLOWED": ModelNotAllowed}
 
 
-def from_rpc_error(error: grpc.aio.AioRpcError) -> LLMError:
+def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> LLMError:
     """The typed exception for a failed call, with every rich detail the status carried."""
     reason, metadata, violations, retry_delay = "", {}, [], None
     status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
@@ -79,9 +79,10 @@ def from_rpc_error(error: grpc.aio.AioRpcError) -> LLMError:
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
             retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
-    cls = _BY_REASON.get(reason) or _BY_CODE.get(error.code(), LLMError)
+    code: grpc.StatusCode = error.code()
+    cls = _BY_REASON.get(reason) or _BY_CODE.get(code, LLMError)
     return cls(
-        code=error.code(),
+        code=code,
         message=error.details() or "",
         reason=reason,
         metadata=metadata,

@@ -1,0 +1,117 @@
+"""The Python client and the `llm-grpc` CLI against the real server (emulators behind it)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from llm_grpc_client import (
+    AsyncLLMClient,
+    DeadlineExceeded,
+    InvalidArgument,
+    LLMClient,
+    ModelNotAllowed,
+    RateLimited,
+)
+
+from server.app import App
+from tests.conftest import MODELS, Emulators
+
+CLI = str(Path(sys.executable).with_name("llm-grpc"))
+
+
+@pytest.fixture
+def target(gateway: App) -> str:
+    return f"127.0.0.1:{gateway.port}"
+
+
+async def test_complete_and_stream_with_a2a_context(target: str, emulators: Emulators) -> None:
+    async with AsyncLLMClient(target, source_agent="py-agent", session_id="py-session") as client:
+        reply = await client.complete("hello", model=MODELS["gemini"], trace_id="py-trace")
+        stream = client.stream("one two", model=MODELS["anthropic"], system="be brief")
+        deltas = [delta async for delta in stream]
+
+    assert reply.content == "emulator reply: hello"
+    assert reply.trace_id == "py-trace"
+    assert "".join(deltas) == "emulator reply: one two"
+    assert stream.done is not None
+    assert stream.done.usage.completion_tokens == 4
+    headers = emulators.completions("gemini")[-1].headers
+    assert (headers["x-trace-id"], headers["x-source-agent"], headers["x-session-id"]) == (
+        "py-trace",
+        "py-agent",
+        "py-session",
+    )
+
+
+async def test_typed_errors_carry_the_rich_details(target: str) -> None:
+    async with AsyncLLMClient(target) as client:
+        with pytest.raises(ModelNotAllowed) as refused:
+            await client.complete("hi", model="gpt-4o")
+        with pytest.raises(RateLimited) as limited:
+            await client.complete("hi [[emulate: status=429 retry_after=90]]", model=MODELS["openai"])
+        with pytest.raises(InvalidArgument) as invalid:
+            await client.complete("hi", model=MODELS["openai"], temperature=9)
+
+    assert "gpt-4.1-mini" in refused.value.allowed_models
+    assert limited.value.retry_delay == 90  # beyond the 60 s budget: refused at once, not waited out
+    assert [field for field, _ in invalid.value.field_violations] == ["temperature"]
+
+
+async def test_deadline_expiry_is_a_typed_error(target: str) -> None:
+    async with AsyncLLMClient(target, timeout=0.3) as client:
+        with pytest.raises(DeadlineExceeded):
+            await client.complete("hi [[emulate: token_delay_ms=300]]", model=MODELS["openai"])
+
+
+async def test_blocking_client_completes_and_streams(target: str) -> None:
+    def run() -> tuple[str, list[str], int]:
+        with LLMClient(target, source_agent="sync") as client:
+            reply = client.complete("hi", model=MODELS["openai"])
+            deltas = list(client.stream("a b", model=MODELS["gemini"]))
+            assert client.last_done is not None
+            return reply.content, deltas, client.last_done.usage.total_tokens
+
+    content, deltas, total = await asyncio.to_thread(run)
+
+    assert content == "emulator reply: hi"
+    assert "".join(deltas) == "emulator reply: a b"
+    assert total == 2 + 4
+
+
+async def _cli(*args: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        CLI,
+        *args,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await process.communicate(stdin)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_cli_streams_tokens_then_a_usage_line(target: str) -> None:
+    code, out, err = await _cli("--target", target, "stream", "tell me", "--model", MODELS["anthropic"])
+
+    assert code == 0
+    assert out.strip() == "emulator reply: tell me"
+    assert "prompt=2 completion=4" in err
+
+
+async def test_cli_reads_stdin_and_prints_json(target: str) -> None:
+    code, out, _ = await _cli("--target", target, "--json", "complete", stdin=b"from stdin")
+
+    assert code == 0
+    assert json.loads(out)["content"] == "emulator reply: from stdin"
+
+
+async def test_cli_exit_code_follows_the_status(target: str) -> None:
+    code, _, err = await _cli("--target", target, "complete", "hi", "--model", "gpt-4o")
+
+    assert code == 10 + 7  # PERMISSION_DENIED
+    assert "PERMISSION_DENIED" in err
