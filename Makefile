@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test node-test test-unit test-integration bench bench-routing clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test node-test soak test-unit test-integration bench bench-routing clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,10 @@ test-unit: $(STAMP)
 
 test-integration: $(STAMP)
 	$(BIN)/pytest -q tests/integration
+
+## The long soak: 20 000 mixed calls with faults and cancellations (a short one runs in `make test`).
+soak: $(STAMP)
+	SOAK_CALLS=20000 $(BIN)/pytest -q -s tests/integration/test_soak.py -k soak_with_faults
 
 ## Gateway overhead against the bare SDK, in one run (see docs/benchmarks.md). Not part of `make test`.
 bench: $(STAMP)

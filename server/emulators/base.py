@@ -13,6 +13,7 @@ stripped from the text the emulator echoes. Keys:
     token_delay_ms=20   sleep this long before each token (also settable per emulator)
     drop_after=3        stream: send N chunks, then cut the connection
     error_after=3       stream: send N chunks, then the provider's in-stream error event
+    malformed_after=3   stream: send N chunks, then an SSE event whose data is not JSON
     reply=some_words    reply with these words (underscores become spaces) instead of the echo
 
 The reply is `emulator reply: <last user text>`, split into tokens at word boundaries, so tests can
@@ -48,6 +49,7 @@ class Directives:
     token_delay_ms: float | None = None
     drop_after: int | None = None
     error_after: int | None = None
+    malformed_after: int | None = None
     reply: str | None = None
 
 
@@ -78,6 +80,8 @@ def parse_directives(text: str) -> tuple[str, Directives]:
                 directives.drop_after = int(value)
             case "error_after":
                 directives.error_after = int(value)
+            case "malformed_after":
+                directives.malformed_after = int(value)
             case "reply":
                 directives.reply = value.replace("_", " ")
     return (text[: found.start()] + text[found.end() :]).strip(), directives
@@ -231,6 +235,11 @@ class Emulator:
         if directives.retry_after_ms is not None:
             headers["retry-after-ms"] = directives.retry_after_ms
         return headers
+
+    async def send_malformed(self, response: web.StreamResponse) -> None:
+        """An SSE event whose data is not JSON, then the end of the response."""
+        await response.write(b'data: {"choices": [{"delta": {"content": "oops"\n\n')
+        await response.write_eof()
 
     @contextmanager
     def streaming(self) -> Iterator[None]:

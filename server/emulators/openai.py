@@ -273,6 +273,9 @@ class OpenAIEmulator(Emulator):
                     assert request.transport is not None
                     request.transport.close()
                     return response
+                if directives.malformed_after is not None and index >= directives.malformed_after:
+                    await self.send_malformed(response)
+                    return response
                 if directives.error_after is not None and index >= directives.error_after:
                     error = {
                         "error": {

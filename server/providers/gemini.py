@@ -147,6 +147,8 @@ class GeminiProvider:
             raise
         except errors.APIError as error:
             raise self._status_error(error) from None
+        except ValueError:  # an SSE event whose data is not JSON
+            raise ProviderUnavailable(self.name, "the provider sent a malformed stream event") from None
         except (TimeoutError, httpx2.TimeoutException, aiohttp.ServerTimeoutError):
             raise ProviderTimeout(self.name, "the request timed out") from None
         except (aiohttp.ClientError, httpx2.TransportError, OSError) as error:

@@ -168,6 +168,8 @@ class OpenAIProvider:
         except openai.APIStatusError as error:
             headers = {k.lower(): v for k, v in error.response.headers.items()}
             raise error_for_status(self.name, error.status_code, body_message(error.body), headers) from None
+        except ValueError:  # an SSE event whose data is not JSON
+            raise ProviderUnavailable(self.name, "the provider sent a malformed stream event") from None
         except httpx2.TimeoutException:  # raised by the transport while a stream is being read
             raise ProviderTimeout(self.name, "the stream timed out") from None
         except httpx2.TransportError as error:

@@ -269,7 +269,7 @@ async def test_retry_wait_past_the_deadline_gives_up_at_once(
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)
-@pytest.mark.parametrize("fault", ["drop_after=2", "error_after=2"])
+@pytest.mark.parametrize("fault", ["drop_after=2", "error_after=2", "malformed_after=2"])
 async def test_mid_stream_failure_delivers_tokens_then_unavailable(
     stub: llm_pb2_grpc.LLMServiceAsyncStub, provider: str, fault: str
 ) -> None:

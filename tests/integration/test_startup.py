@@ -129,6 +129,15 @@ def test_demo_server_serves_grpcurl_and_stops_cleanly_on_sigterm(
     assert "llm.v1.LLMService" in _grpcurl(address, "list")
     assert "rpc Stream" in _grpcurl(address, "describe", "llm.v1.LLMService")
     assert '"SERVING"' in _grpcurl(address, "grpc.health.v1.Health/Check")
+    unary = json.loads(
+        _grpcurl(
+            "-d",
+            '{"model":"gpt-4.1-mini","messages":[{"role":"ROLE_USER","content":"hi"}]}',
+            address,
+            "llm.v1.LLMService/Complete",
+        )
+    )
+    assert (unary["content"], unary["provider"]) == ("emulator reply: hi", "openai")
     for model in ("gpt-4.1-mini", "claude-3-5-haiku-20241022", "gemini-2.0-flash-exp"):
         request = json.dumps({"model": model, "messages": [{"role": "ROLE_USER", "content": "hello"}]})
         events = _json_objects(_grpcurl("-d", request, address, "llm.v1.LLMService/Stream"))
@@ -148,7 +157,7 @@ async def test_sigterm_drains_live_streams_refuses_new_calls_and_exits_zero(
         request = llm_pb2.StreamRequest(
             model="claude-3-5-haiku-20241022", messages=user("one two three [[emulate: token_delay_ms=150]]")
         )
-        calls = [stub.Stream(request, timeout=30) for _ in range(20)]
+        calls = [stub.Stream(request, timeout=30) for _ in range(50)]
         iterators = [aiter(call) for call in calls]
         firsts = [await anext(iterator) for iterator in iterators]  # every stream is live
 
