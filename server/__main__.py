@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
@@ -51,6 +52,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     serve.add_argument(
         "--shutdown-grace", type=float, default=30.0, help="seconds in-flight calls get on SIGTERM"
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes serving one port (SO_REUSEPORT); worker i serves metrics on --metrics-port + i",
+    )
+    serve.add_argument("--reuse-port", action="store_true", help=argparse.SUPPRESS)
     check = commands.add_parser(
         "health", help="ask a running gateway's grpc.health.v1 service; exit 0 if SERVING"
     )
@@ -107,7 +115,9 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             gemini=settings.gemini_base_url,
         )
     metrics_port = None if args.metrics_port < 0 else args.metrics_port
-    app: App = build_app(settings, host=args.host, port=args.port, metrics_port=metrics_port)
+    app: App = build_app(
+        settings, host=args.host, port=args.port, metrics_port=metrics_port, reuse_port=args.reuse_port
+    )
     await app.start()
     log.info(
         "serving", address=f"{args.host}:{app.port}", models=list(settings.allowed_models), demo=args.demo
@@ -137,11 +147,41 @@ def main(argv: Sequence[str] | None = None) -> None:
     configure_logging(
         settings.llm_log_level, args.log_format or settings.llm_log_format, redactor_for(settings)
     )
+    if args.workers > 1:
+        sys.exit(_run_workers(args))
     try:
         with asyncio.Runner(loop_factory=_loop_factory()) as runner:
             sys.exit(runner.run(_serve(args, settings)))
     except ConfigError as error:
         sys.exit(f"llm-gateway: {error}")
+
+
+def _run_workers(args: argparse.Namespace) -> int:
+    """Start `args.workers` server processes on one port and pass SIGTERM/SIGINT on to them.
+
+    The kernel spreads connections over the processes (SO_REUSEPORT). Each worker keeps its own
+    metrics, on its own port (--metrics-port + i): Prometheus scrapes each, and sums add up.
+    """
+    if args.port == 0:
+        sys.exit("llm-gateway: --workers needs a fixed --port")
+    children = []
+    for index in range(args.workers):
+        command = [sys.executable, "-m", "server", "serve", "--host", args.host, "--port", str(args.port)]
+        command += ["--metrics-port", str(args.metrics_port + index if args.metrics_port >= 0 else -1)]
+        command += ["--shutdown-grace", str(args.shutdown_grace), "--reuse-port"]
+        command += ["--demo"] if args.demo else []
+        command += ["--log-format", args.log_format] if args.log_format else []
+        children.append(subprocess.Popen(command))
+    log.info("workers", pids=[child.pid for child in children])
+
+    def forward(signum: int, _frame: object) -> None:
+        for child in children:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    codes = [child.wait() for child in children]
+    return 0 if all(code == 0 for code in codes) else 1
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

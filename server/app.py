@@ -173,6 +173,7 @@ def build_app(
     port: int = 50051,
     metrics_port: int | None = None,
     providers: dict[ProviderName, Provider] | None = None,
+    reuse_port: bool = False,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     needed = check_settings(settings)
@@ -210,6 +211,8 @@ def build_app(
             # reconnect every few minutes (with a grace for the calls in flight) so load rebalances.
             ("grpc.max_connection_age_ms", int(settings.llm_max_connection_age * 1000)),
             ("grpc.max_connection_age_grace_ms", int(settings.llm_max_connection_age_grace * 1000)),
+            # Only --workers shares a port; otherwise a second server on a busy port must fail to start.
+            ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
     llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(gateway, monitor, metrics, redactor), server)

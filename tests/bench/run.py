@@ -53,7 +53,7 @@ def rss_mb(pid: int) -> float:
 class Stack:
     """Emulators and gateway in their own processes."""
 
-    def __init__(self, token_delay_ms: float) -> None:
+    def __init__(self, token_delay_ms: float, workers: int = 1) -> None:
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
         self.emulators = subprocess.Popen(
             [
@@ -80,7 +80,18 @@ class Stack:
             "LLM_LOG_LEVEL": "warning",
         }
         self.gateway = subprocess.Popen(
-            [PYTHON, "-m", "server", "serve", "--port", str(GATEWAY_PORT), "--metrics-port", "-1"],
+            [
+                PYTHON,
+                "-m",
+                "server",
+                "serve",
+                "--port",
+                str(GATEWAY_PORT),
+                "--metrics-port",
+                "-1",
+                "--workers",
+                str(workers),
+            ],
             env=gateway_env,
             stderr=subprocess.DEVNULL,
         )
@@ -233,6 +244,21 @@ def main() -> None:
                 f"| {concurrency} | {direct['throughput']:.0f} | {through['throughput']:.0f} | "
                 f"{through['errors']} |"
             )
+    finally:
+        stack.stop()
+
+    stack = Stack(token_delay_ms=0, workers=2)
+    try:
+        lines += [
+            "",
+            "## Throughput with 2 workers (SO_REUSEPORT), emulator 0 ms",
+            "",
+            "| in flight | through gateway (rps) | errors |",
+            "|---|---|---|",
+        ]
+        for concurrency, requests in ((64, 3000), (1000, 5000)):
+            through = load("gateway", concurrency=concurrency, requests=int(requests * scale))
+            lines.append(f"| {concurrency} | {through['throughput']:.0f} | {through['errors']} |")
     finally:
         stack.stop()
 

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -176,3 +177,34 @@ async def test_sigterm_drains_live_streams_refuses_new_calls_and_exits_zero(
         assert text == "emulator reply: one two three"
         assert rest[-1].WhichOneof("event") == "done"
     assert process.wait(timeout=30) == 0
+
+
+def test_workers_share_one_port_and_each_serves_its_own_metrics(tmp_path: Path) -> None:
+    port, metrics = _free_port(), _free_port()
+    log_path = tmp_path / "workers.log"
+    command = [sys.executable, "-m", "server", "serve", "--demo", "--port", str(port), "--workers", "2"]
+    with log_path.open("w") as log_file:
+        process = subprocess.Popen([*command, "--metrics-port", str(metrics)], env=BASE_ENV, stderr=log_file)
+    try:
+        deadline = time.monotonic() + 30
+        while log_path.read_text().count('"event": "serving"') < 2:
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "two workers did not start"
+            time.sleep(0.05)
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            reply = llm_pb2_grpc.LLMServiceStub(channel).Complete(
+                llm_pb2.CompleteRequest(messages=user("hi")), timeout=10
+            )
+        scraped = [
+            urllib.request.urlopen(f"http://127.0.0.1:{metrics + i}/metrics", timeout=5).read().decode()
+            for i in range(2)
+        ]
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+
+    assert reply.content == "emulator reply: hi"
+    assert all("llm_requests_total" in text for text in scraped)
+    assert code == 0
