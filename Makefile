@@ -47,6 +47,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile
+	$(BIN)/bandit -q -r server clients/python -x server/emulators
+	$(BIN)/bandit -q -r server/emulators -s B101  # the emulators' asserts state test-double invariants
 	$(BIN)/yamllint -c docs/deploy/kubernetes/.yamllint docs/deploy/kubernetes
 	$(BIN)/kubernetes-validate --strict -k 1.30.0 $$(ls docs/deploy/kubernetes/*.yaml | grep -v kustomization)
 

@@ -111,10 +111,9 @@ def build_providers(
     providers: dict[ProviderName, Provider] = {}
     for name in needed:
         key = settings.api_key(name)
-        assert key is not None  # check_settings guarantees it
         providers[name] = PROVIDER_FACTORIES[name](
             ProviderSettings(
-                api_key=key.get_secret_value(),
+                api_key=key.get_secret_value() if key is not None else "",  # check_settings made sure
                 base_url=settings.base_url(name),
                 max_connections=settings.llm_max_connections,
                 default_max_tokens=settings.llm_default_max_tokens,

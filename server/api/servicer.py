@@ -270,7 +270,6 @@ def _call_errors(redact: Redactor) -> Iterator[_Call]:
 
 
 async def _abort(context: ServicerContext, call: _Call) -> NoReturn:
-    status = call.status
-    assert status is not None
+    status = call.status if call.status is not None else internal_status(call.trace_id or "none")
     await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover

@@ -27,7 +27,8 @@ class RetryPolicy:
     def backoff(self, retry: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random, capped at max_delay."""
         ceiling = min(self.max_delay, self.base_delay * 2.0**retry)
-        return ceiling / 2 + random.uniform(0, ceiling / 2)
+        # Jitter, not cryptography.
+        return ceiling / 2 + random.uniform(0, ceiling / 2)  # nosec B311
 
 
 async def call_with_retries(
