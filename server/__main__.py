@@ -174,7 +174,7 @@ def _run_workers(args: argparse.Namespace) -> int:
         command += ["--demo"] if args.demo else []
         command += ["--log-format", args.log_format] if args.log_format else []
         # The argv is built here from our own flags: no caller input reaches it.
-        children.append(subprocess.Popen(command))
+        children.append(subprocess.Popen(command))  # nosec B603
     log.info("workers", pids=[child.pid for child in children])
 
     def forward(signum: int, _frame: object) -> None:
