@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test node-test soak test-unit test-integration bench bench-routing clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test node-test soak fuzz test-unit test-integration bench bench-routing clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,10 @@ test-integration: $(STAMP)
 ## The long soak: 20 000 mixed calls with faults and cancellations (a short one runs in `make test`).
 soak: $(STAMP)
 	SOAK_CALLS=20000 $(BIN)/pytest -q -s tests/integration/test_soak.py -k soak_with_faults
+
+## A long property-based fuzzing campaign through the running server (a short one runs in `make test`).
+fuzz: $(STAMP)
+	FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/integration/test_fuzz.py
 
 ## Gateway overhead against the bare SDK, in one run (see docs/benchmarks.md). Not part of `make test`.
 bench: $(STAMP)
