@@ -95,6 +95,7 @@ async def _start_demo(settings: Settings) -> tuple[Settings, list[Emulator]]:
     key = SecretStr(DEMO_KEY)
     demo = settings.model_copy(
         update={
+            "llm_allow_plaintext": True,
             "openai_api_key": key,
             "anthropic_api_key": key,
             "google_api_key": key,

@@ -100,9 +100,37 @@ def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
                 problems.append(f"LLM_FALLBACKS names {name!r}, which is not in ALLOWED_MODELS")
     if settings.llm_default_model not in settings.allowed_models:
         problems.append(f"LLM_DEFAULT_MODEL {settings.llm_default_model!r} is not in ALLOWED_MODELS")
+    problems += _transport_problems(settings)
     if problems:
         raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
     return needed
+
+
+def _transport_problems(settings: Settings) -> list[str]:
+    tls_files = (settings.llm_tls_cert_file, settings.llm_tls_key_file)
+    if any(tls_files) and not all(tls_files):
+        return ["set both LLM_TLS_CERT_FILE and LLM_TLS_KEY_FILE, or neither"]
+    if settings.llm_tls_client_ca_file is not None and not all(tls_files):
+        return ["LLM_TLS_CLIENT_CA_FILE (mTLS) needs LLM_TLS_CERT_FILE and LLM_TLS_KEY_FILE"]
+    if not all(tls_files) and not settings.llm_allow_plaintext:
+        return ["no TLS certificate: set LLM_TLS_CERT_FILE and LLM_TLS_KEY_FILE, or LLM_ALLOW_PLAINTEXT=true"]
+    unreadable = [
+        str(path)
+        for path in (*tls_files, settings.llm_tls_client_ca_file)
+        if path is not None and not path.is_file()
+    ]
+    return [f"cannot read TLS file {path}" for path in unreadable]
+
+
+def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS (and mTLS with a client CA) credentials, or None to serve plaintext."""
+    if settings.llm_tls_cert_file is None or settings.llm_tls_key_file is None:
+        return None
+    pair = (settings.llm_tls_key_file.read_bytes(), settings.llm_tls_cert_file.read_bytes())
+    client_ca = settings.llm_tls_client_ca_file.read_bytes() if settings.llm_tls_client_ca_file else None
+    return grpc.ssl_server_credentials(
+        [pair], root_certificates=client_ca, require_client_auth=client_ca is not None
+    )
 
 
 def build_providers(
@@ -221,7 +249,16 @@ def build_app(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-    bound = server.add_insecure_port(f"{host}:{port}")
+    credentials = server_credentials(settings)
+    address = f"{host}:{port}"
+    try:
+        bound = (
+            server.add_secure_port(address, credentials)
+            if credentials is not None
+            else server.add_insecure_port(address)
+        )
+    except RuntimeError:
+        bound = 0
     if bound == 0:
         raise ConfigError(f"cannot listen on {host}:{port}")
     metrics_address = None if metrics_port is None else (host, metrics_port)

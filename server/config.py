@@ -82,6 +82,12 @@ class Settings(BaseSettings):
     llm_circuit_cooldown: float = Field(default=30.0, gt=0)
     llm_max_connection_age: float = Field(default=300.0, gt=0)
     llm_max_connection_age_grace: float = Field(default=60.0, ge=0)
+    llm_tls_cert_file: Path | None = None
+    llm_tls_key_file: Path | None = None
+    llm_tls_client_ca_file: Path | None = None
+    """When set, clients must present a certificate signed by this CA (mTLS)."""
+    llm_allow_plaintext: bool = False
+    """Serve without TLS. Off by default: an operator says so explicitly (demo mode implies it)."""
     llm_catalogue_path: Path = DEFAULT_CATALOGUE
     llm_fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """JSON: {"claude-3-5-sonnet-20241022": ["gpt-4.1"]}. Off (empty) by default: fail fast."""

@@ -68,6 +68,7 @@ def make_settings(emulators: Emulators, **overrides: Any) -> Settings:
         "gemini_base_url": emulators.gemini.base_url,
         "llm_retry_base_delay": 0.01,
         "llm_retry_max_delay": 0.05,
+        "llm_allow_plaintext": True,
     }
     values.update(overrides)
     return Settings(**values)

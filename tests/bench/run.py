@@ -78,6 +78,7 @@ class Stack:
             "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT + 1}",
             "GEMINI_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT + 2}",
             "LLM_LOG_LEVEL": "warning",
+            "LLM_ALLOW_PLAINTEXT": "true",
         }
         self.gateway = subprocess.Popen(
             [

@@ -46,6 +46,7 @@ before(async () => {
     ANTHROPIC_BASE_URL: `http://127.0.0.1:${emulatorPort + 1}`,
     GEMINI_BASE_URL: `http://127.0.0.1:${emulatorPort + 2}`,
     LLM_MAX_RETRIES: '0',
+    LLM_ALLOW_PLAINTEXT: 'true',
   };
   processes.push(spawn(PYTHON, ['-m', 'server', 'serve', '--port', String(gatewayPort), '--metrics-port', '-1'], { cwd: ROOT, env, stdio: 'ignore' }));
   target = `127.0.0.1:${gatewayPort}`;
