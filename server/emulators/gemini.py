@@ -1,5 +1,10 @@
-"""An emulator of the Gemini API (`models/{model}:generateContent`, `:streamGenerateContent?alt=sse`,
-`GET models`), camelCase JSON as the real API speaks it, refusing what the real API refuses."""
+"""An emulator of the Gemini Developer API: `POST models/{model}:generateContent`,
+`:streamGenerateContent?alt=sse` and `GET models`, camelCase JSON as the real API speaks it, refusing
+what the real API refuses, errors in Google's shape ({"error": {"code", "message", "status", "details"}}).
+
+Besides the shared directives, `finish=prompt_blocked` answers as Gemini does for a prompt it blocks
+outright: `promptFeedback.blockReason` and no candidates.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +14,32 @@ from typing import Any
 
 from aiohttp import web
 
-from server.emulators.base import Directives, Emulator, parse_directives, plan_reply
+from server.emulators.base import Directives, Emulator, Reply, parse_directives, plan_reply
 
-# Current SDKs call /v1, older ones /v1beta; the emulator serves both.
+# google-genai 3.x calls /v1 by default, older SDKs and the API reference /v1beta: both are served.
 API_VERSIONS = ("/v1", "/v1beta")
+MODELS = ("gemini-2.0-flash-exp", "gemini-1.5-pro", "gemini-2.5-flash", "gemini-2.5-pro")
 FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
     403: "PERMISSION_DENIED",
     404: "NOT_FOUND",
+    409: "ABORTED",
     429: "RESOURCE_EXHAUSTED",
     500: "INTERNAL",
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
+}
+BODY_KEYS = {
+    "contents",
+    "systemInstruction",
+    "generationConfig",
+    "safetySettings",
+    "tools",
+    "toolConfig",
+    "cachedContent",
+    "serviceTier",
 }
 CONFIG_KEYS = {
     "temperature",
@@ -42,17 +60,22 @@ CONFIG_KEYS = {
     "responseModalities",
     "mediaResolution",
     "speechConfig",
+    "imageConfig",
+    "enableEnhancedCivicAnswers",
 }
-BODY_KEYS = {
-    "contents",
-    "systemInstruction",
-    "generationConfig",
-    "safetySettings",
-    "tools",
-    "toolConfig",
-    "cachedContent",
-    "labels",
+FLOAT_RANGES = {"temperature": (0.0, 2.0), "topP": (0.0, 1.0)}
+INT_RANGES: dict[str, tuple[int, int | None]] = {
+    "maxOutputTokens": (1, None),
+    "candidateCount": (1, 8),
+    "topK": (1, None),
 }
+PART_DATA = {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode"}
+MAX_STOP_SEQUENCES = 5
+KEY_INVALID = "API key not valid. Please pass a valid API key."
+NO_KEY = (
+    "Method doesn't allow unregistered callers (callers without established identity). "
+    "Please use API Key or other form of API consumer identity to call this API."
+)
 
 
 def _error(
@@ -61,10 +84,31 @@ def _error(
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> web.Response:
-    body = {"error": {"code": status, "message": message, "status": STATUS_NAMES.get(status, "UNKNOWN")}}
+    error: dict[str, Any] = {
+        "code": status,
+        "message": message,
+        "status": STATUS_NAMES.get(status, "UNKNOWN"),
+    }
     if details:
-        body["error"]["details"] = details
-    return web.json_response(body, status=status, headers=headers)
+        error["details"] = details
+    return web.json_response({"error": error}, status=status, headers=headers)
+
+
+def _bad_request(field: str, description: str) -> web.Response:
+    """400 INVALID_ARGUMENT with a google.rpc.BadRequest naming the field, as the API reports bad values."""
+    violation = {"field": field, "description": description}
+    detail = {"@type": "type.googleapis.com/google.rpc.BadRequest", "fieldViolations": [violation]}
+    return _error(400, f"* GenerateContentRequest.{field}: {description}\n", [detail])
+
+
+def _key_invalid() -> web.Response:
+    info = {
+        "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+        "reason": "API_KEY_INVALID",
+        "domain": "googleapis.com",
+        "metadata": {"service": "generativelanguage.googleapis.com"},
+    }
+    return _error(400, KEY_INVALID, [info])
 
 
 def _parts_text(content: Any) -> str:
@@ -72,79 +116,109 @@ def _parts_text(content: Any) -> str:
     return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
 
 
-def _problem(body: Any) -> str | None:
-    if not isinstance(body, dict):
-        return "Invalid JSON payload received."
-    for key in body:
-        if key not in BODY_KEYS:
-            return f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
-    contents = body.get("contents")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _contents_problem(contents: Any) -> tuple[str, str] | None:
     if not isinstance(contents, list) or not contents:
-        return "* GenerateContentRequest.contents: contents is not specified"
+        return "contents", "contents is not specified"
     for index, content in enumerate(contents):
         if not isinstance(content, dict) or content.get("role", "user") not in ("user", "model"):
-            return f"Please use a valid role: user, model. (contents[{index}])"
+            return f"contents[{index}].role", "Please use a valid role: user, model."
         parts = content.get("parts")
         if not isinstance(parts, list) or not parts:
-            return f"* GenerateContentRequest.contents[{index}].parts: contents.parts must not be empty."
-        if any(isinstance(p, dict) and "text" in p and not p["text"] for p in parts):
-            return f"* GenerateContentRequest.contents[{index}].parts: text part must not be empty."
-    system = body.get("systemInstruction")
-    if system is not None and (not isinstance(system, dict) or not system.get("parts")):
-        return "* GenerateContentRequest.system_instruction.parts: must not be empty."
-    config = body.get("generationConfig", {})
+            return f"contents[{index}].parts", "contents.parts must not be empty."
+        for number, part in enumerate(parts):
+            where = f"contents[{index}].parts[{number}]"
+            if not isinstance(part, dict) or not PART_DATA & part.keys():
+                return f"{where}.data", "required oneof field 'data' must have one initialized field"
+            if "text" in part and (not isinstance(part["text"], str) or not part["text"]):
+                return f"{where}.text", "text part must not be empty."
+    return None
+
+
+def _config_problem(config: Any) -> tuple[str, str] | None:
+    if not isinstance(config, dict):
+        return "generation_config", "must be an object"
     for key in config:
         if key not in CONFIG_KEYS:
-            return f"Invalid JSON payload received. Unknown name \"{key}\" at 'generation_config'."
-    temperature, top_p = config.get("temperature"), config.get("topP")
-    if temperature is not None and not 0 <= temperature <= 2:
-        return "* GenerateContentRequest.generation_config.temperature: must be in the range [0.0, 2.0]."
-    if top_p is not None and not 0 <= top_p <= 1:
-        return "* GenerateContentRequest.generation_config.top_p: must be in the range [0.0, 1.0]."
-    max_tokens = config.get("maxOutputTokens")
-    if max_tokens is not None and max_tokens < 1:
-        return "* GenerateContentRequest.generation_config.max_output_tokens: must be positive."
-    if len(config.get("stopSequences", [])) > 5:
+            return "generation_config", f'Unknown name "{key}": Cannot find field.'
+    for key, (low, high) in FLOAT_RANGES.items():
+        value = config.get(key)
+        if value is not None and (not _is_number(value) or not low <= value <= high):
+            return f"generation_config.{key}", f"must be in the range [{low}, {high}]."
+    for key, (least, most) in INT_RANGES.items():
+        value = config.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < least or value > (most or value):
+            bounds = f"between [{least}, {most}]" if most else f"at least {least}"
+            return f"generation_config.{key}", f"must be an integer {bounds}."
+    stops = config.get("stopSequences", [])
+    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
+        return "generation_config.stop_sequences", "must be a list of strings."
+    if len(stops) > MAX_STOP_SEQUENCES:
         return (
-            "* GenerateContentRequest.generation_config.stop_sequences: at most 5 stop sequences are allowed."
+            "generation_config.stop_sequences",
+            f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed; got {len(stops)}.",
         )
     return None
+
+
+def _problem(body: Any) -> tuple[str, str] | None:
+    """The first rule the request breaks, as (field, description), or None."""
+    if not isinstance(body, dict):
+        return "body", "Invalid JSON payload received."
+    for key in body:
+        if key not in BODY_KEYS:
+            return key, f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
+    if (problem := _contents_problem(body.get("contents"))) is not None:
+        return problem
+    system = body.get("systemInstruction")
+    if system is not None and (not isinstance(system, dict) or not system.get("parts")):
+        return "system_instruction.parts", "must not be empty."
+    return _config_problem(body.get("generationConfig", {}))
+
+
+def _usage(prompt: int, candidates: int) -> dict[str, int]:
+    return {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": candidates,
+        "totalTokenCount": prompt + candidates,
+    }
 
 
 class GeminiEmulator(Emulator):
     name = "gemini"
 
     def routes(self) -> list[web.RouteDef]:
-        routes = [web.post(f"{version}/models/{{call}}", self._generate) for version in API_VERSIONS]
-        return routes + [web.get(f"{version}/models", self._models) for version in API_VERSIONS]
+        generate = [web.post(f"{version}/models/{{call}}", self._generate) for version in API_VERSIONS]
+        return generate + [web.get(f"{version}/models", self._models) for version in API_VERSIONS]
 
     def _refusal(self, request: web.Request) -> web.Response | None:
+        """Gemini answers a missing key with 403 and a wrong one with 400 API_KEY_INVALID."""
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
-        if key == self.api_key:
-            return None
-        info = {
-            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-            "reason": "API_KEY_INVALID",
-            "domain": "googleapis.com",
-            "metadata": {"service": "generativelanguage.googleapis.com"},
-        }
-        return _error(400, "API key not valid. Please pass a valid API key.", [info])
+        if key is None:
+            return _error(403, NO_KEY)
+        return None if key == self.api_key else _key_invalid()
 
     async def _models(self, request: web.Request) -> web.Response:
         await self.record(request)
         if (refusal := self._refusal(request)) is not None:
             return refusal
-        ids = ["gemini-2.0-flash-exp", "gemini-1.5-pro", "gemini-2.5-flash", "gemini-2.5-pro"]
-        models = [
-            {
-                "name": f"models/{m}",
-                "displayName": m,
-                "version": "001",
-                "supportedGenerationMethods": ["generateContent", "countTokens"],
-            }
-            for m in ids
-        ]
-        return web.json_response({"models": models})
+        try:
+            size = int(request.query.get("pageSize") or 0) or 50  # 0 or unset: the default size
+            start = int(request.query.get("pageToken") or 0)
+            if size < 0 or start < 0:
+                raise ValueError
+        except ValueError:
+            return _error(400, "Invalid value for pageSize or pageToken.")
+        page = MODELS[start : start + size]
+        body: dict[str, Any] = {"models": [_model(m) for m in page]}
+        if start + size < len(MODELS):
+            body["nextPageToken"] = str(start + size)
+        return web.json_response(body)
 
     async def _generate(self, request: web.Request) -> web.StreamResponse:
         body = await self.record(request)
@@ -153,27 +227,20 @@ class GeminiEmulator(Emulator):
         model, _, method = request.match_info["call"].partition(":")
         if method not in ("generateContent", "streamGenerateContent"):
             return _error(404, f"Method not found: {method}")
+        if not model.startswith("gemini-"):
+            return _error(
+                404,
+                f"models/{model} is not found for API version {request.path.split('/')[1]}, or is not "
+                f"supported for {method}. Call ListModels to see the list of available models and their "
+                "supported methods.",
+            )
         if (problem := _problem(body)) is not None:
-            return _error(400, problem)
+            return _bad_request(*problem)
         contents = body["contents"]
         last_user = next((_parts_text(c) for c in reversed(contents) if c.get("role", "user") == "user"), "")
         last_user, directives = parse_directives(last_user)
         if self.should_fail(request, directives):
-            assert directives.status is not None
-            details = []
-            if directives.status == 429 and directives.retry_after is not None:
-                details.append(
-                    {
-                        "@type": "type.googleapis.com/google.rpc.RetryInfo",
-                        "retryDelay": f"{directives.retry_after}s",
-                    }
-                )
-            return _error(
-                directives.status,
-                f"emulated failure {directives.status}",
-                details,
-                self.retry_headers(directives),
-            )
+            return self._failure(directives)
         config = body.get("generationConfig", {})
         texts = [parse_directives(_parts_text(c))[0] for c in contents]
         texts += [_parts_text(body["systemInstruction"])] if "systemInstruction" in body else []
@@ -184,34 +251,37 @@ class GeminiEmulator(Emulator):
             max_tokens=config.get("maxOutputTokens"),
             stop=config.get("stopSequences", []),
         )
-        finish = FINISH.get(reply.finish, reply.finish)
-        usage = {
-            "promptTokenCount": reply.prompt_tokens,
-            "candidatesTokenCount": reply.completion_tokens,
-            "totalTokenCount": reply.prompt_tokens + reply.completion_tokens,
-        }
         identity = {"modelVersion": model, "responseId": uuid.uuid4().hex[:20]}
         if method == "generateContent":
             for _ in reply.tokens:
                 await self.pace(directives)
-            candidate = {
-                "content": {"parts": [{"text": reply.text}], "role": "model"},
-                "finishReason": finish,
-                "index": 0,
-            }
-            return web.json_response({"candidates": [candidate], "usageMetadata": usage, **identity})
+            return web.json_response(_response(reply, reply.tokens, last=True) | identity)
         if request.query.get("alt") != "sse":
+            # Without alt=sse the real API streams one JSON array; every SDK asks for SSE.
             return _error(400, "this emulator streams only with alt=sse")
-        return await self._stream(request, reply.tokens, finish, usage, identity, directives)
+        return await self._stream(request, reply, identity, directives)
+
+    def _failure(self, directives: Directives) -> web.Response:
+        """The directive's error status in Google's shape; 429 carries a RetryInfo when a delay is set."""
+        assert directives.status is not None
+        details: list[dict[str, Any]] = []
+        if directives.status == 429 and directives.retry_after is not None:
+            details.append(
+                {
+                    "@type": "type.googleapis.com/google.rpc.RetryInfo",
+                    "retryDelay": f"{directives.retry_after}s",
+                }
+            )
+        messages = {
+            429: "You exceeded your current quota, please check your plan and billing details.",
+            500: "An internal error has occurred. Please retry or report in the troubleshooting guide.",
+            503: "The model is overloaded. Please try again later.",
+        }
+        message = messages.get(directives.status, f"emulated failure {directives.status}")
+        return _error(directives.status, message, details, self.retry_headers(directives))
 
     async def _stream(
-        self,
-        request: web.Request,
-        tokens: list[str],
-        finish: str,
-        usage: dict[str, int],
-        identity: dict[str, str],
-        directives: Directives,
+        self, request: web.Request, reply: Reply, identity: dict[str, str], directives: Directives
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -220,7 +290,8 @@ class GeminiEmulator(Emulator):
             await response.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
 
         with self.streaming():
-            for index, token in enumerate(tokens):
+            tokens = [] if reply.finish == "prompt_blocked" else reply.tokens
+            for index in range(len(tokens)):
                 if directives.drop_after is not None and index >= directives.drop_after:
                     assert request.transport is not None
                     request.transport.close()
@@ -229,41 +300,51 @@ class GeminiEmulator(Emulator):
                     await self.send_malformed(response)
                     return response
                 if directives.error_after is not None and index >= directives.error_after:
-                    await send(
-                        {
-                            "error": {
-                                "code": 503,
-                                "message": "The model is overloaded.",
-                                "status": "UNAVAILABLE",
-                            }
-                        }
-                    )
+                    error = {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}
+                    await send({"error": error})
                     await response.write_eof()
                     return response
                 await self.pace(directives)
-                candidate: dict[str, Any] = {
-                    "content": {"parts": [{"text": token}], "role": "model"},
-                    "index": 0,
-                }
-                last = index == len(tokens) - 1
-                if last:
-                    candidate["finishReason"] = finish
-                chunk: dict[str, Any] = {"candidates": [candidate], **identity}
-                chunk["usageMetadata"] = usage if last else {"promptTokenCount": usage["promptTokenCount"]}
-                await send(chunk)
-            if not tokens:
-                await send(
-                    {
-                        "candidates": [
-                            {
-                                "content": {"parts": [{"text": ""}], "role": "model"},
-                                "finishReason": finish,
-                                "index": 0,
-                            }
-                        ],
-                        "usageMetadata": usage,
-                        **identity,
-                    }
+                chunk = _response(
+                    reply, tokens[index : index + 1], last=index == len(tokens) - 1, sent=index + 1
                 )
+                await send(chunk | identity)
+            if not tokens:
+                await send(_response(reply, [], last=True) | identity)
             await response.write_eof()
         return response
+
+
+def _response(reply: Reply, tokens: list[str], *, last: bool, sent: int | None = None) -> dict[str, Any]:
+    """A GenerateContentResponse carrying `tokens`; the last one has the finish reason and full usage."""
+    if reply.finish == "prompt_blocked":
+        return {
+            "promptFeedback": {"blockReason": "SAFETY"},
+            "usageMetadata": {
+                "promptTokenCount": reply.prompt_tokens,
+                "totalTokenCount": reply.prompt_tokens,
+            },
+        }
+    candidate: dict[str, Any] = {"index": 0}
+    if tokens:  # the API sends no content (rather than an empty text part) when there is no text
+        candidate["content"] = {"parts": [{"text": "".join(tokens)}], "role": "model"}
+    if last:
+        candidate["finishReason"] = FINISH.get(reply.finish, reply.finish)
+    completion = reply.completion_tokens if sent is None else sent
+    return {"candidates": [candidate], "usageMetadata": _usage(reply.prompt_tokens, completion)}
+
+
+def _model(model_id: str) -> dict[str, Any]:
+    return {
+        "name": f"models/{model_id}",
+        "version": "001",
+        "displayName": model_id,
+        "description": f"Emulated {model_id}",
+        "inputTokenLimit": 1048576,
+        "outputTokenLimit": 8192,
+        "supportedGenerationMethods": ["generateContent", "countTokens"],
+        "temperature": 1,
+        "maxTemperature": 2,
+        "topP": 0.95,
+        "topK": 64,
+    }

@@ -1,16 +1,33 @@
-"""Google Gemini adapter on the official `google-genai` SDK (Gemini Developer API, `client.aio`)."""
+"""Google Gemini adapter on the official `google-genai` SDK (Gemini Developer API, `client.aio`).
+
+What the SDK (google-genai 3.x) does that shapes this adapter:
+- `client.aio` sends over aiohttp when it is installed, by default through one session per event loop
+  with an unlimited connector. We hand it our own session, sized from `max_connections`; the SDK then
+  leaves closing it to us. An aiohttp session belongs to the loop it is made on, so the client is built
+  on first use, inside the gateway's loop, not in the constructor (which may run before any loop).
+- Retries: with `HttpRetryOptions(attempts=1)` on the client it makes one attempt. Without retry options
+  it would still retry a failed connection once on its own, after sleeping 1-10 s.
+- `generate_content_stream` sends nothing until its iterator is first advanced, so HTTP errors surface at
+  our first `__anext__`, inside the same error mapping as the rest of the stream.
+- Closing the SDK's stream generator leaves the aiohttp response open until the garbage collector runs
+  (the generators it wraps reference one another in a cycle), so `stream` closes the response itself.
+- Automatic continuation (the SDK re-requesting with a continuation token) and automatic function
+  calling would make requests outside the gateway's retry and deadline accounting: both are off.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
-import httpx2
 from google import genai
 from google.genai import errors, types
+from google.genai.client import AsyncClient
 
 from server.core.errors import ProviderBadRequest, ProviderError, ProviderTimeout, ProviderUnavailable
 from server.core.types import (
@@ -25,10 +42,13 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import ProviderSettings, error_for_status
+from server.providers.base import ProviderSettings, error_for_status, retry_after_seconds
 
 MAX_STOP_SEQUENCES = 5
+"""GenerationConfig.stopSequences: "the set of character sequences (up to 5)" (API reference)."""
+
 _FINISH_REASONS = {
+    "FINISH_REASON_UNSPECIFIED": FinishReason.UNSPECIFIED,
     "STOP": FinishReason.STOP,
     "MAX_TOKENS": FinishReason.LENGTH,
     "SAFETY": FinishReason.CONTENT_FILTER,
@@ -37,8 +57,11 @@ _FINISH_REASONS = {
     "PROHIBITED_CONTENT": FinishReason.CONTENT_FILTER,
     "SPII": FinishReason.CONTENT_FILTER,
     "IMAGE_SAFETY": FinishReason.CONTENT_FILTER,
-    "FINISH_REASON_UNSPECIFIED": FinishReason.UNSPECIFIED,
+    "MALFORMED_FUNCTION_CALL": FinishReason.OTHER,
+    "OTHER": FinishReason.OTHER,
 }
+"""Any reason not listed (LANGUAGE, UNEXPECTED_TOOL_CALL, new ones) is OTHER."""
+
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
@@ -46,61 +69,111 @@ class GeminiProvider:
     name = ProviderName.GEMINI
 
     def __init__(self, settings: ProviderSettings) -> None:
-        # One attempt: the gateway retries inside the caller's deadline. Without retry options the SDK
-        # retries connection errors once on its own, after sleeping 1-10 s.
-        options = types.HttpOptions(
-            base_url=settings.base_url, retry_options=types.HttpRetryOptions(attempts=1)
-        )
-        self._client = genai.Client(api_key=settings.api_key, http_options=options)
-        self._base_url = settings.base_url
+        self._settings = settings
+        self._client: genai.Client | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._opening: dict[asyncio.Task[Any], list[aiohttp.ClientResponse]] = {}
+        """Streams waiting for their first chunk, by the task that sends their request."""
 
     def __repr__(self) -> str:
-        return f"GeminiProvider(base_url={self._base_url!r})"
+        return f"GeminiProvider(base_url={self._settings.base_url!r})"
 
     async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
         contents, config = self._params(request, options)
         with self._errors():
-            response = await self._client.aio.models.generate_content(
+            response = await self._aio().models.generate_content(
                 model=request.model, contents=contents, config=config
             )
-        return Completion(response.text or "", _usage(response.usage_metadata), _finish(response))
+        return Completion(_text(response), _usage(response.usage_metadata), _finish(response))
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
         contents, config = self._params(request, options)
         with self._errors():
-            chunks = await self._client.aio.models.generate_content_stream(
+            chunks = await self._aio().models.generate_content_stream(
                 model=request.model, contents=contents, config=config
             )
-        usage_metadata: Any = None
-        finish = FinishReason.UNSPECIFIED
-        seen_finish = False
+        usage: types.GenerateContentResponseUsageMetadata | None = None
+        finish: FinishReason | None = None
+        opened: list[aiohttp.ClientResponse] = []
         try:
             with self._errors():
-                async for chunk in chunks:
-                    text = _chunk_text(chunk)
-                    if text:
+                chunk = await self._first_chunk(chunks, opened)
+                while chunk is not None:
+                    if text := _text(chunk):
                         yield TextDelta(text)
-                    if chunk.usage_metadata is not None:  # cumulative; the last one is the whole count
-                        usage_metadata = chunk.usage_metadata
-                    reason = _finish(chunk)
-                    if reason is not FinishReason.UNSPECIFIED or _blocked(chunk):
-                        finish, seen_finish = reason, True
+                    if chunk.usage_metadata is not None:  # a running total: the last one counts
+                        usage = chunk.usage_metadata
+                    if (reason := _finish(chunk)) is not FinishReason.UNSPECIFIED:
+                        finish = reason
+                    chunk = await anext(chunks, None)
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
-        if not seen_finish:
+            # The SDK's inner generators reference one another in a cycle: closing its outer one leaves
+            # the aiohttp response open until the garbage collector runs. Close it here, at once.
+            for response in opened:
+                response.close()
+        if finish is None:
             raise ProviderUnavailable(self.name, "the stream ended without a finish reason")
-        yield StreamEnd(_usage(usage_metadata), finish)
+        yield StreamEnd(_usage(usage), finish)
 
     async def probe(self, timeout: float) -> None:
+        config = types.ListModelsConfig(page_size=1, http_options=types.HttpOptions(timeout=_ms(timeout)))
         with self._errors():
-            await self._client.aio.models.list(
-                config=types.ListModelsConfig(
-                    page_size=1, http_options=types.HttpOptions(timeout=int(timeout * 1000))
-                )
-            )
+            await self._aio().models.list(config=config)  # the first page only
 
     async def aclose(self) -> None:
-        await self._client.aio.aclose()
+        client, session = self._client, self._session
+        self._client, self._session = None, None
+        if client is not None:
+            await client.aio.aclose()
+            client.close()  # the sync transport the SDK builds alongside; it never opened a connection
+        if session is not None:
+            await session.close()
+
+    async def _first_chunk(
+        self, chunks: AsyncIterator[types.GenerateContentResponse], opened: list[aiohttp.ClientResponse]
+    ) -> types.GenerateContentResponse | None:
+        """Advance a new stream to its first chunk, which sends the HTTP request, and collect the aiohttp
+        response it opens into `opened`. A task waits for one thing at a time, so while it waits here
+        every response that reaches `_on_response` in this task belongs to this stream."""
+        task = asyncio.current_task()
+        if task is None:  # pragma: no cover - streams always run inside a task
+            raise RuntimeError("a Gemini stream must be read inside an asyncio task")
+        self._opening[task] = opened
+        try:
+            return await anext(chunks, None)
+        finally:
+            del self._opening[task]
+
+    async def _on_response(
+        self, _session: aiohttp.ClientSession, _context: object, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        """aiohttp trace hook, called in the sending task as a response's headers arrive."""
+        task = asyncio.current_task()
+        if task is not None and (opened := self._opening.get(task)) is not None:
+            opened.append(params.response)
+
+    def _aio(self) -> AsyncClient:
+        """The one SDK client, built on first use (see the module docstring for why not earlier)."""
+        if self._client is None:
+            tracing = aiohttp.TraceConfig()
+            tracing.on_request_end.append(self._on_response)
+            # trust_env as the SDK's own session has it: HTTPS_PROXY and friends apply.
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._settings.max_connections),
+                trust_env=True,
+                trace_configs=[tracing],
+            )
+            self._client = genai.Client(
+                vertexai=False,  # the Developer API whatever GOOGLE_GENAI_USE_VERTEXAI says
+                api_key=self._settings.api_key,
+                http_options=types.HttpOptions(
+                    base_url=self._settings.base_url,
+                    retry_options=types.HttpRetryOptions(attempts=1),
+                    aiohttp_client=self._session,
+                ),
+            )
+        return self._client.aio
 
     def _params(
         self, request: ChatRequest, options: CallOptions
@@ -109,84 +182,87 @@ class GeminiProvider:
         system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM and m.content)
         contents: list[types.Content] = []
         for message in request.messages:
-            # System text goes to system_instruction; the API refuses empty parts.
+            # System text goes to system_instruction. Empty messages are left out: the API refuses an
+            # empty text part, and an empty turn carries nothing for the model.
             if message.role is Role.SYSTEM or not message.content:
                 continue
             role = "model" if message.role is Role.ASSISTANT else "user"
-            if contents and contents[-1].role == role:  # one content per turn: merge consecutive turns
-                assert contents[-1].parts is not None
-                contents[-1].parts.append(types.Part(text=message.content))
+            part = types.Part(text=message.content)
+            # Consecutive turns of one role become one turn of several parts: the API has refused
+            # non-alternating turns before ("multiturn requests alternate between user and model").
+            if contents and contents[-1].role == role and contents[-1].parts is not None:
+                contents[-1].parts.append(part)
             else:
-                contents.append(types.Content(role=role, parts=[types.Part(text=message.content)]))
+                contents.append(types.Content(role=role, parts=[part]))
         if not contents:
             raise ProviderBadRequest(
                 self.name, "at least one user or assistant message with content is required"
             )
         if len(request.stop) > MAX_STOP_SEQUENCES:
-            raise ProviderBadRequest(self.name, f"at most {MAX_STOP_SEQUENCES} stop sequences are supported")
+            raise ProviderBadRequest(
+                self.name,
+                f"at most {MAX_STOP_SEQUENCES} stop sequences are supported; got {len(request.stop)}",
+            )
         config = types.GenerateContentConfig(
             system_instruction=system or None,
             temperature=request.temperature,
             top_p=request.top_p,
             max_output_tokens=request.max_tokens,
             stop_sequences=list(request.stop) or None,
-            http_options=types.HttpOptions(
-                headers=options.headers,
-                timeout=max(1, int(options.timeout * 1000)),
-                retry_options=types.HttpRetryOptions(attempts=1),
-            ),
+            automatic_continuation=False,
+            automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
+            http_options=types.HttpOptions(headers=options.headers, timeout=_ms(options.timeout)),
         )
         return contents, config
 
     @contextmanager
     def _errors(self) -> Iterator[None]:
-        """Map every SDK error, at the call and during the stream, to the core's errors."""
+        """Map every SDK and transport error, at the call and during the stream, to the core's errors."""
         try:
             yield
         except ProviderError:
             raise
         except errors.APIError as error:
             raise self._status_error(error) from None
-        except ValueError:  # an SSE event whose data is not JSON
-            raise ProviderUnavailable(self.name, "the provider sent a malformed stream event") from None
-        except (TimeoutError, httpx2.TimeoutException, aiohttp.ServerTimeoutError):
+        except (errors.UnknownApiResponseError, json.JSONDecodeError):  # e.g. an SSE event that is not JSON
+            raise ProviderUnavailable(self.name, "the provider sent a malformed response") from None
+        except TimeoutError:  # aiohttp's total timeout, and its ServerTimeoutError / ConnectionTimeoutError
             raise ProviderTimeout(self.name, "the request timed out") from None
-        except (aiohttp.ClientError, httpx2.TransportError, OSError) as error:
+        except (aiohttp.ClientError, OSError) as error:  # refused, reset, or cut off mid-stream
             raise ProviderUnavailable(self.name, f"connection failed ({type(error).__name__})") from None
 
     def _status_error(self, error: errors.APIError) -> ProviderError:
         message = error.message if isinstance(error.message, str) else ""
+        if _http_status(error.response) == 200:  # an error event inside a stream that began with HTTP 200
+            return ProviderUnavailable(self.name, f"stream failed: {message or 'an error event'}")
         code = error.code if isinstance(error.code, int) else 500
-        if _is_key_refusal(error.details):  # Gemini answers a bad key with 400 API_KEY_INVALID
-            code = 401
+        if "API_KEY_INVALID" in _detail_values(error.details, "reason"):
+            code = 401  # Gemini refuses a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID
         headers = _headers(error.response)
-        if (
-            code == 429
-            and "retry-after" not in headers
-            and (delay := _retry_delay(error.details)) is not None
-        ):
+        if retry_after_seconds(headers) is None and (delay := _retry_delay(error.details)) is not None:
             headers["retry-after"] = delay
-        if code < 400:  # an error object inside a stream that began with HTTP 200
-            return ProviderUnavailable(self.name, f"stream failed: {message}")
         return error_for_status(self.name, code, message, headers)
 
 
-def _chunk_text(response: types.GenerateContentResponse) -> str:
-    """The text parts of the first candidate (not `response.text`, which warns on non-text parts)."""
+def _ms(seconds: float) -> int:
+    """HttpOptions.timeout is in whole milliseconds; at least 1, since 0 would mean no timeout."""
+    return max(1, round(seconds * 1000))
+
+
+def _text(response: types.GenerateContentResponse) -> str:
+    """The text of the first candidate, thoughts left out (not `response.text`, which logs a warning
+    whenever a part is not text)."""
     if not response.candidates or response.candidates[0].content is None:
         return ""
     parts = response.candidates[0].content.parts or []
     return "".join(part.text for part in parts if part.text and not part.thought)
 
 
-def _blocked(response: types.GenerateContentResponse) -> bool:
-    """A prompt the provider refused outright: no candidates, a block reason in prompt_feedback."""
-    feedback = response.prompt_feedback
-    return feedback is not None and feedback.block_reason is not None
-
-
 def _finish(response: types.GenerateContentResponse) -> FinishReason:
-    if _blocked(response):
+    # A prompt the provider blocks outright comes back with prompt_feedback.block_reason and no candidates:
+    # the caller gets an empty reply that ends in CONTENT_FILTER, as for a reply blocked part way (an
+    # error would make the gateway retry a prompt that will be blocked again).
+    if response.prompt_feedback is not None and response.prompt_feedback.block_reason is not None:
         return FinishReason.CONTENT_FILTER
     if not response.candidates or response.candidates[0].finish_reason is None:
         return FinishReason.UNSPECIFIED
@@ -202,28 +278,39 @@ def _usage(metadata: types.GenerateContentResponseUsageMetadata | None) -> Usage
     return Usage(metadata.prompt_token_count or 0, completion, metadata.cached_content_token_count or 0)
 
 
-def _headers(response: Any) -> dict[str, str]:
-    headers = getattr(response, "headers", None) or {}
+def _http_status(response: object) -> int | None:
+    """The HTTP status an SDK error came with: aiohttp's `status`, else `status_code` (always 200 on the
+    SDK's wrapper of a stream, whose in-stream error events carry a code of their own)."""
+    status = getattr(response, "status", None)
+    if not isinstance(status, int):
+        status = getattr(response, "status_code", None)
+    return status if isinstance(status, int) else None
+
+
+def _headers(response: object) -> dict[str, str]:
+    headers = getattr(response, "headers", None)
+    if not isinstance(headers, Mapping):
+        return {}
     return {str(k).lower(): str(v) for k, v in headers.items()}
 
 
-def _details(body: Any) -> list[Any]:
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and isinstance(inner.get("details"), list):
-            return list(inner["details"])
-    return []
-
-
-def _is_key_refusal(body: Any) -> bool:
-    return any(isinstance(d, dict) and d.get("reason") == "API_KEY_INVALID" for d in _details(body))
+def _detail_values(body: Any, key: str, type_suffix: str = "") -> list[str]:
+    """`key` of each google.rpc detail in an error body ({"error": {"details": [...]}}) whose @type ends
+    with `type_suffix`."""
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    details = inner.get("details") if isinstance(inner, dict) else None
+    if not isinstance(details, list):
+        return []
+    return [
+        str(d[key])
+        for d in details
+        if isinstance(d, dict) and key in d and str(d.get("@type", "")).endswith(type_suffix)
+    ]
 
 
 def _retry_delay(body: Any) -> str | None:
-    """google.rpc.RetryInfo.retryDelay ("2s") from the error body, as seconds."""
-    for detail in _details(body):
-        if isinstance(detail, dict) and str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
-            match = _DURATION.match(str(detail.get("retryDelay", "")))
-            if match:
-                return match.group(1)
+    """google.rpc.RetryInfo.retryDelay ("2s", "0.5s") from an error body, as seconds."""
+    for delay in _detail_values(body, "retryDelay", "google.rpc.RetryInfo"):
+        if match := _DURATION.match(delay):
+            return match.group(1)
     return None
