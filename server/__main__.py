@@ -96,6 +96,7 @@ async def _start_demo(settings: Settings) -> tuple[Settings, list[Emulator]]:
     demo = settings.model_copy(
         update={
             "llm_allow_plaintext": True,
+            "llm_auth_disabled": True,
             "openai_api_key": key,
             "anthropic_api_key": key,
             "google_api_key": key,
@@ -112,7 +113,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.demo:
         settings, emulators = await _start_demo(settings)
         log.warning(
-            "DEMO MODE: providers are local emulators with canned replies; no real model is called",
+            "DEMO MODE: providers are local emulators with canned replies; no real model is called; "
+            "plaintext and no authentication",
             openai=settings.openai_base_url,
             anthropic=settings.anthropic_base_url,
             gemini=settings.gemini_base_url,

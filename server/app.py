@@ -18,6 +18,7 @@ from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.api.servicer import LLMServicer
 from server.config import KEY_ENV_NAMES, Settings, load_catalogue
 from server.core.admission import Admission
+from server.core.auth import Authenticator, parse_roles
 from server.core.catalogue import Catalogue
 from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
@@ -101,6 +102,7 @@ def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
     if settings.llm_default_model not in settings.allowed_models:
         problems.append(f"LLM_DEFAULT_MODEL {settings.llm_default_model!r} is not in ALLOWED_MODELS")
     problems += _transport_problems(settings)
+    problems += _auth_problems(settings)
     if problems:
         raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
     return needed
@@ -120,6 +122,39 @@ def _transport_problems(settings: Settings) -> list[str]:
         if path is not None and not path.is_file()
     ]
     return [f"cannot read TLS file {path}" for path in unreadable]
+
+
+def _auth_problems(settings: Settings) -> list[str]:
+    if settings.llm_auth_disabled:
+        return []
+    sources = (settings.llm_jwt_hs256_secret, settings.llm_jwt_public_key_file, settings.llm_jwt_jwks_file)
+    problems = []
+    if not any(sources):
+        problems.append(
+            "authentication is on but has no key: set LLM_JWT_HS256_SECRET, LLM_JWT_PUBLIC_KEY_FILE or "
+            "LLM_JWT_JWKS_FILE, or LLM_AUTH_DISABLED=true"
+        )
+    try:
+        build_authenticator(settings)
+    except (OSError, ValueError) as error:
+        problems.append(f"cannot load the authentication settings: {error}")
+    return problems
+
+
+def build_authenticator(settings: Settings) -> Authenticator | None:
+    if settings.llm_auth_disabled:
+        return None
+    secret = settings.llm_jwt_hs256_secret
+    return Authenticator(
+        hs256_secret=secret.get_secret_value() if secret is not None else None,
+        public_key_file=settings.llm_jwt_public_key_file,
+        jwks_file=settings.llm_jwt_jwks_file,
+        issuer=settings.llm_jwt_issuer,
+        audience=settings.llm_jwt_audience,
+        leeway=settings.llm_jwt_leeway,
+        roles=parse_roles(settings.llm_roles) if settings.llm_roles else None,
+        roles_claim=settings.llm_roles_claim,
+    )
 
 
 def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
@@ -151,7 +186,12 @@ def build_providers(
 
 
 def redactor_for(settings: Settings) -> Redactor:
-    keys = (settings.openai_api_key, settings.anthropic_api_key, settings.google_api_key)
+    keys = (
+        settings.openai_api_key,
+        settings.anthropic_api_key,
+        settings.google_api_key,
+        settings.llm_jwt_hs256_secret,
+    )
     return Redactor(key.get_secret_value() for key in keys if key is not None)
 
 
@@ -242,7 +282,8 @@ def build_app(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
-    llm_pb2_grpc.add_LLMServiceServicer_to_server(LLMServicer(gateway, monitor, metrics, redactor), server)
+    servicer = LLMServicer(gateway, monitor, metrics, redactor, build_authenticator(settings))
+    llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -88,6 +88,18 @@ class Settings(BaseSettings):
     """When set, clients must present a certificate signed by this CA (mTLS)."""
     llm_allow_plaintext: bool = False
     """Serve without TLS. Off by default: an operator says so explicitly (demo mode implies it)."""
+    llm_auth_disabled: bool = False
+    """Serve without authentication. Off by default: an operator says so explicitly (demo mode implies it)."""
+    llm_jwt_hs256_secret: SecretStr | None = None
+    llm_jwt_public_key_file: Path | None = None
+    """PEM public key for RS256 / ES256 tokens."""
+    llm_jwt_jwks_file: Path | None = None
+    llm_jwt_issuer: str | None = None
+    llm_jwt_audience: str | None = None
+    llm_jwt_leeway: float = Field(default=30.0, ge=0)
+    llm_roles: str = ""
+    """JSON: role → {"methods": [...], "models": [...]}; empty: any valid token may do everything."""
+    llm_roles_claim: str = "roles"
     llm_catalogue_path: Path = DEFAULT_CATALOGUE
     llm_fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """JSON: {"claude-3-5-sonnet-20241022": ["gpt-4.1"]}. Off (empty) by default: fail fast."""

@@ -69,6 +69,7 @@ def make_settings(emulators: Emulators, **overrides: Any) -> Settings:
         "llm_retry_base_delay": 0.01,
         "llm_retry_max_delay": 0.05,
         "llm_allow_plaintext": True,
+        "llm_auth_disabled": True,
     }
     values.update(overrides)
     return Settings(**values)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any, NoReturn
 
 import grpc
@@ -15,6 +16,7 @@ from google.protobuf import timestamp_pb2
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.api.context import TRACE_ID_KEY, context_from_metadata
 from server.api.status import internal_status, to_status
+from server.core.auth import Authenticator
 from server.core.catalogue import TIER_FOR_COMPLEXITY, Complexity, ModelInfo, Tier
 from server.core.errors import FieldViolation, GatewayError, InvalidRequest
 from server.core.gateway import Gateway
@@ -102,17 +104,46 @@ def _usage(usage: Usage) -> llm_pb2.Usage:
 
 
 class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
-    def __init__(self, gateway: Gateway, health: HealthMonitor, metrics: Metrics, redactor: Redactor) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        health: HealthMonitor,
+        metrics: Metrics,
+        redactor: Redactor,
+        authenticator: Authenticator | None = None,
+    ) -> None:
+        self._auth = authenticator
         self._gateway = gateway
         self._metrics = metrics
         self._health = health
         self._redact = redactor
 
+    async def _begin(self, context: ServicerContext, call: _Call, method: str) -> RequestContext:
+        """Read the A2A context, authenticate and authorise the caller, bind the context to every log
+        line of the call, and echo the trace id. With a token, the source agent is its subject."""
+        structlog.contextvars.clear_contextvars()
+        metadata = context.invocation_metadata() or ()
+        ctx = context_from_metadata(metadata)
+        call.trace_id = ctx.trace_id
+        structlog.contextvars.bind_contextvars(
+            trace_id=ctx.trace_id, source_agent=ctx.source_agent, session_id=ctx.session_id, method=method
+        )
+        if self._auth is not None:
+            authorization = next((str(v) for k, v in metadata if k == "authorization"), None)
+            principal = self._auth.authenticate(authorization)
+            if ctx.source_agent and ctx.source_agent != principal.subject:
+                log.warning("source_agent.mismatch", claimed=ctx.source_agent, subject=principal.subject)
+            ctx = replace(ctx, source_agent=principal.subject, models=principal.models)
+            structlog.contextvars.bind_contextvars(source_agent=principal.subject)
+            self._auth.authorize(principal, method)
+        await context.send_initial_metadata(((TRACE_ID_KEY, ctx.trace_id),))
+        return ctx
+
     async def Complete(
         self, request: llm_pb2.CompleteRequest, context: ServicerContext
     ) -> llm_pb2.CompleteResponse:
         with _call_errors(self._redact) as call:
-            ctx = await _begin(context, call)
+            ctx = await self._begin(context, call, "Complete")
             result = await self._gateway.complete(_draft(request), ctx, context.time_remaining())
             completion = result.completion
             return llm_pb2.CompleteResponse(
@@ -131,7 +162,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         self, request: llm_pb2.StreamRequest, context: ServicerContext
     ) -> AsyncIterator[llm_pb2.StreamResponse]:
         with _call_errors(self._redact) as call:
-            ctx = await _begin(context, call)
+            ctx = await self._begin(context, call, "Stream")
             async for event in self._gateway.stream(_draft(request), ctx, context.time_remaining()):
                 if isinstance(event, TextDelta):
                     yield llm_pb2.StreamResponse(delta=event.text)
@@ -143,16 +174,20 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     async def ListModels(
         self, request: llm_pb2.ListModelsRequest, context: ServicerContext
     ) -> llm_pb2.ListModelsResponse:
-        return llm_pb2.ListModelsResponse(
-            models=[_model(info) for info in self._gateway.models()],
-            default_model=self._gateway.allowlist.default_model,
-        )
+        with _call_errors(self._redact) as call:
+            ctx = await self._begin(context, call, "ListModels")
+            return llm_pb2.ListModelsResponse(
+                models=[_model(info) for info in self._gateway.models(ctx)],
+                default_model=self._gateway.allowlist.default_model,
+            )
+        return await _abort(context, call)
 
     async def SelectModel(
         self, request: llm_pb2.SelectModelRequest, context: ServicerContext
     ) -> llm_pb2.SelectModelResponse:
         with _call_errors(self._redact) as call:
-            selection = self._gateway.select(_requested_tier(request))
+            ctx = await self._begin(context, call, "SelectModel")
+            selection = self._gateway.select(_requested_tier(request), ctx)
             return llm_pb2.SelectModelResponse(
                 model=selection.model.id,
                 provider=selection.model.provider.value,
@@ -164,6 +199,12 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     async def CheckHealth(
         self, request: llm_pb2.CheckHealthRequest, context: ServicerContext
     ) -> llm_pb2.CheckHealthResponse:
+        with _call_errors(self._redact) as call:
+            await self._begin(context, call, "CheckHealth")
+            return self._health_response()
+        return await _abort(context, call)
+
+    def _health_response(self) -> llm_pb2.CheckHealthResponse:
         providers = []
         for name, state in self._health.snapshot().items():
             entry = llm_pb2.ProviderHealth(
@@ -180,6 +221,12 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
     async def GetMetrics(
         self, request: llm_pb2.GetMetricsRequest, context: ServicerContext
     ) -> llm_pb2.GetMetricsResponse:
+        with _call_errors(self._redact) as call:
+            await self._begin(context, call, "GetMetrics")
+            return self._metrics_response()
+        return await _abort(context, call)
+
+    def _metrics_response(self) -> llm_pb2.GetMetricsResponse:
         totals = snapshot(self._metrics)
         return llm_pb2.GetMetricsResponse(
             total_requests=totals.total_requests,
@@ -240,18 +287,6 @@ class _Call:
     def __init__(self) -> None:
         self.trace_id = ""
         self.status: grpc.Status | None = None
-
-
-async def _begin(context: ServicerContext, call: _Call) -> RequestContext:
-    """Read the A2A context, bind it to every log line of the call, and echo the trace id."""
-    structlog.contextvars.clear_contextvars()
-    ctx = context_from_metadata(context.invocation_metadata())
-    call.trace_id = ctx.trace_id
-    structlog.contextvars.bind_contextvars(
-        trace_id=ctx.trace_id, source_agent=ctx.source_agent, session_id=ctx.session_id
-    )
-    await context.send_initial_metadata(((TRACE_ID_KEY, ctx.trace_id),))
-    return ctx
 
 
 @contextmanager

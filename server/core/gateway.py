@@ -93,13 +93,19 @@ class Gateway:
         self._request_timeout = request_timeout
         self._metrics = metrics
 
-    def models(self) -> list[ModelInfo]:
-        """Every allowed model, from the catalogue (the start-up check guarantees each is in it)."""
-        return [self.catalogue.get(model) for model in self.allowlist.models]
+    def models(self, ctx: RequestContext | None = None) -> list[ModelInfo]:
+        """Every model allowed to the caller, from the catalogue (the start-up check put each in it)."""
+        return [self.catalogue.get(model) for model in self._allowed(ctx)]
 
-    def select(self, tier: Tier) -> Selection:
-        """The cheapest allowed model of `tier` whose provider is configured."""
-        return self.catalogue.select(tier, self.allowlist.models, self._providers.keys())
+    def select(self, tier: Tier, ctx: RequestContext | None = None) -> Selection:
+        """The cheapest model of `tier` allowed to the caller whose provider is configured."""
+        return self.catalogue.select(tier, self._allowed(ctx), self._providers.keys())
+
+    def _allowed(self, ctx: RequestContext | None) -> tuple[str, ...]:
+        """The allowlist, narrowed by the caller's roles when they narrow it."""
+        if ctx is None or ctx.models is None:
+            return self.allowlist.models
+        return tuple(m for m in self.allowlist.models if m in ctx.models)
 
     async def complete(
         self, draft: DraftRequest, ctx: RequestContext, time_remaining: float | None
@@ -234,9 +240,12 @@ class Gateway:
         """An explicit model (if allowed) wins; then the tier; then the complexity; then the default."""
         if not draft.model and (draft.tier or draft.complexity):
             tier = Tier(draft.tier) if draft.tier else TIER_FOR_COMPLEXITY[Complexity(draft.complexity)]
-            return self.select(tier).model.id
+            return self.select(tier, ctx).model.id
         try:
-            return self.allowlist.resolve(draft.model)
+            model = self.allowlist.resolve(draft.model)
+            if ctx.models is not None and model not in ctx.models:
+                raise ModelNotAllowed(model, self._allowed(ctx))
+            return model
         except ModelNotAllowed:
             self._metrics.governance_violation(draft.model, ctx.source_agent)
             log.warning("governance.violation", model=draft.model, source_agent=ctx.source_agent)

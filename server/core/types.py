@@ -92,6 +92,8 @@ class RequestContext:
     trace_id: str
     source_agent: str = ""
     session_id: str = ""
+    models: frozenset[str] | None = None
+    """The models the caller's roles allow (within the allowlist); None: every allowed model."""
 
     def provider_headers(self) -> dict[str, str]:
         """The A2A context as the HTTP headers every provider request carries."""

@@ -79,6 +79,7 @@ class Stack:
             "GEMINI_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT + 2}",
             "LLM_LOG_LEVEL": "warning",
             "LLM_ALLOW_PLAINTEXT": "true",
+            "LLM_AUTH_DISABLED": "true",
         }
         self.gateway = subprocess.Popen(
             [

@@ -47,6 +47,7 @@ before(async () => {
     GEMINI_BASE_URL: `http://127.0.0.1:${emulatorPort + 2}`,
     LLM_MAX_RETRIES: '0',
     LLM_ALLOW_PLAINTEXT: 'true',
+    LLM_AUTH_DISABLED: 'true',
   };
   processes.push(spawn(PYTHON, ['-m', 'server', 'serve', '--port', String(gatewayPort), '--metrics-port', '-1'], { cwd: ROOT, env, stdio: 'ignore' }));
   target = `127.0.0.1:${gatewayPort}`;
