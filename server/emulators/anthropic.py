@@ -149,7 +149,9 @@ class AnthropicEmulator(Emulator):
         if self.should_fail(request, directives):
             assert directives.status is not None
             return _error(
-                directives.status, f"emulated failure {directives.status}", self.retry_headers(directives)
+                directives.status,
+                self.failure_message(request, directives, f"emulated failure {directives.status}"),
+                self.retry_headers(directives),
             )
         system = body.get("system")
         texts = [parse_directives(_text(m.get("content")))[0] for m in messages]

@@ -14,6 +14,8 @@ stripped from the text the emulator echoes. Keys:
     drop_after=3        stream: send N chunks, then cut the connection
     error_after=3       stream: send N chunks, then the provider's in-stream error event
     malformed_after=3   stream: send N chunks, then an SSE event whose data is not JSON
+    echo_key=1          with `status`: the error message repeats every request header, credentials
+                        included (a careless provider; for secret-leak tests)
     reply=some_words    reply with these words (underscores become spaces) instead of the echo
 
 The reply is `emulator reply: <last user text>`, split into tokens at word boundaries, so tests can
@@ -50,6 +52,7 @@ class Directives:
     drop_after: int | None = None
     error_after: int | None = None
     malformed_after: int | None = None
+    echo_key: bool = False
     reply: str | None = None
 
 
@@ -82,6 +85,8 @@ def parse_directives(text: str) -> tuple[str, Directives]:
                 directives.error_after = int(value)
             case "malformed_after":
                 directives.malformed_after = int(value)
+            case "echo_key":
+                directives.echo_key = value not in ("", "0", "false")
             case "reply":
                 directives.reply = value.replace("_", " ")
     return (text[: found.start()] + text[found.end() :]).strip(), directives
@@ -227,6 +232,12 @@ class Emulator:
         key = request.headers.get("X-Trace-ID", "")
         self._failures[key] += 1
         return self._failures[key] <= directives.times
+
+    def failure_message(self, request: web.Request, directives: Directives, message: str) -> str:
+        """The error message of an injected failure; with `echo_key`, every header of the request."""
+        if not directives.echo_key:
+            return message
+        return f"{message}; request headers were {dict(request.headers)}"
 
     def retry_headers(self, directives: Directives) -> dict[str, str]:
         headers: dict[str, str] = {}

@@ -240,7 +240,7 @@ class GeminiEmulator(Emulator):
         last_user = next((_parts_text(c) for c in reversed(contents) if c.get("role", "user") == "user"), "")
         last_user, directives = parse_directives(last_user)
         if self.should_fail(request, directives):
-            return self._failure(directives)
+            return self._failure(request, directives)
         config = body.get("generationConfig", {})
         texts = [parse_directives(_parts_text(c))[0] for c in contents]
         texts += [_parts_text(body["systemInstruction"])] if "systemInstruction" in body else []
@@ -261,7 +261,7 @@ class GeminiEmulator(Emulator):
             return _error(400, "this emulator streams only with alt=sse")
         return await self._stream(request, reply, identity, directives)
 
-    def _failure(self, directives: Directives) -> web.Response:
+    def _failure(self, request: web.Request, directives: Directives) -> web.Response:
         """The directive's error status in Google's shape; 429 carries a RetryInfo when a delay is set."""
         assert directives.status is not None
         details: list[dict[str, Any]] = []
@@ -277,7 +277,9 @@ class GeminiEmulator(Emulator):
             500: "An internal error has occurred. Please retry or report in the troubleshooting guide.",
             503: "The model is overloaded. Please try again later.",
         }
-        message = messages.get(directives.status, f"emulated failure {directives.status}")
+        message = self.failure_message(
+            request, directives, messages.get(directives.status, f"emulated failure {directives.status}")
+        )
         return _error(directives.status, message, details, self.retry_headers(directives))
 
     async def _stream(

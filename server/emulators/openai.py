@@ -202,7 +202,7 @@ class OpenAIEmulator(Emulator):
             assert directives.status is not None
             return _error(
                 directives.status,
-                f"emulated failure {directives.status}",
+                self.failure_message(request, directives, f"emulated failure {directives.status}"),
                 headers=self.retry_headers(directives),
             )
         stop = body.get("stop") or []
