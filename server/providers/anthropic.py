@@ -10,7 +10,7 @@ import anthropic
 import httpx2
 from anthropic import AsyncAnthropic, DefaultAioHttpClient
 
-from server.core.errors import ProviderBadRequest, ProviderError, ProviderTimeout, ProviderUnavailable
+from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
 from server.core.types import (
     CallOptions,
     ChatRequest,
@@ -23,12 +23,7 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import (
-    ProviderSettings,
-    body_message,
-    caused_by_refused_connection,
-    error_for_status,
-)
+from server.providers.base import ProviderSettings, map_stainless_error
 
 _STOP_REASONS = {
     "end_turn": FinishReason.STOP,
@@ -148,28 +143,11 @@ class AnthropicProvider:
             yield
         except ProviderError:
             raise
-        except anthropic.APITimeoutError as error:
-            if caused_by_refused_connection(error):
-                raise ProviderUnavailable(self.name, "connection failed (refused)") from None
-            raise ProviderTimeout(self.name, "the request timed out") from None
-        except anthropic.APIConnectionError as error:
-            raise ProviderUnavailable(self.name, f"connection failed ({_cause(error)})") from None
-        except anthropic.APIStatusError as error:
-            message = error.api_message or body_message(error.body)
-            if error.status_code < 400:  # an `error` event inside a stream that began with HTTP 200
-                raise ProviderUnavailable(self.name, f"stream failed: {message}") from None
-            headers = {k.lower(): v for k, v in error.response.headers.items()}
-            raise error_for_status(self.name, error.status_code, message, headers) from None
-        except ValueError:  # an SSE event whose data is not JSON
-            raise ProviderUnavailable(self.name, "the provider sent a malformed stream event") from None
-        except httpx2.TimeoutException:  # raised by the transport while a stream is being read
-            raise ProviderTimeout(self.name, "the stream timed out") from None
-        except httpx2.TransportError as error:
-            raise ProviderUnavailable(
-                self.name, f"connection failed mid-stream ({type(error).__name__})"
-            ) from None
-        except anthropic.APIError as error:
-            raise ProviderUnavailable(self.name, f"failed: {body_message(error.body)}") from None
+        except Exception as error:
+            mapped = map_stainless_error(self.name, error, anthropic)
+            if mapped is None:
+                raise
+            raise mapped from None
 
 
 def _usage(usage: Any, output_tokens: int) -> Usage:
@@ -185,8 +163,3 @@ def _finish(reason: str | None) -> FinishReason:
     if reason is None:
         return FinishReason.UNSPECIFIED
     return _STOP_REASONS.get(reason, FinishReason.OTHER)
-
-
-def _cause(error: BaseException) -> str:
-    cause = error.__cause__ or error.__context__
-    return type(cause).__name__ if cause is not None else type(error).__name__

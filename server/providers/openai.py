@@ -11,7 +11,7 @@ import openai
 from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from openai._types import RequestOptions as FinalRequestOptionsInput
 
-from server.core.errors import ProviderBadRequest, ProviderError, ProviderTimeout, ProviderUnavailable
+from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
 from server.core.types import (
     CallOptions,
     ChatRequest,
@@ -24,12 +24,7 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import (
-    ProviderSettings,
-    body_message,
-    caused_by_refused_connection,
-    error_for_status,
-)
+from server.providers.base import ProviderSettings, map_stainless_error
 
 # The SDK's own POST (its auth, base URL, headers and error classes) with the JSON body as the API
 # documents it: the typed `chat.completions.create` spends about a third of the gateway's CPU per call
@@ -159,25 +154,11 @@ class OpenAIProvider:
             yield
         except ProviderError:
             raise
-        except openai.APITimeoutError as error:
-            if caused_by_refused_connection(error):
-                raise ProviderUnavailable(self.name, "connection failed (refused)") from None
-            raise ProviderTimeout(self.name, "the request timed out") from None
-        except openai.APIConnectionError as error:
-            raise ProviderUnavailable(self.name, f"connection failed ({_cause(error)})") from None
-        except openai.APIStatusError as error:
-            headers = {k.lower(): v for k, v in error.response.headers.items()}
-            raise error_for_status(self.name, error.status_code, body_message(error.body), headers) from None
-        except ValueError:  # an SSE event whose data is not JSON
-            raise ProviderUnavailable(self.name, "the provider sent a malformed stream event") from None
-        except httpx2.TimeoutException:  # raised by the transport while a stream is being read
-            raise ProviderTimeout(self.name, "the stream timed out") from None
-        except httpx2.TransportError as error:
-            raise ProviderUnavailable(
-                self.name, f"connection failed mid-stream ({type(error).__name__})"
-            ) from None
-        except openai.APIError as error:  # an error event inside a stream that began with HTTP 200
-            raise ProviderUnavailable(self.name, f"stream failed: {body_message(error.body)}") from None
+        except Exception as error:
+            mapped = map_stainless_error(self.name, error, openai)
+            if mapped is None:
+                raise
+            raise mapped from None
 
 
 def _request_options(options: CallOptions) -> FinalRequestOptionsInput:
@@ -200,9 +181,3 @@ def _finish(reason: str | None) -> FinishReason:
     if reason is None:
         return FinishReason.UNSPECIFIED
     return _FINISH_REASONS.get(reason, FinishReason.OTHER)
-
-
-def _cause(error: BaseException) -> str:
-    """The type of the low-level cause: enough to diagnose, with no URL, header or key in it."""
-    cause = error.__cause__ or error.__context__
-    return type(cause).__name__ if cause is not None else type(error).__name__
