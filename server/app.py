@@ -257,7 +257,11 @@ def build_app(
             settings.llm_max_retries, settings.llm_retry_base_delay, settings.llm_retry_max_delay
         ),
         limits=Limits(
-            max_request_bytes=settings.llm_max_request_bytes, max_messages=settings.llm_max_messages
+            max_request_bytes=settings.llm_max_request_bytes,
+            max_messages=settings.llm_max_messages,
+            max_stop_sequences=settings.llm_max_stop_sequences,
+            max_stop_length=settings.llm_max_stop_length,
+            max_metadata_value_length=settings.llm_max_metadata_value_length,
         ),
         request_timeout=settings.llm_request_timeout,
         metrics=metrics,

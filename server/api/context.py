@@ -19,7 +19,9 @@ TRACEPARENT_KEY = "traceparent"
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>(?!0{32})[0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
 
 
-def context_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) -> RequestContext:
+def context_from_metadata(
+    metadata: Iterable[tuple[str, str | bytes]] | None, max_value_length: int = 128
+) -> RequestContext:
     """Build the call's RequestContext; raises InvalidRequest for an over-long or unprintable value."""
     values: dict[str, str] = {}
     for key, value in metadata or ():
@@ -32,7 +34,7 @@ def context_from_metadata(metadata: Iterable[tuple[str, str | bytes]] | None) ->
         trace_id = match.group("trace")
     for key in (TRACE_ID_KEY, SOURCE_AGENT_KEY, SESSION_ID_KEY):
         if key in values:
-            check_context_value(f"metadata.{key}", values[key])
+            check_context_value(f"metadata.{key}", values[key], max_value_length)
     return RequestContext(
         trace_id=trace_id or uuid.uuid4().hex,
         source_agent=values.get(SOURCE_AGENT_KEY, ""),

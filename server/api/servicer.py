@@ -123,7 +123,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
         line of the call, and echo the trace id. With a token, the source agent is its subject."""
         structlog.contextvars.clear_contextvars()
         metadata = context.invocation_metadata() or ()
-        ctx = context_from_metadata(metadata)
+        ctx = context_from_metadata(metadata, self._gateway.limits.max_metadata_value_length)
         call.trace_id = ctx.trace_id
         structlog.contextvars.bind_contextvars(
             trace_id=ctx.trace_id, source_agent=ctx.source_agent, session_id=ctx.session_id, method=method

@@ -93,6 +93,10 @@ class Gateway:
         self._request_timeout = request_timeout
         self._metrics = metrics
 
+    @property
+    def limits(self) -> Limits:
+        return self._limits
+
     def models(self, ctx: RequestContext | None = None) -> list[ModelInfo]:
         """Every model allowed to the caller, from the catalogue (the start-up check put each in it)."""
         return [self.catalogue.get(model) for model in self._allowed(ctx)]

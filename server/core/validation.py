@@ -11,9 +11,6 @@ from server.core.errors import FieldViolation, InvalidRequest
 from server.core.types import ChatRequest, Message, Role
 
 MAX_MODEL_LENGTH = 64
-MAX_CONTEXT_VALUE_LENGTH = 128
-MAX_STOP_SEQUENCES = 16
-MAX_STOP_LENGTH = 256
 
 
 @dataclass(slots=True, frozen=True)
@@ -21,6 +18,10 @@ class Limits:
     max_request_bytes: int = 1_048_576
     """Total UTF-8 bytes of message content and stop sequences."""
     max_messages: int = 1000
+    max_stop_sequences: int = 16
+    max_stop_length: int = 256
+    max_metadata_value_length: int = 128
+    """A2A metadata values: they go on into provider HTTP headers and log lines."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -76,8 +77,8 @@ def validate(draft: DraftRequest, limits: Limits) -> list[FieldViolation]:
         bad("top_p", "must be between 0 and 1")
     if draft.max_tokens is not None and draft.max_tokens <= 0:
         bad("max_tokens", "must be greater than 0")
-    if len(draft.stop) > MAX_STOP_SEQUENCES:
-        bad("stop", f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed")
+    if len(draft.stop) > limits.max_stop_sequences:
+        bad("stop", f"at most {limits.max_stop_sequences} stop sequences are allowed")
     if draft.tier and draft.tier not in Tier.__members__.values():
         bad("tier", "must be TIER_FAST, TIER_BALANCED or TIER_PREMIUM")
     if draft.complexity and draft.complexity not in Complexity.__members__.values():
@@ -85,8 +86,8 @@ def validate(draft: DraftRequest, limits: Limits) -> list[FieldViolation]:
     for index, sequence in enumerate(draft.stop):
         if not sequence:
             bad(f"stop[{index}]", "must not be empty")
-        elif len(sequence) > MAX_STOP_LENGTH:
-            bad(f"stop[{index}]", f"must be at most {MAX_STOP_LENGTH} characters")
+        elif len(sequence) > limits.max_stop_length:
+            bad(f"stop[{index}]", f"must be at most {limits.max_stop_length} characters")
     return violations
 
 
@@ -109,11 +110,9 @@ def to_request(draft: DraftRequest, model: str) -> ChatRequest:
     )
 
 
-def check_context_value(field: str, value: str) -> None:
+def check_context_value(field: str, value: str, max_length: int) -> None:
     """A2A metadata values are bounded so a caller cannot blow up logs and provider headers."""
-    if len(value) > MAX_CONTEXT_VALUE_LENGTH:
-        raise InvalidRequest(
-            [FieldViolation(field, f"must be at most {MAX_CONTEXT_VALUE_LENGTH} characters")]
-        )
+    if len(value) > max_length:
+        raise InvalidRequest([FieldViolation(field, f"must be at most {max_length} characters")])
     if not value.isprintable() or not value.isascii():
         raise InvalidRequest([FieldViolation(field, "must be printable ASCII")])

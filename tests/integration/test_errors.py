@@ -357,3 +357,28 @@ async def test_circuit_opens_after_consecutive_failures_and_a_trial_call_closes_
     assert states["anthropic"] == llm_pb2.HEALTH_STATUS_NOT_SERVING
     assert other.provider == "openai"
     assert trial.content == after.content == "emulator reply: hi"
+
+
+async def test_input_limits_are_configurable_and_named(start_gateway: Callable[..., Any]) -> None:
+    app: App = await start_gateway(
+        llm_max_stop_sequences=1,
+        llm_max_metadata_value_length=16,
+        llm_max_messages=2,
+        llm_max_request_bytes=2048,
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        too_many_stops = await _fail(stub, llm_pb2.CompleteRequest(messages=user("hi"), stop=["a", "b"]))
+        too_many_messages = await _fail(stub, llm_pb2.CompleteRequest(messages=user("hi", system="s") * 2))
+        too_big = await _fail(stub, llm_pb2.CompleteRequest(messages=user("x" * 3000)))
+        with pytest.raises(grpc.aio.AioRpcError) as long_metadata:
+            await stub.Complete(
+                llm_pb2.CompleteRequest(messages=user("hi")),
+                metadata=(("a2a-session-id", "s" * 17),),
+                timeout=10,
+            )
+
+    assert "at most 1 stop" in details_of(too_many_stops).violations["stop"]
+    assert "at most 2 messages" in details_of(too_many_messages).violations["messages"]
+    assert "limit is 2048" in details_of(too_big).violations["messages"]
+    assert "at most 16" in details_of(long_metadata.value).violations["metadata.a2a-session-id"]
