@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test node-test soak fuzz test-unit test-integration bench bench-routing clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test go-check node-test soak fuzz test-unit test-integration bench bench-routing clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,18 @@ typecheck: $(STAMP)
 ## The README's test command: contract, lint, types, then every test (Python, then the Node client's).
 test: proto-check buf-lint lint typecheck
 	$(BIN)/pytest -q
+	$(MAKE) go-check
 	$(MAKE) node-test
+
+GO_PACKAGES := golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
+	protoc-gen-go protoc-gen-go-grpc protobuf-compiler
+
+## The Go snippet of clients/README.md, generated, built and run against a real demo gateway. Go and
+## grpc-go come from Debian's packages (installed here when missing; needs root, as in CI).
+go-check: $(STAMP)
+	@command -v go >/dev/null && command -v protoc-gen-go-grpc >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GO_PACKAGES) >/dev/null; }
+	PYTHON=$(abspath $(PY)) clients/go/build.sh
 
 ## The Node.js client's tests against the real gateway (node's own test runner).
 node-test: $(STAMP)
