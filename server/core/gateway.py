@@ -216,6 +216,8 @@ class Gateway:
         request, provider = self._prepare(draft, ctx)
         candidates = [(request, provider)]
         for model in self._fallbacks.get(request.model, ()):
+            if ctx.models is not None and model not in ctx.models:
+                continue  # never fail over to a model the caller's roles do not allow
             if (
                 draft.max_tokens is not None
                 and draft.max_tokens > self.catalogue.get(model).max_output_tokens

@@ -183,3 +183,25 @@ async def test_rs256_and_es256_tokens_verify_against_a_jwks_file(
     reply = await _call(app, _token(pem, algorithm, headers={"kid": "k1"}))
 
     assert reply.content == "emulator reply: hi"
+
+
+async def test_failover_never_reaches_a_model_outside_the_callers_role(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(
+        llm_auth_disabled=False,
+        llm_jwt_hs256_secret=SECRET,
+        llm_roles=json.dumps({"agent": {"methods": ["*"], "models": ["gpt-4.1-mini"]}}),
+        llm_fallbacks={"gpt-4.1-mini": ["claude-3-5-haiku-20241022"]},
+        llm_max_retries=0,
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+            await llm_pb2_grpc.LLMServiceStub(channel).Complete(
+                llm_pb2.CompleteRequest(model="gpt-4.1-mini", messages=user("hi [[emulate: status=503]]")),
+                metadata=(("authorization", f"Bearer {_token(aud=None, iss=None)}"),),
+                timeout=10,
+            )
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert emulators.completions("anthropic") == []
