@@ -8,7 +8,8 @@ from typing import Any
 
 import anthropic
 import httpx2
-from anthropic import AsyncAnthropic, DefaultAioHttpClient
+from anthropic import AsyncAnthropic, AsyncStream, DefaultAioHttpClient
+from anthropic._types import RequestOptions
 
 from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
 from server.core.types import (
@@ -25,6 +26,10 @@ from server.core.types import (
 )
 from server.providers.base import ProviderSettings, map_stainless_error
 
+# The SDK's own POST (auth, base URL, version header, timeouts, SSE decoding, error classes) with the
+# JSON body the Messages API documents: the typed `messages.create` costs CPU per call transforming
+# parameters and building objects (docs/benchmarks.md), and warns on every call to a deprecated model.
+MESSAGES = "/v1/messages"
 _STOP_REASONS = {
     "end_turn": FinishReason.STOP,
     "stop_sequence": FinishReason.STOP,
@@ -53,36 +58,48 @@ class AnthropicProvider:
         return f"AnthropicProvider(base_url={str(self._client.base_url)!r})"
 
     async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
-        params = self._params(request)
         with self._errors():
-            message = await self._client.messages.create(
-                **params, extra_headers=options.headers, timeout=options.timeout
+            message = await self._client.post(
+                MESSAGES, cast_to=object, body=self._params(request), options=_request_options(options)
             )
-        text = "".join(block.text for block in message.content if block.type == "text")
+        body = message if isinstance(message, dict) else {}
+        blocks = body.get("content") or []
+        text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
+        usage = body.get("usage") or {}
         return Completion(
-            text, _usage(message.usage, message.usage.output_tokens), _finish(message.stop_reason)
+            text, _usage(usage, usage.get("output_tokens") or 0), _finish(body.get("stop_reason"))
         )
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
         params = self._params(request)
+        params["stream"] = True
         with self._errors():
-            events = await self._client.messages.create(
-                **params, stream=True, extra_headers=options.headers, timeout=options.timeout
+            events = await self._client.post(
+                MESSAGES,
+                cast_to=object,
+                body=params,
+                options=_request_options(options),
+                stream=True,
+                stream_cls=AsyncStream[object],
             )
         try:
-            start_usage: Any = None
+            start_usage: dict[str, Any] = {}
             output_tokens = 0
             stop_reason: str | None = None
             with self._errors():
                 async for event in events:
-                    if event.type == "content_block_delta" and event.delta.type == "text_delta":
-                        if event.delta.text:
-                            yield TextDelta(event.delta.text)
-                    elif event.type == "message_start":
-                        start_usage = event.message.usage
-                    elif event.type == "message_delta":
-                        stop_reason = event.delta.stop_reason
-                        output_tokens = event.usage.output_tokens
+                    if not isinstance(event, dict):
+                        continue
+                    kind = event.get("type")
+                    if kind == "content_block_delta":
+                        delta = event.get("delta") or {}
+                        if delta.get("type") == "text_delta" and delta.get("text"):
+                            yield TextDelta(delta["text"])
+                    elif kind == "message_start":
+                        start_usage = (event.get("message") or {}).get("usage") or {}
+                    elif kind == "message_delta":
+                        stop_reason = (event.get("delta") or {}).get("stop_reason")
+                        output_tokens = (event.get("usage") or {}).get("output_tokens") or 0
             if stop_reason is None:
                 raise ProviderUnavailable(self.name, "the stream ended without a stop reason")
             yield StreamEnd(_usage(start_usage, output_tokens), _finish(stop_reason))
@@ -150,13 +167,15 @@ class AnthropicProvider:
             raise mapped from None
 
 
-def _usage(usage: Any, output_tokens: int) -> Usage:
+def _request_options(options: CallOptions) -> RequestOptions:
+    return {"headers": options.headers, "timeout": options.timeout}
+
+
+def _usage(usage: dict[str, Any], output_tokens: int) -> Usage:
     """Anthropic counts cached prompt tokens apart from input_tokens; the core counts them in."""
-    if usage is None:
-        return Usage(0, output_tokens)
-    cache_read = getattr(usage, "cache_read_input_tokens", 0) or 0
-    cache_write = getattr(usage, "cache_creation_input_tokens", 0) or 0
-    return Usage(usage.input_tokens + cache_read + cache_write, output_tokens, cache_read)
+    cache_read = usage.get("cache_read_input_tokens") or 0
+    cache_write = usage.get("cache_creation_input_tokens") or 0
+    return Usage((usage.get("input_tokens") or 0) + cache_read + cache_write, output_tokens, cache_read)
 
 
 def _finish(reason: str | None) -> FinishReason:
