@@ -9,16 +9,17 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import jwt
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
-from server.api.servicer import LLMServicer
+from llm_grpc.v1 import llm_pb2
+from server.api.servicer import LLMServicer, add_to_server
 from server.config import KEY_ENV_NAMES, Settings, load_catalogue
 from server.core.admission import Admission
-from server.core.auth import Authenticator, parse_roles
+from server.core.auth import Authenticator, parse_roles, secret_problem
 from server.core.catalogue import Catalogue
 from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
@@ -127,21 +128,33 @@ def _transport_problems(settings: Settings) -> list[str]:
 def _auth_problems(settings: Settings) -> list[str]:
     if settings.llm_auth_disabled:
         return []
-    sources = (settings.llm_jwt_hs256_secret, settings.llm_jwt_public_key_file, settings.llm_jwt_jwks_file)
-    problems = []
+    secret = settings.llm_jwt_hs256_secret
+    sources = (secret, settings.llm_jwt_public_key_file, settings.llm_jwt_jwks_file)
     if not any(sources):
-        problems.append(
+        return [
             "authentication is on but has no key: set LLM_JWT_HS256_SECRET, LLM_JWT_PUBLIC_KEY_FILE or "
             "LLM_JWT_JWKS_FILE, or LLM_AUTH_DISABLED=true"
-        )
+        ]
+    problems = []
+    if secret is not None and (problem := secret_problem(secret.get_secret_value())) is not None:
+        problems.append(problem)
     try:
         build_authenticator(settings)
-    except (OSError, ValueError) as error:
-        problems.append(f"cannot load the authentication settings: {error}")
+    except OSError as error:
+        problems.append(f"cannot read {error.filename}: {error.strerror}")
+    except (ValueError, TypeError, jwt.PyJWTError) as error:
+        problems.append(f"cannot load the JWT key settings: {_one_line(error)}")
     return problems
 
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
 def build_authenticator(settings: Settings) -> Authenticator | None:
+    """None when authentication is off. Raises OSError, ValueError or jwt.PyJWTError for an unusable key
+    file, JWKS or LLM_ROLES (check_settings turns those into start-up problems)."""
     if settings.llm_auth_disabled:
         return None
     secret = settings.llm_jwt_hs256_secret
@@ -152,8 +165,9 @@ def build_authenticator(settings: Settings) -> Authenticator | None:
         issuer=settings.llm_jwt_issuer,
         audience=settings.llm_jwt_audience,
         leeway=settings.llm_jwt_leeway,
-        roles=parse_roles(settings.llm_roles) if settings.llm_roles else None,
+        roles=parse_roles(settings.llm_roles) if settings.llm_roles else {},
         roles_claim=settings.llm_roles_claim,
+        max_subject_length=settings.llm_max_metadata_value_length,
     )
 
 
@@ -287,7 +301,7 @@ def build_app(
         ]
     )
     servicer = LLMServicer(gateway, monitor, metrics, redactor, build_authenticator(settings))
-    llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
+    add_to_server(servicer, server, redactor)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

@@ -4,7 +4,7 @@ RequestContext, core results into protobuf, and every error into a gRPC status w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, NoReturn
@@ -12,13 +12,14 @@ from typing import Any, NoReturn
 import grpc
 import structlog
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.api.context import TRACE_ID_KEY, context_from_metadata
 from server.api.status import internal_status, to_status
 from server.core.auth import Authenticator
 from server.core.catalogue import TIER_FOR_COMPLEXITY, Complexity, ModelInfo, Tier
-from server.core.errors import FieldViolation, GatewayError, InvalidRequest
+from server.core.errors import FieldViolation, GatewayError, InvalidRequest, MalformedRequest
 from server.core.gateway import Gateway
 from server.core.health import Health, HealthMonitor
 from server.core.types import FinishReason, RequestContext, Role, StreamSummary, TextDelta, Usage
@@ -133,9 +134,9 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             principal = self._auth.authenticate(authorization)
             if ctx.source_agent and ctx.source_agent != principal.subject:
                 log.warning("source_agent.mismatch", claimed=ctx.source_agent, subject=principal.subject)
-            ctx = replace(ctx, source_agent=principal.subject, models=principal.models)
             structlog.contextvars.bind_contextvars(source_agent=principal.subject)
-            self._auth.authorize(principal, method)
+            models = self._auth.authorize(principal, method)
+            ctx = replace(ctx, source_agent=principal.subject, models=models)
         await context.send_initial_metadata(((TRACE_ID_KEY, ctx.trace_id),))
         return ctx
 
@@ -296,6 +297,7 @@ def _call_errors(redact: Redactor) -> Iterator[_Call]:
     try:
         yield call
     except GatewayError as error:
+        log.info("call.refused", code=error.code.name, reason=error.reason, error=error.message)
         call.status = to_status(error, redact)
     except (asyncio.CancelledError, grpc.aio.AbortError):
         raise
@@ -308,3 +310,59 @@ async def _abort(context: ServicerContext, call: _Call) -> NoReturn:
     status = call.status if call.status is not None else internal_status(call.trace_id or "none")
     await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def add_to_server(servicer: LLMServicer, server: grpc.aio.Server, redact: Redactor) -> None:
+    """Register LLMService, parsing each request inside the gateway's own error mapping: grpc's own
+    deserializer would answer a malformed message (or invalid UTF-8 in a string) with UNKNOWN."""
+    service = llm_pb2.DESCRIPTOR.services_by_name["LLMService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        request_type: type[Message] = getattr(llm_pb2, method.input_type.name)
+        serialize = getattr(llm_pb2, method.output_type.name).SerializeToString
+        implementation = getattr(servicer, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _streaming(implementation, request_type, redact), response_serializer=serialize
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _unary(implementation, request_type, redact), response_serializer=serialize
+            )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    # As the generated code does: registered methods skip the generic lookup per call (not in the stubs).
+    server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
+
+
+def _unary(
+    implementation: Callable[[Any, ServicerContext], Awaitable[Message]],
+    request_type: type[Message],
+    redact: Redactor,
+) -> Callable[[bytes, ServicerContext], Awaitable[Message]]:
+    async def handle(raw: bytes, context: ServicerContext) -> Message:
+        return await implementation(await _parse(raw, request_type, context, redact), context)
+
+    return handle
+
+
+def _streaming(
+    implementation: Callable[[Any, ServicerContext], AsyncIterator[Message]],
+    request_type: type[Message],
+    redact: Redactor,
+) -> Callable[[bytes, ServicerContext], AsyncIterator[Message]]:
+    async def handle(raw: bytes, context: ServicerContext) -> AsyncIterator[Message]:
+        async for response in implementation(await _parse(raw, request_type, context, redact), context):
+            yield response
+
+    return handle
+
+
+async def _parse(raw: bytes, request_type: type[Message], context: ServicerContext, redact: Redactor) -> Any:
+    try:
+        return request_type.FromString(raw)
+    except Exception:  # DecodeError, or whatever else the protobuf runtime raises on hostile bytes
+        error = MalformedRequest(request_type.DESCRIPTOR.full_name)
+        log.info("call.refused", code=error.code.name, reason=error.reason, size=len(raw))
+        status = to_status(error, redact)
+        await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+        raise AssertionError("unreachable: abort raises") from None  # pragma: no cover
