@@ -3,6 +3,7 @@ google.rpc.Code space that gRPC shares); `server/api/status.py` turns an error i
 
     GatewayError
     ├── InvalidRequest          caller input breaks a rule          → INVALID_ARGUMENT + BadRequest
+    ├── MalformedRequest        request bytes are not the message    → INVALID_ARGUMENT
     ├── ModelNotAllowed         model outside the allowlist          → PERMISSION_DENIED + ErrorInfo
     ├── NoModelFits             no allowed model for a tier          → FAILED_PRECONDITION
     ├── Overloaded              provider's in-flight limit reached   → RESOURCE_EXHAUSTED + RetryInfo
@@ -59,6 +60,10 @@ class GatewayError(Exception):
         return {}
 
 
+MESSAGE_VIOLATIONS = 5
+"""Violations spelled out in an InvalidRequest's message; BadRequest lists more."""
+
+
 @dataclass(slots=True, frozen=True)
 class FieldViolation:
     field: str
@@ -71,10 +76,29 @@ class InvalidRequest(GatewayError):
 
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
         self.violations = tuple(violations)
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+        shown = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:MESSAGE_VIOLATIONS])
+        more = len(self.violations) - MESSAGE_VIOLATIONS
+        super().__init__(shown + (f" (and {more} more; see BadRequest)" if more > 0 else ""))
 
     def metadata(self) -> dict[str, str]:
-        return {"fields": ",".join(v.field for v in self.violations)}
+        return {"fields": ",".join(dict.fromkeys(v.field for v in self.violations))}
+
+
+class MalformedRequest(GatewayError):
+    """The request bytes are not a valid protobuf message of the method's type (or hold invalid UTF-8)."""
+
+    reason = "MALFORMED_REQUEST"
+    code = Code.INVALID_ARGUMENT
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+        super().__init__(
+            f"the request is not a valid {message_type} message (malformed protobuf or a string field "
+            "that is not UTF-8)"
+        )
+
+    def metadata(self) -> dict[str, str]:
+        return {"message_type": self.message_type}
 
 
 class ModelNotAllowed(GatewayError):

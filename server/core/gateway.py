@@ -120,6 +120,7 @@ class Gateway:
             "Complete",
             self._candidates(draft, ctx),
             deadline,
+            _caller_bound(time_remaining, self._request_timeout),
             started,
             lambda request, provider, seconds_left: provider.complete(request, _options(ctx, seconds_left)),
         )
@@ -138,10 +139,12 @@ class Gateway:
         """
         started = time.perf_counter()
         deadline = self._deadline(time_remaining)
+        caller_bound = _caller_bound(time_remaining, self._request_timeout)
         opened = await self._open(
             "Stream",
             self._candidates(draft, ctx),
             deadline,
+            caller_bound,
             started,
             lambda request, provider, seconds_left: _open_stream(
                 provider, request, _options(ctx, seconds_left)
@@ -157,7 +160,8 @@ class Gateway:
                     yield event
                     event = await _next_event(events, deadline, opened.provider)
         except BaseException as error:
-            self._circuit.record(opened.provider, error)  # a failure after the stream opened counts too
+            # A failure after the stream opened counts too, unless the caller's own deadline ended it.
+            self._circuit.record(opened.provider, error, trial=False, caller_deadline=caller_bound)
             call.fail(error)
             raise
         cost = self.catalogue.get(call.model).cost(event.usage)
@@ -179,6 +183,7 @@ class Gateway:
         method: str,
         candidates: list[tuple[ChatRequest, Provider]],
         deadline: float,
+        caller_bound: bool,
         started: float,
         attempt: Callable[[ChatRequest, Provider, float], Awaitable[T]],
     ) -> _Opened[T]:
@@ -193,6 +198,7 @@ class Gateway:
                     call,
                     provider.name,
                     deadline,
+                    caller_bound,
                     lambda seconds_left, r=request, p=provider: attempt(r, p, seconds_left),  # type: ignore[misc]
                 )
             except BaseException as error:
@@ -250,12 +256,13 @@ class Gateway:
         try:
             model = self.allowlist.resolve(draft.model)
             if ctx.models is not None and model not in ctx.models:
-                raise ModelNotAllowed(model, self._allowed(ctx))
+                raise ModelNotAllowed(model, ())
             return model
-        except ModelNotAllowed:
+        except ModelNotAllowed as refused:
             self._metrics.governance_violation(draft.model, ctx.source_agent)
             log.warning("governance.violation", model=draft.model, source_agent=ctx.source_agent)
-            raise
+            # Name only what this caller may use, never the rest of the allowlist.
+            raise ModelNotAllowed(refused.model, self._allowed(ctx)) from None
 
     def _deadline(self, time_remaining: float | None) -> float:
         """The call's deadline in event-loop time: the caller's, or LLM_REQUEST_TIMEOUT if sooner."""
@@ -269,25 +276,33 @@ class Gateway:
         call: CallRecord,
         provider: ProviderName,
         deadline: float,
+        caller_bound: bool,
         attempt: Callable[[float], Awaitable[T]],
     ) -> T:
         async def timed_attempt(seconds_left: float) -> T:
-            self._circuit.before_call(provider)
+            trial = self._circuit.before_call(provider)
             started = time.perf_counter()
             try:
                 result = await attempt(seconds_left)
             except BaseException as error:
-                self._circuit.record(provider, error)
+                self._circuit.record(provider, error, trial=trial, caller_deadline=caller_bound)
                 raise
             finally:
                 call.provider_s += time.perf_counter() - started
-            self._circuit.record(provider, None)
+            self._circuit.record(provider, None, trial=trial)
             return result
 
         def on_retry(error: ProviderError, delay: float) -> None:
             call.retry(error.reason.lower(), delay)
 
         return await call_with_retries(timed_attempt, self._retry, deadline, on_retry)
+
+
+def _caller_bound(time_remaining: float | None, request_timeout: float) -> bool:
+    """Whether the caller's deadline, not the gateway's LLM_REQUEST_TIMEOUT, bounds the call: a timeout
+    then is the caller's choice, not the provider's failure (a caller with 50 ms deadlines must not open
+    the circuit for everyone)."""
+    return time_remaining is not None and time_remaining < request_timeout
 
 
 def _seconds_until(deadline: float) -> float:
