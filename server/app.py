@@ -4,6 +4,7 @@ standard health service and reflection. Everything is built here and injected; n
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -17,7 +18,7 @@ from prometheus_client import start_http_server
 
 from llm_grpc.v1 import llm_pb2
 from server.api.servicer import LLMServicer, add_to_server
-from server.config import KEY_ENV_NAMES, Settings, load_catalogue
+from server.config import KEY_ENV_NAMES, Settings, load_catalogue, load_limit_policy
 from server.core.admission import Admission
 from server.core.auth import Authenticator, parse_roles, secret_problem
 from server.core.catalogue import Catalogue
@@ -25,10 +26,13 @@ from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
 from server.core.governance import Allowlist
 from server.core.health import HealthMonitor
+from server.core.limits import MICRO, Check, Limiter, LimitKind, LimitStore
 from server.core.registry import ModelRegistry
 from server.core.retry import RetryPolicy
 from server.core.types import ProviderName
 from server.core.validation import Limits
+from server.limits.memory_store import MemoryLimitStore
+from server.limits.redis_store import RedisLimitStore
 from server.observability.metrics import Metrics
 from server.observability.redact import Redactor
 from server.providers.anthropic import AnthropicProvider
@@ -102,11 +106,56 @@ def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
                 problems.append(f"LLM_FALLBACKS names {name!r}, which is not in ALLOWED_MODELS")
     if settings.llm_default_model not in settings.allowed_models:
         problems.append(f"LLM_DEFAULT_MODEL {settings.llm_default_model!r} is not in ALLOWED_MODELS")
+    problems += _limits_problems(settings)
     problems += _transport_problems(settings)
     problems += _auth_problems(settings)
     if problems:
         raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
     return needed
+
+
+def _limits_problems(settings: Settings) -> list[str]:
+    try:
+        policy = load_limit_policy(settings.llm_limits_file)
+    except ValueError as error:
+        return [str(error)]
+    named = {
+        model
+        for scoped in (policy.default, *policy.roles.values(), *policy.identities.values())
+        for model in scoped.models
+    }
+    return [
+        f"LLM_LIMITS_FILE sets limits for model {model!r}, which is not in ALLOWED_MODELS"
+        for model in sorted(named - set(settings.allowed_models))
+    ]
+
+
+def build_limiter(settings: Settings, metrics: Metrics, clock: Callable[[], float] = time.time) -> Limiter:
+    """Caller limits on Redis when LLM_REDIS_URL is set (shared by every replica), else in process."""
+    store: LimitStore = (
+        RedisLimitStore(settings.llm_redis_url.get_secret_value(), settings.llm_redis_timeout)
+        if settings.llm_redis_url is not None
+        else MemoryLimitStore()
+    )
+
+    def unavailable(error: BaseException) -> None:
+        metrics.limit_store_errors.inc()
+        log.error("limits.store_unavailable", error=str(error), fail_open=settings.llm_limits_fail_open)
+
+    def budget(identity: str, check: Check, spent: int) -> None:
+        period = "day" if check.kind is LimitKind.USD_PER_DAY else "month"
+        metrics.budget(identity, period, spent / MICRO, check.limit / MICRO)
+
+    return Limiter(
+        load_limit_policy(settings.llm_limits_file),
+        store,
+        fail_open=settings.llm_limits_fail_open,
+        lease_seconds=settings.llm_request_timeout + 30,
+        clock=clock,
+        on_refused=lambda refused: metrics.limit_refused(refused.kind.value, refused.scope),
+        on_unavailable=unavailable,
+        on_budget=budget,
+    )
 
 
 def _transport_problems(settings: Settings) -> list[str]:
@@ -205,6 +254,7 @@ def redactor_for(settings: Settings) -> Redactor:
         settings.anthropic_api_key,
         settings.google_api_key,
         settings.llm_jwt_hs256_secret,
+        settings.llm_redis_url,
     )
     return Redactor(key.get_secret_value() for key in keys if key is not None)
 
@@ -220,6 +270,7 @@ class App:
     health_servicer: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
     providers: dict[ProviderName, Provider]
     metrics: Metrics
+    limiter: Limiter
     metrics_address: tuple[str, int] | None
     """Where to serve /metrics (port 0 picks one); None serves no metrics endpoint."""
     metrics_port: int | None = None
@@ -242,6 +293,7 @@ class App:
         await self.server.stop(grace)
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
+        await self.limiter.aclose()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -255,6 +307,7 @@ def build_app(
     metrics_port: int | None = None,
     providers: dict[ProviderName, Provider] | None = None,
     reuse_port: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     needed = check_settings(settings)
@@ -262,6 +315,7 @@ def build_app(
     providers = providers if providers is not None else build_providers(settings, needed)
     redactor = redactor_for(settings)
     metrics = Metrics()
+    limiter = build_limiter(settings, metrics, clock)
     circuit = CircuitBreaker(list(providers), settings.llm_circuit_failures, settings.llm_circuit_cooldown)
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
@@ -283,6 +337,7 @@ def build_app(
         circuit=circuit,
         catalogue=catalogue,
         fallbacks=settings.llm_fallbacks,
+        limiter=limiter,
     )
     monitor = HealthMonitor(providers, circuit, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the
@@ -321,4 +376,4 @@ def build_app(
     if bound == 0:
         raise ConfigError(f"cannot listen on {host}:{port}")
     metrics_address = None if metrics_port is None else (host, metrics_port)
-    return App(server, bound, gateway, monitor, health_servicer, providers, metrics, metrics_address)
+    return App(server, bound, gateway, monitor, health_servicer, providers, metrics, limiter, metrics_address)

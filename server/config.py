@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,6 +12,7 @@ from pydantic import model_validator as _model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.core.catalogue import Catalogue, ModelInfo, Tier
+from server.core.limits import NO_LIMITS, Limits, Policy, ScopedLimits
 from server.core.types import ProviderName
 
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.toml")
@@ -106,6 +108,15 @@ class Settings(BaseSettings):
     llm_catalogue_path: Path = DEFAULT_CATALOGUE
     llm_fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """JSON: {"claude-3-5-sonnet-20241022": ["gpt-4.1"]}. Off (empty) by default: fail fast."""
+    llm_limits_file: Path | None = None
+    """TOML or JSON: rate limits and USD budgets per caller (docs/limits.md). Unset: no caller limits."""
+    llm_redis_url: SecretStr | None = None
+    """redis://, rediss:// or unix:// URL of the Redis (or Valkey) that replicas share limits through.
+    Unset: limits are counted in process (one replica)."""
+    llm_redis_timeout: float = Field(default=0.25, gt=0)
+    """Seconds a limit check may wait for Redis before the call is refused (or admitted, fail-open)."""
+    llm_limits_fail_open: bool = False
+    """With Redis unreachable, admit calls unlimited instead of refusing them (UNAVAILABLE)."""
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
     llm_log_format: Literal["json", "console"] = "json"
 
@@ -166,6 +177,63 @@ class _CatalogueFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: dict[str, _CatalogueEntry]
+
+
+class _LimitsEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    concurrent: int | None = Field(default=None, gt=0)
+    usd_per_day: float | None = Field(default=None, gt=0)
+    usd_per_month: float | None = Field(default=None, gt=0)
+
+    def limits(self) -> Limits:
+        return Limits(**self.model_dump(include=set(Limits.__slots__)))
+
+
+class _ScopedEntry(_LimitsEntry):
+    models: dict[str, _LimitsEntry] = Field(default_factory=dict)
+    tiers: dict[Tier, _LimitsEntry] = Field(default_factory=dict)
+
+    def scoped(self) -> ScopedLimits:
+        return ScopedLimits(
+            self.limits(),
+            {model: entry.limits() for model, entry in self.models.items()},
+            {tier.value: entry.limits() for tier, entry in self.tiers.items()},
+        )
+
+
+class _PolicyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default: _ScopedEntry = Field(default_factory=_ScopedEntry)
+    roles: dict[str, _ScopedEntry] = Field(default_factory=dict)
+    identities: dict[str, _ScopedEntry] = Field(default_factory=dict)
+
+
+def load_limit_policy(path: Path | None) -> Policy:
+    """The caller limits of a TOML (or, by its suffix, JSON) file; ValueError names every problem."""
+    if path is None:
+        return NO_LIMITS
+    try:
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        parsed = _PolicyFile.model_validate(raw)
+    except OSError as error:
+        raise ValueError(f"cannot read the limits file {path}: {error.strerror}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"the limits file {path} is not valid {path.suffix[1:].upper() or 'TOML'}: {error}"
+        ) from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ValueError(f"the limits file {path} is invalid: {problems}") from None
+    return Policy(
+        parsed.default.scoped(),
+        {name: entry.scoped() for name, entry in parsed.roles.items()},
+        {name: entry.scoped() for name, entry in parsed.identities.items()},
+    )
 
 
 def load_catalogue(path: Path) -> Catalogue:

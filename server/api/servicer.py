@@ -22,6 +22,7 @@ from server.core.catalogue import TIER_FOR_COMPLEXITY, Complexity, ModelInfo, Ti
 from server.core.errors import FieldViolation, GatewayError, InvalidRequest, MalformedRequest
 from server.core.gateway import Gateway
 from server.core.health import Health, HealthMonitor
+from server.core.limits import BUDGETS, MICRO, LimitKind, Standing
 from server.core.types import FinishReason, RequestContext, Role, StreamSummary, TextDelta, Usage
 from server.core.validation import DraftMessage, DraftRequest
 from server.observability.metrics import Metrics, snapshot
@@ -54,6 +55,13 @@ _COMPLEXITIES: dict[int, Complexity] = {
     llm_pb2.COMPLEXITY_SIMPLE: Complexity.SIMPLE,
     llm_pb2.COMPLEXITY_MODERATE: Complexity.MODERATE,
     llm_pb2.COMPLEXITY_COMPLEX: Complexity.COMPLEX,
+}
+_QUOTA_KINDS = {
+    LimitKind.REQUESTS_PER_MINUTE: llm_pb2.QUOTA_KIND_REQUESTS_PER_MINUTE,
+    LimitKind.TOKENS_PER_MINUTE: llm_pb2.QUOTA_KIND_TOKENS_PER_MINUTE,
+    LimitKind.CONCURRENT: llm_pb2.QUOTA_KIND_CONCURRENT_CALLS,
+    LimitKind.USD_PER_DAY: llm_pb2.QUOTA_KIND_USD_PER_DAY,
+    LimitKind.USD_PER_MONTH: llm_pb2.QUOTA_KIND_USD_PER_MONTH,
 }
 _HEALTH = {
     Health.UNKNOWN: llm_pb2.HEALTH_STATUS_UNKNOWN,
@@ -136,7 +144,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                 log.warning("source_agent.mismatch", claimed=ctx.source_agent, subject=principal.subject)
             structlog.contextvars.bind_contextvars(source_agent=principal.subject)
             models = self._auth.authorize(principal, method)
-            ctx = replace(ctx, source_agent=principal.subject, models=models)
+            ctx = replace(ctx, source_agent=principal.subject, models=models, roles=principal.roles)
         await context.send_initial_metadata(((TRACE_ID_KEY, ctx.trace_id),))
         return ctx
 
@@ -227,6 +235,15 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             return self._metrics_response()
         return await _abort(context, call)
 
+    async def GetQuota(
+        self, request: llm_pb2.GetQuotaRequest, context: ServicerContext
+    ) -> llm_pb2.GetQuotaResponse:
+        with _call_errors(self._redact) as call:
+            ctx = await self._begin(context, call, "GetQuota")
+            identity, standings = await self._gateway.quotas(ctx, request.model)
+            return llm_pb2.GetQuotaResponse(identity=identity, quotas=[_quota(s) for s in standings])
+        return await _abort(context, call)
+
     def _metrics_response(self) -> llm_pb2.GetMetricsResponse:
         totals = snapshot(self._metrics)
         return llm_pb2.GetMetricsResponse(
@@ -261,6 +278,21 @@ def _done(summary: StreamSummary, ctx: RequestContext) -> llm_pb2.StreamDone:
         trace_id=ctx.trace_id,
         cost_usd=summary.cost_usd,
     )
+
+
+def _quota(standing: Standing) -> llm_pb2.Quota:
+    check = standing.check
+    scale = MICRO if check.kind in BUDGETS else 1
+    quota = llm_pb2.Quota(
+        kind=_QUOTA_KINDS[check.kind],
+        scope=check.scope,
+        limit=check.limit / scale,
+        used=standing.used / scale,
+        remaining=max(0, check.limit - standing.used) / scale,
+    )
+    if standing.reset_at is not None:
+        quota.reset_time.CopyFrom(_timestamp(standing.reset_at))
+    return quota
 
 
 def _requested_tier(request: llm_pb2.SelectModelRequest) -> Tier:

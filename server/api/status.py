@@ -10,6 +10,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from server.core.errors import FieldViolation, GatewayError, InvalidRequest, Overloaded, ProviderRateLimited
+from server.core.limits import CallerLimitReached, LimitsUnavailable
 from server.observability.redact import Redactor
 
 ERROR_DOMAIN = "llm-grpc.llm.v1"
@@ -46,7 +47,19 @@ def to_status(error: GatewayError, redact: Redactor) -> grpc.Status:
             )
         )
     ]
-    if isinstance(error, ProviderRateLimited | Overloaded):
+    if isinstance(error, CallerLimitReached):
+        details.append(
+            _pack(
+                error_details_pb2.QuotaFailure(
+                    violations=[
+                        error_details_pb2.QuotaFailure.Violation(
+                            subject=f"identity:{error.identity}", description=error.description
+                        )
+                    ]
+                )
+            )
+        )
+    if isinstance(error, ProviderRateLimited | Overloaded | CallerLimitReached | LimitsUnavailable):
         delay = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_DELAY_S
         retry_delay = duration_pb2.Duration()
         retry_delay.FromNanoseconds(int(delay * 1e9))

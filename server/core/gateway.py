@@ -30,6 +30,7 @@ from server.core.errors import (
     ProviderUnavailable,
 )
 from server.core.governance import Allowlist
+from server.core.limits import ANONYMOUS, Limiter, Standing, Ticket, Worst, micro_usd, prompt_token_bound
 from server.core.registry import ModelRegistry
 from server.core.retry import RetryPolicy, call_with_retries
 from server.core.types import (
@@ -41,6 +42,7 @@ from server.core.types import (
     StreamEvent,
     StreamSummary,
     TextDelta,
+    Usage,
 )
 from server.core.validation import DraftRequest, Limits, check, to_request
 from server.observability.calls import CallRecord
@@ -79,9 +81,11 @@ class Gateway:
         admission: Admission,
         circuit: CircuitBreaker,
         catalogue: Catalogue,
+        limiter: Limiter,
         fallbacks: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.catalogue = catalogue
+        self._limiter = limiter
         self._fallbacks = {model: tuple(chain) for model, chain in (fallbacks or {}).items()}
         self._circuit = circuit
         self.allowlist = allowlist
@@ -116,17 +120,26 @@ class Gateway:
     ) -> Result:
         started = time.perf_counter()
         deadline = self._deadline(time_remaining)
-        opened = await self._open(
-            "Complete",
-            self._candidates(draft, ctx),
-            deadline,
-            _caller_bound(time_remaining, self._request_timeout),
-            started,
-            lambda request, provider, seconds_left: provider.complete(request, _options(ctx, seconds_left)),
-        )
-        await opened.slot.aclose()
+        candidates = self._candidates(draft, ctx)
+        ticket = await self._reserve(ctx, candidates)
+        try:
+            opened = await self._open(
+                "Complete",
+                candidates,
+                deadline,
+                _caller_bound(time_remaining, self._request_timeout),
+                started,
+                lambda request, provider, seconds_left: provider.complete(
+                    request, _options(ctx, seconds_left)
+                ),
+            )
+            await opened.slot.aclose()
+        except BaseException:
+            await self._limiter.settle(ticket, 0, 0)  # nothing served, nothing spent
+            raise
         completion, call = opened.result, opened.call
         cost = self.catalogue.get(call.model).cost(completion.usage)
+        await self._limiter.settle(ticket, completion.usage.total_tokens, micro_usd(cost))
         call.succeed(completion.usage, cost)
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost)
 
@@ -140,31 +153,41 @@ class Gateway:
         started = time.perf_counter()
         deadline = self._deadline(time_remaining)
         caller_bound = _caller_bound(time_remaining, self._request_timeout)
-        opened = await self._open(
-            "Stream",
-            self._candidates(draft, ctx),
-            deadline,
-            caller_bound,
-            started,
-            lambda request, provider, seconds_left: _open_stream(
-                provider, request, _options(ctx, seconds_left)
-            ),
-        )
+        candidates = self._candidates(draft, ctx)
+        ticket = await self._reserve(ctx, candidates)
+        try:
+            opened = await self._open(
+                "Stream",
+                candidates,
+                deadline,
+                caller_bound,
+                started,
+                lambda request, provider, seconds_left: _open_stream(
+                    provider, request, _options(ctx, seconds_left)
+                ),
+            )
+        except BaseException:
+            await self._limiter.settle(ticket, 0, 0)  # nothing served, nothing spent
+            raise
         call = opened.call
         events, event = opened.result
+        streamed = 0
         try:
             async with opened.slot, aclosing(events):
                 while isinstance(event, TextDelta):
                     if call.first_token_ms is None:
                         call.first_token()
+                    streamed += len(event.text.encode())
                     yield event
                     event = await _next_event(events, deadline, opened.provider)
         except BaseException as error:
             # A failure after the stream opened counts too, unless the caller's own deadline ended it.
             self._circuit.record(opened.provider, error, trial=False, caller_deadline=caller_bound)
             call.fail(error)
+            await self._settle_cut(ticket, call.model, candidates[0][0], streamed)
             raise
         cost = self.catalogue.get(call.model).cost(event.usage)
+        await self._limiter.settle(ticket, event.usage.total_tokens, micro_usd(cost))
         call.succeed(event.usage, cost)
         yield StreamSummary(
             usage=event.usage,
@@ -263,6 +286,50 @@ class Gateway:
             log.warning("governance.violation", model=draft.model, source_agent=ctx.source_agent)
             # Name only what this caller may use, never the rest of the allowlist.
             raise ModelNotAllowed(refused.model, self._allowed(ctx)) from None
+
+    async def _reserve(
+        self, ctx: RequestContext, candidates: list[tuple[ChatRequest, Provider]]
+    ) -> Ticket | None:
+        """Charge the call's worst case to the caller's limits: an upper bound of the prompt's tokens plus
+        max_tokens (the model's maximum when unset), at the dearest candidate's prices."""
+        if not self._limiter.active:
+            return None
+        request = candidates[0][0]
+        prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
+        worst_usd = 0.0
+        worst_output = 0
+        for candidate, _ in candidates:
+            info = self.catalogue.get(candidate.model)
+            output = candidate.max_tokens if candidate.max_tokens is not None else info.max_output_tokens
+            worst_output = max(worst_output, output)
+            worst_usd = max(worst_usd, info.cost(Usage(prompt_tokens=prompt, completion_tokens=output)))
+        identity = ctx.source_agent or ANONYMOUS
+        tier = self.catalogue.get(request.model).tier.value
+        worst = Worst(prompt + worst_output, micro_usd(worst_usd))
+        return await self._limiter.reserve(identity, ctx.roles, request.model, tier, worst)
+
+    async def _settle_cut(
+        self, ticket: Ticket | None, model: str, request: ChatRequest, streamed: int
+    ) -> None:
+        """A stream cut before its usage arrived: settle an upper bound of what the provider will bill (the
+        prompt's bound, and one token per byte streamed)."""
+        if ticket is None:
+            return
+        prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
+        cost = self.catalogue.get(model).cost(Usage(prompt_tokens=prompt, completion_tokens=streamed))
+        await self._limiter.settle(ticket, prompt + streamed, micro_usd(cost))
+
+    async def quotas(self, ctx: RequestContext, model: str) -> tuple[str, list[Standing]]:
+        """The caller's identity and where it stands against each of its limits (for `model`, or all)."""
+        identity = ctx.source_agent or ANONYMOUS
+        if model:
+            self._choose_model(
+                DraftRequest(model=model, messages=()), ctx
+            )  # refuses what the caller may not use
+            tier = self.catalogue.get(model).tier.value
+            return identity, await self._limiter.standing(identity, ctx.roles, model, tier)
+        standing = await self._limiter.standing_all(identity, ctx.roles)
+        return identity, standing
 
     def _deadline(self, time_remaining: float | None) -> float:
         """The call's deadline in event-loop time: the caller's, or LLM_REQUEST_TIMEOUT if sooner."""
