@@ -4,7 +4,7 @@ RequestContext, core results into protobuf, and every error into a gRPC status w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, NoReturn
@@ -158,16 +158,28 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             )
         return await _abort(context, call)
 
-    async def Stream(
+    # grpc.aio's writer API rather than an async generator: the gateway awaits each write under the
+    # call's deadline, so a caller that stops reading cannot hold a slot past it (a generator is
+    # suspended at `yield` while grpc writes, out of the gateway's reach). The generated stub knows
+    # only the generator form, hence the override ignore.
+    async def Stream(  # type: ignore[override]
         self, request: llm_pb2.StreamRequest, context: ServicerContext
-    ) -> AsyncIterator[llm_pb2.StreamResponse]:
+    ) -> None:
+        async def send(event: TextDelta | StreamSummary) -> None:
+            if isinstance(event, TextDelta):
+                response = llm_pb2.StreamResponse(delta=event.text)
+            else:
+                response = llm_pb2.StreamResponse(done=_done(event, ctx))
+            try:
+                await context.write(response)
+            except grpc.aio.InternalError as error:
+                # grpc fails a write to a call whose caller cancelled or left (its ExecuteBatchError, which
+                # it ignores for generator handlers): to the gateway that is the caller going away.
+                raise asyncio.CancelledError from error
+
         with _call_errors(self._redact) as call:
             ctx = await self._begin(context, call, "Stream")
-            async for event in self._gateway.stream(_draft(request), ctx, context.time_remaining()):
-                if isinstance(event, TextDelta):
-                    yield llm_pb2.StreamResponse(delta=event.text)
-                else:
-                    yield llm_pb2.StreamResponse(done=_done(event, ctx))
+            await self._gateway.stream(_draft(request), ctx, context.time_remaining(), send)
             return
         await _abort(context, call)
 
