@@ -30,6 +30,8 @@ class Details:
     metadata: dict[str, str] = field(default_factory=dict)
     violations: dict[str, str] = field(default_factory=dict)
     retry_delay: float | None = None
+    quota_violations: dict[str, str] = field(default_factory=dict)
+    """QuotaFailure: subject → description."""
 
 
 def details_of(error: grpc.aio.AioRpcError) -> Details:
@@ -45,6 +47,10 @@ def details_of(error: grpc.aio.AioRpcError) -> Details:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             result.violations = {v.field: v.description for v in bad.field_violations}
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            result.quota_violations = {v.subject: v.description for v in quota.violations}
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)

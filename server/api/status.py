@@ -7,7 +7,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.core.errors import GatewayError, InvalidRequest, Overloaded, ProviderRateLimited
+from server.core.errors import CallerOverLimit, GatewayError, InvalidRequest, Overloaded, ProviderRateLimited
 from server.observability.redact import Redactor
 
 ERROR_DOMAIN = "llm-grpc.llm.v1"
@@ -42,7 +42,9 @@ def to_status(error: GatewayError, redact: Redactor) -> grpc.Status:
                 )
             )
         )
-    if isinstance(error, ProviderRateLimited | Overloaded):
+    if isinstance(error, CallerOverLimit):
+        details.append(_pack(_quota_failure(error, redact)))
+    if isinstance(error, ProviderRateLimited | Overloaded | CallerOverLimit):
         delay = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_DELAY_S
         retry_delay = duration_pb2.Duration()
         retry_delay.FromNanoseconds(int(delay * 1e9))
@@ -50,6 +52,17 @@ def to_status(error: GatewayError, redact: Redactor) -> grpc.Status:
     status = status_pb2.Status(code=int(error.code), message=redact(error.message), details=details)
     result: grpc.Status = rpc_status.to_status(status)
     return result
+
+
+def _quota_failure(error: CallerOverLimit, redact: Redactor) -> error_details_pb2.QuotaFailure:
+    """Who ran out of what: the caller, and the limit it reached."""
+    return error_details_pb2.QuotaFailure(
+        violations=[
+            error_details_pb2.QuotaFailure.Violation(
+                subject=redact(error.subject), description=error.description
+            )
+        ]
+    )
 
 
 def internal_status(trace_id: str) -> grpc.Status:

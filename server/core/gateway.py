@@ -118,6 +118,7 @@ class Gateway:
         deadline = self._deadline(time_remaining)
         opened = await self._open(
             "Complete",
+            ctx.source_agent,
             self._candidates(draft, ctx),
             deadline,
             started,
@@ -147,6 +148,7 @@ class Gateway:
         deadline = self._deadline(time_remaining)
         opened = await self._open(
             "Stream",
+            ctx.source_agent,
             self._candidates(draft, ctx),
             deadline,
             started,
@@ -190,6 +192,7 @@ class Gateway:
     async def _open(
         self,
         method: str,
+        caller: str,
         candidates: list[tuple[ChatRequest, Provider]],
         deadline: float,
         started: float,
@@ -201,7 +204,9 @@ class Gateway:
             call = CallRecord(self._metrics, method, request.model, provider.name, started)
             slot = AsyncExitStack()
             try:
-                await slot.enter_async_context(self._admission.slot(provider.name, _seconds_until(deadline)))
+                await slot.enter_async_context(
+                    self._admission.slot(provider.name, caller, _seconds_until(deadline))
+                )
                 result = await self._with_retries(
                     call,
                     provider.name,

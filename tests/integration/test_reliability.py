@@ -187,7 +187,11 @@ async def test_streams_whose_callers_stop_reading_give_back_their_slots_at_the_d
     start_gateway: Callable[..., Any], emulators: Emulators
 ) -> None:
     app: App = await start_gateway(
-        llm_max_in_flight=2, llm_queue_timeout=0.05, llm_request_timeout=1.0, metrics_port=0
+        llm_max_in_flight=2,
+        llm_max_in_flight_per_caller=10,  # one caller here: the provider's limit is the one that bites
+        llm_queue_timeout=0.05,
+        llm_request_timeout=1.0,
+        metrics_port=0,
     )
     assert app.metrics_port is not None
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}", options=_SMALL_WINDOW) as channel:
@@ -217,7 +221,9 @@ async def test_streams_whose_callers_stop_reading_give_back_their_slots_at_the_d
 async def test_cancelled_streams_whose_callers_stopped_reading_give_back_their_slots(
     start_gateway: Callable[..., Any], emulators: Emulators
 ) -> None:
-    app: App = await start_gateway(llm_max_in_flight=2, llm_queue_timeout=0.05, metrics_port=0)
+    app: App = await start_gateway(
+        llm_max_in_flight=2, llm_max_in_flight_per_caller=10, llm_queue_timeout=0.05, metrics_port=0
+    )
     assert app.metrics_port is not None
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}", options=_SMALL_WINDOW) as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
