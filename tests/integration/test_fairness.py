@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
 import grpc
+import jwt
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
@@ -68,3 +70,26 @@ async def test_callers_without_a_source_agent_share_one_limit(start_gateway: Cal
     assert details.quota_violations == {
         "anonymous": "calls in flight per caller: at most 1 (LLM_MAX_IN_FLIGHT_PER_CALLER)"
     }
+
+
+async def test_with_authentication_the_caller_is_the_token_subject_whatever_the_metadata_claims(
+    start_gateway: Callable[..., Any],
+) -> None:
+    secret = "hs256-fairness-secret-that-is-long-enough-0123456789"
+    app: App = await start_gateway(
+        llm_max_in_flight_per_caller=1, llm_auth_disabled=False, llm_jwt_hs256_secret=secret
+    )
+    token = jwt.encode({"sub": "planner", "exp": int(time.time()) + 300}, secret, algorithm="HS256")
+    bearer = ("authorization", f"Bearer {token}")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        held = stub.Stream(SLOW, metadata=(bearer, *_as("planner")), timeout=10)
+        await anext(aiter(held))
+
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Complete(HI, metadata=(bearer, *_as("someone-else")), timeout=10)
+        held.cancel()
+
+    details = details_of(refused.value)
+    assert details.reason == "CALLER_CONCURRENCY_LIMIT"
+    assert details.metadata["caller"] == "planner"
