@@ -183,8 +183,7 @@ class Gateway:
                     )
                 )
         except BaseException as error:
-            if not relay.waiting_on_caller:  # a caller that stopped reading says nothing of the provider
-                self._circuit.record(opened.provider, error)  # a failure after the stream opened counts
+            self._circuit.record(opened.provider, error)  # a failure after the stream opened counts too
             call.fail(error)
             raise
         call.succeed(event.usage, cost)
