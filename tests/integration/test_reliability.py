@@ -12,6 +12,9 @@ import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App, ConfigError, build_app
+from server.core.errors import DeadlineExceeded
+from server.core.types import RequestContext, Role, StreamSummary, TextDelta
+from server.core.validation import DraftMessage, DraftRequest
 from tests.conftest import MODELS, Emulators, make_settings
 from tests.helpers import user, wait_for_active_requests
 
@@ -239,3 +242,28 @@ async def test_cancelled_streams_whose_callers_stopped_reading_give_back_their_s
     assert in_flight == 0
     assert third.content == "emulator reply: hi"
     assert emulators.openai.open_streams == 0
+
+
+async def test_the_gateway_ends_a_stream_whose_send_never_returns_at_the_deadline(
+    start_gateway: Callable[..., Any],
+) -> None:
+    app: App = await start_gateway(
+        llm_max_in_flight=1, llm_max_in_flight_per_caller=1, llm_request_timeout=0.5
+    )
+    draft = DraftRequest(model=MODELS["openai"], messages=[DraftMessage(Role.USER, "a b c")])
+    ctx = RequestContext(trace_id="stalled")
+    never = asyncio.Event()
+
+    async def stalled(_event: TextDelta | StreamSummary) -> None:
+        await never.wait()  # a caller whose flow-control window never opens
+
+    received: list[TextDelta | StreamSummary] = []
+
+    async def reading(event: TextDelta | StreamSummary) -> None:
+        received.append(event)
+
+    with pytest.raises(DeadlineExceeded, match="the caller was not reading"):
+        await app.gateway.stream(draft, ctx, None, stalled)
+    await app.gateway.stream(draft, ctx, None, reading)  # both limits are 1: the slot came back
+
+    assert isinstance(received[-1], StreamSummary)
