@@ -333,7 +333,12 @@ def build_app(
         ),
         request_timeout=settings.llm_request_timeout,
         metrics=metrics,
-        admission=Admission(list(providers), settings.llm_max_in_flight, settings.llm_queue_timeout),
+        admission=Admission(
+            list(providers),
+            settings.llm_max_in_flight,
+            settings.llm_queue_timeout,
+            settings.max_in_flight_per_caller(),
+        ),
         circuit=circuit,
         catalogue=catalogue,
         fallbacks=settings.llm_fallbacks,

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     llm_retry_max_delay: float = Field(default=8.0, ge=0)
     llm_max_connections: int = Field(default=2000, ge=1)
     llm_max_in_flight: int = Field(default=2000, ge=1)
+    llm_max_in_flight_per_caller: int | None = Field(default=None, ge=1)
+    """Calls one caller (source agent) may have in flight, all providers together; unset: a quarter of
+    LLM_MAX_IN_FLIGHT, so no one caller can take more than a quarter of a provider's slots."""
     llm_queue_timeout: float = Field(default=0.5, ge=0)
     llm_default_max_tokens: int = Field(default=4096, ge=1)
     llm_max_request_bytes: int = Field(default=1_048_576, ge=1024)
@@ -139,6 +142,12 @@ class Settings(BaseSettings):
                 pairs.append((prefix.strip(), provider.strip()))
             return tuple(pairs)
         return value
+
+    def max_in_flight_per_caller(self) -> int:
+        """LLM_MAX_IN_FLIGHT_PER_CALLER, or its default: a quarter of LLM_MAX_IN_FLIGHT (at least 1)."""
+        if self.llm_max_in_flight_per_caller is not None:
+            return self.llm_max_in_flight_per_caller
+        return max(1, self.llm_max_in_flight // 4)
 
     def api_key(self, provider: ProviderName) -> SecretStr | None:
         return {

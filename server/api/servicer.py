@@ -4,7 +4,7 @@ RequestContext, core results into protobuf, and every error into a gRPC status w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Any, NoReturn
@@ -167,16 +167,28 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             )
         return await _abort(context, call)
 
-    async def Stream(
+    # grpc.aio's writer API rather than an async generator: the gateway awaits each write under the
+    # call's deadline, so a caller that stops reading cannot hold a slot past it (a generator is
+    # suspended at `yield` while grpc writes, out of the gateway's reach). The generated stub knows
+    # only the generator form, hence the override ignore.
+    async def Stream(  # type: ignore[override]
         self, request: llm_pb2.StreamRequest, context: ServicerContext
-    ) -> AsyncIterator[llm_pb2.StreamResponse]:
+    ) -> None:
+        async def send(event: TextDelta | StreamSummary) -> None:
+            if isinstance(event, TextDelta):
+                response = llm_pb2.StreamResponse(delta=event.text)
+            else:
+                response = llm_pb2.StreamResponse(done=_done(event, ctx))
+            try:
+                await context.write(response)
+            except grpc.aio.InternalError as error:
+                # grpc fails a write to a call whose caller cancelled or left (its ExecuteBatchError, which
+                # it ignores for generator handlers): to the gateway that is the caller going away.
+                raise asyncio.CancelledError from error
+
         with _call_errors(self._redact) as call:
             ctx = await self._begin(context, call, "Stream")
-            async for event in self._gateway.stream(_draft(request), ctx, context.time_remaining()):
-                if isinstance(event, TextDelta):
-                    yield llm_pb2.StreamResponse(delta=event.text)
-                else:
-                    yield llm_pb2.StreamResponse(done=_done(event, ctx))
+            await self._gateway.stream(_draft(request), ctx, context.time_remaining(), send)
             return
         await _abort(context, call)
 
@@ -378,13 +390,14 @@ def _unary(
 
 
 def _streaming(
-    implementation: Callable[[Any, ServicerContext], AsyncIterator[Message]],
+    implementation: Callable[[Any, ServicerContext], Awaitable[None]],
     request_type: type[Message],
     redact: Redactor,
-) -> Callable[[bytes, ServicerContext], AsyncIterator[Message]]:
-    async def handle(raw: bytes, context: ServicerContext) -> AsyncIterator[Message]:
-        async for response in implementation(await _parse(raw, request_type, context, redact), context):
-            yield response
+) -> Callable[[bytes, ServicerContext], Awaitable[None]]:
+    """A server-streaming handler that writes its responses with `context.write` (see Stream)."""
+
+    async def handle(raw: bytes, context: ServicerContext) -> None:
+        await implementation(await _parse(raw, request_type, context, redact), context)
 
     return handle
 

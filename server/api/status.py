@@ -9,7 +9,14 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from server.core.errors import FieldViolation, GatewayError, InvalidRequest, Overloaded, ProviderRateLimited
+from server.core.errors import (
+    CallerOverLimit,
+    FieldViolation,
+    GatewayError,
+    InvalidRequest,
+    Overloaded,
+    ProviderRateLimited,
+)
 from server.core.limits import CallerLimitReached, LimitsUnavailable
 from server.observability.redact import Redactor
 
@@ -47,19 +54,11 @@ def to_status(error: GatewayError, redact: Redactor) -> grpc.Status:
             )
         )
     ]
-    if isinstance(error, CallerLimitReached):
-        details.append(
-            _pack(
-                error_details_pb2.QuotaFailure(
-                    violations=[
-                        error_details_pb2.QuotaFailure.Violation(
-                            subject=f"identity:{error.identity}", description=error.description
-                        )
-                    ]
-                )
-            )
-        )
-    if isinstance(error, ProviderRateLimited | Overloaded | CallerLimitReached | LimitsUnavailable):
+    if isinstance(error, CallerOverLimit | CallerLimitReached):
+        details.append(_pack(_quota_failure(error.subject, error.description, redact)))
+    if isinstance(
+        error, ProviderRateLimited | Overloaded | CallerOverLimit | CallerLimitReached | LimitsUnavailable
+    ):
         delay = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_DELAY_S
         retry_delay = duration_pb2.Duration()
         retry_delay.FromNanoseconds(int(delay * 1e9))
@@ -104,6 +103,15 @@ def _clip(text: str, limit: int) -> str:
     if len(text.encode()) <= limit:
         return text
     return text.encode()[: limit - 40].decode(errors="ignore") + f"… ({len(text)} characters in all)"
+
+
+def _quota_failure(subject: str, description: str, redact: Redactor) -> error_details_pb2.QuotaFailure:
+    """Who ran out of what: the caller, and the limit it reached."""
+    return error_details_pb2.QuotaFailure(
+        violations=[
+            error_details_pb2.QuotaFailure.Violation(subject=redact(subject), description=description)
+        ]
+    )
 
 
 def internal_status(trace_id: str) -> grpc.Status:

@@ -7,6 +7,7 @@ google.rpc.Code space that gRPC shares); `server/api/status.py` turns an error i
     ├── ModelNotAllowed         model outside the allowlist          → PERMISSION_DENIED + ErrorInfo
     ├── NoModelFits             no allowed model for a tier          → FAILED_PRECONDITION
     ├── Overloaded              provider's in-flight limit reached   → RESOURCE_EXHAUSTED + RetryInfo
+    ├── CallerOverLimit         caller's own in-flight limit reached → RESOURCE_EXHAUSTED + QuotaFailure
     ├── DeadlineExceeded        caller deadline / request timeout    → DEADLINE_EXCEEDED
     └── ProviderError           anything a provider call raised (always names the provider)
         ├── ProviderBadRequest  provider 400/404/413/422             → INVALID_ARGUMENT
@@ -131,6 +132,34 @@ class Overloaded(GatewayError):
 
     def metadata(self) -> dict[str, str]:
         return {"provider": str(self.provider), "limit": str(self.limit)}
+
+
+class CallerOverLimit(GatewayError):
+    """The caller already has its limit of calls in flight; other callers are unaffected."""
+
+    reason = "CALLER_CONCURRENCY_LIMIT"
+    code = Code.RESOURCE_EXHAUSTED
+
+    def __init__(self, caller: str, limit: int) -> None:
+        self.caller = caller
+        self.limit = limit
+        self.retry_after = 1.0
+        super().__init__(
+            f"{self.subject} has reached its limit of calls in flight ({limit}); retry when one of them ends"
+        )
+
+    @property
+    def subject(self) -> str:
+        """Who hit the limit: the source agent, or `anonymous` for the bucket of callers without one."""
+        return self.caller or "anonymous"
+
+    @property
+    def description(self) -> str:
+        """Which limit was hit (for google.rpc.QuotaFailure)."""
+        return f"calls in flight per caller: at most {self.limit} (LLM_MAX_IN_FLIGHT_PER_CALLER)"
+
+    def metadata(self) -> dict[str, str]:
+        return {"caller": self.subject, "limit": str(self.limit)}
 
 
 class NoModelFits(GatewayError):

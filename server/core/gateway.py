@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -125,6 +125,7 @@ class Gateway:
         try:
             opened = await self._open(
                 "Complete",
+                ctx.source_agent,
                 candidates,
                 deadline,
                 _caller_bound(time_remaining, self._request_timeout),
@@ -144,11 +145,18 @@ class Gateway:
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost)
 
     async def stream(
-        self, draft: DraftRequest, ctx: RequestContext, time_remaining: float | None
-    ) -> AsyncIterator[TextDelta | StreamSummary]:
-        """Deltas as the provider produces them, then one StreamSummary.
+        self,
+        draft: DraftRequest,
+        ctx: RequestContext,
+        time_remaining: float | None,
+        send: Callable[[TextDelta | StreamSummary], Awaitable[None]],
+    ) -> None:
+        """Hand `send` the deltas as the provider produces them, then one StreamSummary.
 
         Retries and failover happen only while opening the stream, before anything reaches the caller.
+        The deadline bounds the whole call, `send` included: a caller that stops reading blocks `send`
+        (HTTP/2 flow control), and when the deadline passes the provider stream is closed, the slot
+        given back and DeadlineExceeded raised, wherever the call was waiting.
         """
         started = time.perf_counter()
         deadline = self._deadline(time_remaining)
@@ -158,6 +166,7 @@ class Gateway:
         try:
             opened = await self._open(
                 "Stream",
+                ctx.source_agent,
                 candidates,
                 deadline,
                 caller_bound,
@@ -171,39 +180,46 @@ class Gateway:
             raise
         call = opened.call
         events, event = opened.result
+        relay = _Relay()
         streamed = 0
         try:
-            async with opened.slot, aclosing(events):
+            async with opened.slot, aclosing(events), relay.within(deadline):
                 while isinstance(event, TextDelta):
                     if call.first_token_ms is None:
                         call.first_token()
                     streamed += len(event.text.encode())
-                    yield event
-                    event = await _next_event(events, deadline, opened.provider)
+                    await relay.to_caller(send(event))
+                    event = await relay.from_provider(anext(events), opened.provider)
+                cost = self.catalogue.get(call.model).cost(event.usage)
+                # Settled before `done` is sent: a caller that has its `done` finds its limits freed.
+                await self._limiter.settle(ticket, event.usage.total_tokens, micro_usd(cost))
+                await relay.to_caller(
+                    send(
+                        StreamSummary(
+                            usage=event.usage,
+                            finish_reason=event.finish_reason,
+                            provider=opened.provider,
+                            model=call.model,
+                            latency_ms=call.elapsed_ms(),
+                            time_to_first_token_ms=call.first_token_ms
+                            if call.first_token_ms is not None
+                            else call.elapsed_ms(),
+                            cost_usd=cost,
+                        )
+                    )
+                )
         except BaseException as error:
             # A failure after the stream opened counts too, unless the caller's own deadline ended it.
             self._circuit.record(opened.provider, error, trial=False, caller_deadline=caller_bound)
             call.fail(error)
             await self._settle_cut(ticket, call.model, candidates[0][0], streamed)
             raise
-        cost = self.catalogue.get(call.model).cost(event.usage)
-        await self._limiter.settle(ticket, event.usage.total_tokens, micro_usd(cost))
         call.succeed(event.usage, cost)
-        yield StreamSummary(
-            usage=event.usage,
-            finish_reason=event.finish_reason,
-            provider=opened.provider,
-            model=call.model,
-            latency_ms=call.elapsed_ms(),
-            time_to_first_token_ms=call.first_token_ms
-            if call.first_token_ms is not None
-            else call.elapsed_ms(),
-            cost_usd=cost,
-        )
 
     async def _open(
         self,
         method: str,
+        caller: str,
         candidates: list[tuple[ChatRequest, Provider]],
         deadline: float,
         caller_bound: bool,
@@ -216,7 +232,9 @@ class Gateway:
             call = CallRecord(self._metrics, method, request.model, provider.name, started)
             slot = AsyncExitStack()
             try:
-                await slot.enter_async_context(self._admission.slot(provider.name, _seconds_until(deadline)))
+                await slot.enter_async_context(
+                    self._admission.slot(provider.name, caller, _seconds_until(deadline))
+                )
                 result = await self._with_retries(
                     call,
                     provider.name,
@@ -396,14 +414,36 @@ async def _open_stream(
     return events, first
 
 
-async def _next_event(
-    events: AsyncGenerator[StreamEvent, None], deadline: float, provider: ProviderName
-) -> StreamEvent:
-    """The stream's next event, under the call's deadline; a stream that just stops is a failure."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await anext(events)
-    except StopAsyncIteration:
-        raise ProviderUnavailable(provider, "the stream ended without its final event") from None
-    except TimeoutError:
-        raise DeadlineExceeded("the deadline passed while the stream was running") from None
+class _Relay:
+    """Where a stream's relay is waiting (on the provider or on the caller), under one deadline for
+    both, so that running out says which side was slow."""
+
+    __slots__ = ("waiting_on_caller",)
+
+    def __init__(self) -> None:
+        self.waiting_on_caller = False
+
+    @asynccontextmanager
+    async def within(self, deadline: float) -> AsyncIterator[None]:
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                yield
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            if self.waiting_on_caller:
+                raise DeadlineExceeded("the deadline passed while the caller was not reading") from None
+            raise DeadlineExceeded("the deadline passed while the stream was running") from None
+
+    async def to_caller(self, sent: Awaitable[None]) -> None:
+        self.waiting_on_caller = True
+        await sent
+        self.waiting_on_caller = False
+
+    async def from_provider(self, next_event: Awaitable[StreamEvent], provider: ProviderName) -> StreamEvent:
+        """The stream's next event; a stream that just stops is a failure."""
+        try:
+            return await next_event
+        except StopAsyncIteration:
+            raise ProviderUnavailable(provider, "the stream ended without its final event") from None

@@ -201,6 +201,11 @@ class CallerLimitReached(GatewayError):
         super().__init__(f"{check.kind.value} for {identity} ({check.scope}) is {self.limit}: used up; {why}")
 
     @property
+    def subject(self) -> str:
+        """Who reached the limit (for google.rpc.QuotaFailure): the caller's identity."""
+        return self.identity
+
+    @property
     def description(self) -> str:
         """The QuotaFailure violation's description."""
         return f"{self.kind.value} of {self.limit} for scope {self.scope}"

@@ -177,7 +177,7 @@ async def test_requests_per_minute_refuses_the_next_call_with_quota_failure_and_
     assert details.reason == "RATE_LIMIT_EXCEEDED"
     assert details.metadata["identity"] == "agent-a"
     assert details.metadata["limit"] == "requests_per_minute"
-    assert _quota_failure(error) == [("identity:agent-a", "requests_per_minute of 3 for scope all")]
+    assert _quota_failure(error) == [("agent-a", "requests_per_minute of 3 for scope all")]
     assert details.retry_delay == pytest.approx(20.0)  # one request back every 60 s / 3
     assert other.content == "emulator reply: hi"
 
