@@ -25,7 +25,9 @@ from pydantic import SecretStr
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App, ConfigError, check_settings
-from server.config import Settings
+from server.config import DEFAULT_CATALOGUE, Settings, load_catalogue
+from server.core.limits import prompt_token_bound
+from server.core.types import Usage
 from tests.conftest import MODELS
 from tests.helpers import details_of, user
 
@@ -271,16 +273,25 @@ async def _until_no_calls_in_flight(app: App, agent: str) -> None:
     pytest.fail("the cancelled calls still hold their concurrency leases")
 
 
+def _worst_case_usd(max_tokens: int, text: str = "hi") -> float:
+    """What the gateway reserves for one call to MODEL: an upper bound of the prompt plus max_tokens."""
+    prompt = prompt_token_bound([text], 1)
+    info = load_catalogue(DEFAULT_CATALOGUE).get(MODEL)
+    return info.cost(Usage(prompt_tokens=prompt, completion_tokens=max_tokens))
+
+
 async def test_a_usd_budget_is_never_exceeded_and_refusals_wait_for_the_next_utc_day(
     limited: Callable[..., Any],
 ) -> None:
     clock = FakeClock()
-    app: App = await limited({"default": {"usd_per_day": 0.0005}}, clock=clock)
-    spent = 0.0
+    budget_usd = 1.5 * _worst_case_usd(300)  # room for one worst case, and then for the real costs
+    app: App = await limited({"default": {"usd_per_day": budget_usd}}, clock=clock)
+    spent, served = 0.0, 0
     refused = None
-    for _ in range(200):
+    for _ in range(500):
         try:
             spent += (await _complete(app, "agent-a", max_tokens=300)).cost_usd
+            served += 1
         except grpc.aio.AioRpcError as error:
             refused = details_of(error)
             break
@@ -289,11 +300,11 @@ async def test_a_usd_budget_is_never_exceeded_and_refusals_wait_for_the_next_utc
     assert refused is not None
     assert refused.reason == "BUDGET_EXCEEDED"
     assert refused.retry_delay == pytest.approx(43200.0, abs=1)  # FakeClock starts at noon UTC
-    assert 0 < spent <= 0.0005
+    assert 0 < spent <= budget_usd
     (budget,) = [q for q in quota.quotas if q.kind == llm_pb2.QUOTA_KIND_USD_PER_DAY]
-    assert budget.limit == pytest.approx(0.0005)
-    assert budget.used == pytest.approx(spent, abs=1e-5)  # costs are counted in micro-dollars, rounded up
-    assert budget.remaining == pytest.approx(0.0005 - budget.used)
+    assert budget.limit == pytest.approx(budget_usd, abs=1e-6)
+    assert budget.used == pytest.approx(spent, abs=served * 1e-6)  # each cost rounded up to a micro-dollar
+    assert budget.remaining == pytest.approx(budget.limit - budget.used)
 
 
 async def test_get_quota_tells_the_caller_its_limits_use_and_what_is_left(
@@ -447,7 +458,7 @@ async def test_three_replicas_on_one_redis_admit_the_configured_rate_together(
 async def test_three_replicas_never_exceed_a_usd_budget_under_200_concurrent_callers(
     replicas: Callable[..., Any],
 ) -> None:
-    budget = 0.0002
+    budget = 12 * _worst_case_usd(3)
     apps = await replicas({"default": {"usd_per_day": budget}}, FakeClock())
 
     # max_tokens 3 (the whole reply): each call's worst case is close to what it really costs, so the
