@@ -10,7 +10,7 @@ REDACTED = "[REDACTED]"
 # Shapes of provider keys and bearer credentials; exact configured keys are scrubbed as well. A
 # credential is a run of token characters: help text such as "send `authorization: Bearer <JWT>`"
 # has none after the label, and stays as it is.
-_TOKEN = r"[A-Za-z0-9._~+/=\-]"
+_VALUE_CHAR = r"[A-Za-z0-9._~+/=\-]"
 _KEY_SHAPES = re.compile(
     r"sk-ant-[A-Za-z0-9_\-]{8,}"  # Anthropic
     r"|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"  # OpenAI
@@ -20,7 +20,7 @@ _KEY_SHAPES = re.compile(
 _LABELLED = re.compile(
     r"(?P<label>(?i:bearer)\s+"
     r"|(?i:(?:x-api-key|x-goog-api-key|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?))"
-    rf"{_TOKEN}{{8,}}"
+    rf"{_VALUE_CHAR}{{8,}}"
 )
 
 
