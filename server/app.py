@@ -42,6 +42,9 @@ from server.providers.openai import OpenAIProvider
 
 log = structlog.get_logger("llm_grpc.app")
 
+MIN_TRIAL_SECONDS = 2.0
+"""A circuit's half-open trial goes only to a call with this much time left (or the request timeout)."""
+
 SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["LLMService"].full_name
 
 PROVIDER_FACTORIES: Mapping[ProviderName, Callable[[ProviderSettings], Provider]] = {
@@ -316,7 +319,12 @@ def build_app(
     redactor = redactor_for(settings)
     metrics = Metrics()
     limiter = build_limiter(settings, metrics, clock)
-    circuit = CircuitBreaker(list(providers), settings.llm_circuit_failures, settings.llm_circuit_cooldown)
+    circuit = CircuitBreaker(
+        list(providers),
+        settings.llm_circuit_failures,
+        settings.llm_circuit_cooldown,
+        min_trial_seconds=min(MIN_TRIAL_SECONDS, settings.llm_request_timeout),
+    )
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
         registry=ModelRegistry(settings.llm_provider_prefixes),

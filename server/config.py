@@ -194,8 +194,9 @@ class _LimitsEntry(BaseModel):
     requests_per_minute: int | None = Field(default=None, gt=0)
     tokens_per_minute: int | None = Field(default=None, gt=0)
     concurrent: int | None = Field(default=None, gt=0)
-    usd_per_day: float | None = Field(default=None, gt=0)
-    usd_per_month: float | None = Field(default=None, gt=0)
+    # Budgets are counted in micro-dollars: at least one, and finite (leave a field out for no limit).
+    usd_per_day: float | None = Field(default=None, ge=1e-6, allow_inf_nan=False)
+    usd_per_month: float | None = Field(default=None, ge=1e-6, allow_inf_nan=False)
 
     def limits(self) -> Limits:
         return Limits(**self.model_dump(include=set(Limits.__slots__)))

@@ -129,6 +129,12 @@ class Authenticator:
         self._jwks: tuple[tuple[jwt.PyJWK, str], ...] = ()
         if jwks_file is not None:
             keys = jwt.PyJWKSet.from_json(jwks_file.read_text()).keys
+            for key in keys:
+                if key.key_type == "oct" and len(key.key) < MIN_HS256_SECRET_BYTES:  # an HMAC key
+                    raise ValueError(
+                        f"JWKS key {key.key_id or '(no kid)'} is an HMAC key of {len(key.key)} bytes; "
+                        f"at least {MIN_HS256_SECRET_BYTES} are needed (RFC 7518 §3.2)"
+                    )
             self._jwks = tuple((key, key.algorithm_name) for key in keys)
         self._issuer = issuer
         self._audience = audience

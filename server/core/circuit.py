@@ -29,21 +29,27 @@ class CircuitBreaker:
         providers: list[ProviderName],
         failure_threshold: int,
         cooldown: float,
+        min_trial_seconds: float,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._states = {name: _State() for name in providers}
         self._threshold = failure_threshold
         self._cooldown = cooldown
+        self._min_trial_seconds = min_trial_seconds
         self._clock = clock
 
-    def before_call(self, provider: ProviderName) -> bool:
+    def before_call(self, provider: ProviderName, seconds_left: float) -> bool:
         """Raise CircuitOpen while the provider cools down; after it, let exactly one trial call through.
-        Returns whether this call is that trial (pass it back to `record`)."""
+        Returns whether this call is that trial (pass it back to `record`).
+
+        The trial goes only to a call with at least `min_trial_seconds` left: a caller flooding calls with
+        tiny deadlines would otherwise win the trials, end them itself, and keep the circuit from closing
+        for everyone."""
         state = self._states[provider]
         if state.failures < self._threshold:
             return False
         now = self._clock()
-        if now < state.open_until or state.trial_in_flight:
+        if now < state.open_until or state.trial_in_flight or seconds_left < self._min_trial_seconds:
             raise CircuitOpen(provider, max(0.0, state.open_until - now))
         state.trial_in_flight = True
         return True

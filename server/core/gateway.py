@@ -25,6 +25,7 @@ from server.core.errors import (
     InvalidRequest,
     ModelNotAllowed,
     Overloaded,
+    ProviderBadRequest,
     ProviderError,
     ProviderRateLimited,
     ProviderUnavailable,
@@ -44,7 +45,7 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.core.validation import DraftRequest, Limits, check, to_request
+from server.core.validation import MAX_MODEL_LENGTH, DraftRequest, Limits, check, to_request
 from server.observability.calls import CallRecord
 from server.observability.metrics import Metrics
 from server.providers.base import Provider
@@ -65,6 +66,23 @@ class _Opened(Generic[T]):
     provider: ProviderName
     result: T
     slot: AsyncExitStack
+
+
+class _Spend:
+    """Whether a failed call may still have been billed: an attempt was sent and then cancelled, timed
+    out or lost its connection (an error status from the provider, or a refusal before sending, is not
+    billed)."""
+
+    __slots__ = ("maybe_billed",)
+
+    def __init__(self) -> None:
+        self.maybe_billed = False
+
+    def after_failed_attempt(self, error: BaseException) -> None:
+        answered = isinstance(error, ProviderError) and error.status_code is not None
+        refused_before_sending = isinstance(error, ProviderBadRequest) and error.status_code is None
+        if not (answered or refused_before_sending):
+            self.maybe_billed = True
 
 
 class Gateway:
@@ -122,6 +140,7 @@ class Gateway:
         deadline = self._deadline(time_remaining)
         candidates = self._candidates(draft, ctx)
         ticket = await self._reserve(ctx, candidates)
+        spend = _Spend()
         try:
             opened = await self._open(
                 "Complete",
@@ -130,17 +149,20 @@ class Gateway:
                 deadline,
                 _caller_bound(time_remaining, self._request_timeout),
                 started,
+                spend,
                 lambda request, provider, seconds_left: provider.complete(
                     request, _options(ctx, seconds_left)
                 ),
             )
             await opened.slot.aclose()
         except BaseException:
-            await self._limiter.settle(ticket, 0, 0)  # nothing served, nothing spent
+            await self._unserved(ticket, spend)
             raise
         completion, call = opened.result, opened.call
         cost = self.catalogue.get(call.model).cost(completion.usage)
-        await self._limiter.settle(ticket, completion.usage.total_tokens, micro_usd(cost))
+        await self._limiter.settle(
+            ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
+        )
         call.succeed(completion.usage, cost)
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost)
 
@@ -163,6 +185,7 @@ class Gateway:
         caller_bound = _caller_bound(time_remaining, self._request_timeout)
         candidates = self._candidates(draft, ctx)
         ticket = await self._reserve(ctx, candidates)
+        spend = _Spend()
         try:
             opened = await self._open(
                 "Stream",
@@ -171,12 +194,13 @@ class Gateway:
                 deadline,
                 caller_bound,
                 started,
+                spend,
                 lambda request, provider, seconds_left: _open_stream(
                     provider, request, _options(ctx, seconds_left)
                 ),
             )
         except BaseException:
-            await self._limiter.settle(ticket, 0, 0)  # nothing served, nothing spent
+            await self._unserved(ticket, spend)
             raise
         call = opened.call
         events, event = opened.result
@@ -192,7 +216,9 @@ class Gateway:
                     event = await relay.from_provider(anext(events), opened.provider)
                 cost = self.catalogue.get(call.model).cost(event.usage)
                 # Settled before `done` is sent: a caller that has its `done` finds its limits freed.
-                await self._limiter.settle(ticket, event.usage.total_tokens, micro_usd(cost))
+                await self._limiter.settle(
+                    ticket, event.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
+                )
                 await relay.to_caller(
                     send(
                         StreamSummary(
@@ -224,6 +250,7 @@ class Gateway:
         deadline: float,
         caller_bound: bool,
         started: float,
+        spend: _Spend,
         attempt: Callable[[ChatRequest, Provider, float], Awaitable[T]],
     ) -> _Opened[T]:
         """Run `attempt` on the first candidate, with retries; on UNAVAILABLE or RESOURCE_EXHAUSTED move
@@ -240,6 +267,7 @@ class Gateway:
                     provider.name,
                     deadline,
                     caller_bound,
+                    spend,
                     lambda seconds_left, r=request, p=provider: attempt(r, p, seconds_left),  # type: ignore[misc]
                 )
             except BaseException as error:
@@ -309,22 +337,36 @@ class Gateway:
         self, ctx: RequestContext, candidates: list[tuple[ChatRequest, Provider]]
     ) -> Ticket | None:
         """Charge the call's worst case to the caller's limits: an upper bound of the prompt's tokens plus
-        max_tokens (the model's maximum when unset), at the dearest candidate's prices."""
+        max_tokens (the model's maximum when unset), at the dearest candidate's prices, in the scopes of
+        every candidate (the model and its fallbacks: any of them may serve)."""
         if not self._limiter.active:
             return None
         request = candidates[0][0]
         prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
         worst_usd = 0.0
         worst_output = 0
+        targets = []
         for candidate, _ in candidates:
             info = self.catalogue.get(candidate.model)
             output = candidate.max_tokens if candidate.max_tokens is not None else info.max_output_tokens
             worst_output = max(worst_output, output)
             worst_usd = max(worst_usd, info.cost(Usage(prompt_tokens=prompt, completion_tokens=output)))
+            targets.append((candidate.model, info.tier.value))
         identity = ctx.source_agent or ANONYMOUS
-        tier = self.catalogue.get(request.model).tier.value
         worst = Worst(prompt + worst_output, micro_usd(worst_usd))
-        return await self._limiter.reserve(identity, ctx.roles, request.model, tier, worst)
+        return await self._limiter.reserve(identity, ctx.roles, targets, worst)
+
+    def _scopes(self, model: str) -> tuple[str, ...]:
+        """The limit scopes of the model that served a call."""
+        return ("all", f"model:{model}", f"tier:{self.catalogue.get(model).tier.value}")
+
+    async def _unserved(self, ticket: Ticket | None, spend: _Spend) -> None:
+        """Settle a call that failed before a provider served it: given back when no attempt can have been
+        billed, kept at its worst case when one may have been (cancelled or timed out once sent)."""
+        if spend.maybe_billed:
+            await self._limiter.keep(ticket)
+        else:
+            await self._limiter.refund(ticket)
 
     async def _settle_cut(
         self, ticket: Ticket | None, model: str, request: ChatRequest, streamed: int
@@ -335,18 +377,21 @@ class Gateway:
             return
         prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
         cost = self.catalogue.get(model).cost(Usage(prompt_tokens=prompt, completion_tokens=streamed))
-        await self._limiter.settle(ticket, prompt + streamed, micro_usd(cost))
+        await self._limiter.settle(ticket, prompt + streamed, micro_usd(cost), self._scopes(model))
 
     async def quotas(self, ctx: RequestContext, model: str) -> tuple[str, list[Standing]]:
         """The caller's identity and where it stands against each of its limits (for `model`, or all)."""
         identity = ctx.source_agent or ANONYMOUS
         if model:
-            self._choose_model(
-                DraftRequest(model=model, messages=()), ctx
-            )  # refuses what the caller may not use
+            if len(model) > MAX_MODEL_LENGTH:
+                raise InvalidRequest(
+                    [FieldViolation("model", f"must be at most {MAX_MODEL_LENGTH} characters")]
+                )
+            # Refuses, as a call would, a model the caller may not use.
+            self._choose_model(DraftRequest(model=model, messages=()), ctx)
             tier = self.catalogue.get(model).tier.value
             return identity, await self._limiter.standing(identity, ctx.roles, model, tier)
-        standing = await self._limiter.standing_all(identity, ctx.roles)
+        standing = await self._limiter.standing_all(identity, ctx.roles, self._allowed(ctx))
         return identity, standing
 
     def _deadline(self, time_remaining: float | None) -> float:
@@ -362,15 +407,17 @@ class Gateway:
         provider: ProviderName,
         deadline: float,
         caller_bound: bool,
+        spend: _Spend,
         attempt: Callable[[float], Awaitable[T]],
     ) -> T:
         async def timed_attempt(seconds_left: float) -> T:
-            trial = self._circuit.before_call(provider)
+            trial = self._circuit.before_call(provider, seconds_left)
             started = time.perf_counter()
             try:
                 result = await attempt(seconds_left)
             except BaseException as error:
                 self._circuit.record(provider, error, trial=trial, caller_deadline=caller_bound)
+                spend.after_failed_attempt(error)
                 raise
             finally:
                 call.provider_s += time.perf_counter() - started

@@ -12,7 +12,7 @@ Kinds, each per identity and per scope (`all` models together, `model:<id>`, `ti
 - concurrent calls: a set of leases that expire at the call's deadline, so a replica that dies holding
   some cannot leak them.
 - USD per UTC day and per UTC month, in micro-dollars (integers: no drift): reserve the worst-case price,
-  settle to the real cost (cached, cache-write and reasoning tokens included, as the catalogue prices them).
+  settle to the real cost (cached and reasoning tokens included, as the catalogue prices them).
 
 The store is the only stateful part and the only thing that differs between one replica (in process)
 and many (Redis); everything here is the same code path for both.
@@ -25,7 +25,7 @@ import calendar
 import enum
 import math
 import uuid
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Protocol
@@ -34,6 +34,8 @@ from server.core.errors import Code, GatewayError
 
 MICRO = 1_000_000
 MINUTE = 60.0
+RELEASE_BACKOFF = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)
+"""Seconds before each try to give back a reservation whose outcome the store did not tell."""
 ANONYMOUS = "anonymous"
 """The identity of callers with neither a token nor `a2a-source-agent`: they share one set of limits."""
 
@@ -151,13 +153,17 @@ class Standing:
 class LimitStore(Protocol):
     """Shared counters. `reserve` is atomic: every check fits and is charged, or nothing is charged."""
 
-    async def reserve(self, checks: Sequence[Check], lease: str, now: float) -> Refusal | None: ...
+    async def reserve(self, checks: Sequence[Check], lease: str, now: float, until: float) -> Refusal | None:
+        """Charge every check, or none; mark the lease as reserved until `until` (unix seconds)."""
+        ...
 
     async def settle(
         self, checks: Sequence[Check], deltas: Sequence[int], lease: str, now: float
     ) -> list[int]:
-        """Correct each check by `delta` (actual minus reserved) and release the concurrency lease.
-        Returns what each budget check has spent after (0 for the other kinds)."""
+        """Correct each check by `delta` (actual minus reserved) and release the concurrency lease, once:
+        only while the lease's reservation is live (reserve marks it, settle consumes the mark; a lease
+        that never reserved, or is already settled, changes nothing). Returns what each budget check has
+        spent after (0 for the other kinds, and for all when nothing was applied)."""
         ...
 
     async def standing(self, checks: Sequence[Check], now: float) -> list[int]:
@@ -287,17 +293,23 @@ class Limiter:
         return not self._policy.empty
 
     def checks(
-        self, identity: str, roles: Sequence[str], model: str, tier: str, worst: Worst | None, now: float
+        self,
+        identity: str,
+        roles: Sequence[str],
+        targets: Sequence[tuple[str, str]],
+        worst: Worst | None,
+        now: float,
     ) -> list[Check]:
-        """Every counter that applies to this caller and model, with this call's cost in each (cost 0
-        with `worst` None: for GetQuota)."""
+        """Every counter that applies to this caller and to any of the `(model, tier)` targets (a call's
+        model and its fallbacks), with this call's cost in each (cost 0 with `worst` None: GetQuota)."""
         limits = self._policy.for_caller(identity, roles)
-        scopes = [("all", limits.all)]
-        if model in limits.models:
-            scopes.append((f"model:{model}", limits.models[model]))
-        if tier in limits.tiers:
-            scopes.append((f"tier:{tier}", limits.tiers[tier]))
-        return self._checks(identity, scopes, worst, now)
+        scopes = {"all": limits.all}
+        for model, tier in targets:
+            if model in limits.models:
+                scopes[f"model:{model}"] = limits.models[model]
+            if tier in limits.tiers:
+                scopes[f"tier:{tier}"] = limits.tiers[tier]
+        return self._checks(identity, list(scopes.items()), worst, now)
 
     def _checks(
         self, identity: str, scopes: Sequence[tuple[str, Limits]], worst: Worst | None, now: float
@@ -326,22 +338,28 @@ class Limiter:
         return checks
 
     async def reserve(
-        self, identity: str, roles: Sequence[str], model: str, tier: str, worst: Worst
+        self, identity: str, roles: Sequence[str], targets: Sequence[tuple[str, str]], worst: Worst
     ) -> Ticket | None:
         """Charge the call's worst case to every limit that applies, or raise CallerLimitReached (or
         LimitsUnavailable when the store is down and the policy fails closed). None: nothing to charge."""
         now = self._clock()
-        checks = self.checks(identity, roles, model, tier, worst, now)
+        checks = self.checks(identity, roles, targets, worst, now)
         if not checks:
             return None
-        lease = uuid.uuid4().hex
+        # The lease names the reservation in the store: settling consumes it, so a settlement (or the
+        # release of a reservation whose answer was lost) is applied at most once.
+        lease = f"llm:{{{identity}}}:lease:{uuid.uuid4().hex}"
         try:
-            refusal = await self._store.reserve(checks, lease, now)
+            refusal = await self._store.reserve(checks, lease, now, now + self._lease_seconds)
         except StoreUnavailable as error:
             self._on_unavailable(error)
+            self._release(checks, lease)  # the script may have run before its answer was lost
             if self._fail_open:
                 return None
             raise LimitsUnavailable() from None
+        except asyncio.CancelledError:
+            self._release(checks, lease)
+            raise
         if refusal is not None:
             check = checks[refusal.index]
             retry_after = refusal.retry_after
@@ -352,21 +370,50 @@ class Limiter:
             raise refused
         return Ticket(identity, tuple(checks), lease)
 
-    async def settle(self, ticket: Ticket | None, tokens: int, micro_usd: int) -> None:
-        """Correct the reservation to what the call really used (0 and 0 for a call that failed before
-        the provider served it) and release its concurrency lease. Runs to its end even when the
-        caller's task is cancelled meanwhile."""
+    async def settle(
+        self, ticket: Ticket | None, tokens: int, micro_usd: int, served: Collection[str] = ("all",)
+    ) -> None:
+        """Correct the reservation to what the call really used and release its concurrency lease.
+
+        `served`: the scopes of the model that served the call (`all`, `model:<id>`, `tier:<t>`); the
+        checks of other scopes (a fallback that did not serve) are given back whole. Runs to its end even
+        when the caller's task is cancelled meanwhile."""
         if ticket is None or ticket.settled:
             return
-        ticket.settled = True
         deltas = []
         for check in ticket.checks:
-            if check.kind is LimitKind.TOKENS_PER_MINUTE:
+            if check.scope not in served:
+                deltas.append(0 if check.kind is LimitKind.CONCURRENT else -check.cost)
+            elif check.kind is LimitKind.TOKENS_PER_MINUTE:
                 deltas.append(tokens - check.cost)
             elif check.kind in BUDGETS:
                 deltas.append(micro_usd - check.cost)
             else:
                 deltas.append(0)
+        await self._settle_once(ticket, deltas)
+
+    async def refund(self, ticket: Ticket | None) -> None:
+        """A call no provider served (refused before it was sent, or answered with an error status, which
+        providers do not bill): give back its tokens and dollars; it still counts as a request."""
+        if ticket is None or ticket.settled:
+            return
+        await self._settle_once(
+            ticket,
+            [
+                -c.cost if c.kind is LimitKind.TOKENS_PER_MINUTE or c.kind in BUDGETS else 0
+                for c in ticket.checks
+            ],
+        )
+
+    async def keep(self, ticket: Ticket | None) -> None:
+        """A call whose cost cannot be known (cancelled or timed out after it was sent): keep its worst
+        case charged, release its concurrency lease."""
+        if ticket is None or ticket.settled:
+            return
+        await self._settle_once(ticket, [0] * len(ticket.checks))
+
+    async def _settle_once(self, ticket: Ticket, deltas: list[int]) -> None:
+        ticket.settled = True
         task = asyncio.ensure_future(self._settle(ticket, deltas))
         self._settling.add(task)
         task.add_done_callback(self._settling.discard)
@@ -382,18 +429,39 @@ class Limiter:
             if check.kind in BUDGETS and check.scope == "all":
                 self._on_budget(ticket.identity, check, amount)
 
+    def _release(self, checks: Sequence[Check], lease: str) -> None:
+        """Undo, in the background, a reservation whose outcome is unknown (a no-op if it never ran)."""
+
+        async def release() -> None:
+            for delay in RELEASE_BACKOFF:  # the store was unreachable a moment ago: give it time
+                await asyncio.sleep(delay)
+                try:
+                    await self._store.settle(checks, [-check.cost for check in checks], lease, self._clock())
+                except StoreUnavailable as error:
+                    self._on_unavailable(error)
+                else:
+                    return
+            # Given up: the charges stay until their windows end (the safe side), the lease mark lapses.
+
+        task = asyncio.ensure_future(release())
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
     async def standing(self, identity: str, roles: Sequence[str], model: str, tier: str) -> list[Standing]:
         """Where the caller stands against each limit that applies to `model`."""
         now = self._clock()
-        return await self._standing(self.checks(identity, roles, model, tier, None, now), now)
+        return await self._standing(self.checks(identity, roles, [(model, tier)], None, now), now)
 
-    async def standing_all(self, identity: str, roles: Sequence[str]) -> list[Standing]:
-        """Where the caller stands against every limit configured for it."""
+    async def standing_all(
+        self, identity: str, roles: Sequence[str], models: Collection[str]
+    ) -> list[Standing]:
+        """Where the caller stands against every limit configured for it, of the `models` it may use
+        (the limits of other models are none of its business)."""
         now = self._clock()
         limits = self._policy.for_caller(identity, roles)
         scopes = [
             ("all", limits.all),
-            *((f"model:{model}", scoped) for model, scoped in sorted(limits.models.items())),
+            *((f"model:{m}", scoped) for m, scoped in sorted(limits.models.items()) if m in models),
             *((f"tier:{tier}", scoped) for tier, scoped in sorted(limits.tiers.items())),
         ]
         return await self._standing(self._checks(identity, scopes, None, now), now)

@@ -19,9 +19,11 @@ class MemoryLimitStore:
         """Concurrency key → lease → expiry."""
         self._spent: dict[str, tuple[int, float]] = {}
         """Budget key → (micro-dollars spent or reserved, when the window ends)."""
+        self._reserved: dict[str, float] = {}
+        """Lease → when its mark lapses: a reservation not settled yet."""
         self._operations = 0
 
-    async def reserve(self, checks: Sequence[Check], lease: str, now: float) -> Refusal | None:
+    async def reserve(self, checks: Sequence[Check], lease: str, now: float, until: float) -> Refusal | None:
         self._purge(now)
         for index, check in enumerate(checks):
             if check.kind in (LimitKind.REQUESTS_PER_MINUTE, LimitKind.TOKENS_PER_MINUTE):
@@ -42,11 +44,14 @@ class MemoryLimitStore:
             else:
                 spent, _ = self._spent.get(check.key, (0, check.expires_at))
                 self._spent[check.key] = (spent + check.cost, check.expires_at)
+        self._reserved[lease] = until
         return None
 
     async def settle(
         self, checks: Sequence[Check], deltas: Sequence[int], lease: str, now: float
     ) -> list[int]:
+        if self._reserved.pop(lease, 0.0) <= now:  # never reserved, already settled, or lapsed
+            return [0] * len(checks)
         spent_after = []
         for check, delta in zip(checks, deltas, strict=True):
             spent_after.append(0)
@@ -91,3 +96,4 @@ class MemoryLimitStore:
         self._tats = {key: tat for key, tat in self._tats.items() if tat > now}
         self._spent = {key: value for key, value in self._spent.items() if value[1] > now}
         self._leases = {key: leases for key, leases in self._leases.items() if leases}
+        self._reserved = {lease: until for lease, until in self._reserved.items() if until > now}

@@ -19,6 +19,7 @@ from typing import Any
 import grpc
 import jwt
 import pytest
+import redis.asyncio as redis
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from pydantic import SecretStr
@@ -28,7 +29,7 @@ from server.app import App, ConfigError, check_settings
 from server.config import DEFAULT_CATALOGUE, Settings, load_catalogue
 from server.core.limits import prompt_token_bound
 from server.core.types import Usage
-from tests.conftest import MODELS
+from tests.conftest import MODELS, Emulators
 from tests.helpers import details_of, user
 
 MODEL = MODELS["openai"]
@@ -65,6 +66,7 @@ class RedisServer:
             [
                 *(self._binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"),
                 *("--save", "", "--appendonly", "no", "--dir", str(self._dir)),
+                *("--enable-debug-command", "local"),  # DEBUG SLEEP: a Redis that answers too late
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -492,6 +494,28 @@ async def test_redis_down_fails_closed_and_recovers_by_itself(
     assert apps[1].metrics.registry.get_sample_value("llm_limit_store_errors_total") >= 1
 
 
+async def test_a_reservation_whose_answer_came_too_late_is_given_back(
+    replicas: Callable[..., Any], redis_server: RedisServer
+) -> None:
+    apps = await replicas({"default": {"requests_per_minute": 1}}, FakeClock(), llm_redis_timeout=0.1)
+    blocker = redis.Redis.from_url(redis_server.url)
+    asleep = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "0.5"))  # type: ignore[no-untyped-call]
+    await asyncio.sleep(0.05)  # ordering only: DEBUG SLEEP first, then the call that Redis answers late
+
+    late = details_of(await _refused(apps[0], "agent-a"))
+    await asleep
+    await blocker.aclose()
+    for _ in range(200):  # the gateway gives the lost reservation back in the background
+        rpm = (await _quota(apps[0], "agent-a")).quotas[0]
+        if rpm.used == 0:
+            break
+        await asyncio.sleep(0.05)
+    served = await _complete(apps[1], "agent-a")
+
+    assert late.reason == "LIMITS_UNAVAILABLE"
+    assert served.content == "emulator reply: hi"
+
+
 async def test_redis_down_admits_calls_when_the_operator_chose_fail_open(
     replicas: Callable[..., Any], redis_server: RedisServer
 ) -> None:
@@ -518,3 +542,80 @@ def test_a_limits_file_naming_a_model_outside_the_allowlist_stops_the_start(tmp_
         check_settings(settings)
 
     assert "LLM_LIMITS_FILE sets limits for model 'gpt-unknown'" in str(caught.value)
+
+
+# --- what a failed call is charged ------------------------------------------------------------------
+
+
+async def _budget_used(app: App, agent: str) -> float:
+    quota = await _quota(app, agent)
+    return next(q.used for q in quota.quotas if q.kind == llm_pb2.QUOTA_KIND_USD_PER_DAY)
+
+
+async def test_a_call_the_provider_answered_with_an_error_is_not_charged(limited: Callable[..., Any]) -> None:
+    app: App = await limited({"default": {"usd_per_day": 1.0}}, clock=FakeClock(), llm_max_retries=0)
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await llm_pb2_grpc.LLMServiceStub(channel).Complete(
+                llm_pb2.CompleteRequest(
+                    model=MODEL, messages=user("hi [[emulate: status=500]]"), max_tokens=300
+                ),
+                metadata=(("a2a-source-agent", "agent-a"),),
+                timeout=10,
+            )
+
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert await _budget_used(app, "agent-a") == 0
+
+
+async def test_a_call_cut_by_its_deadline_after_it_was_sent_keeps_its_worst_case_charged(
+    limited: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await limited({"default": {"usd_per_day": 1.0}}, clock=FakeClock())
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await llm_pb2_grpc.LLMServiceStub(channel).Complete(
+                llm_pb2.CompleteRequest(model=MODEL, messages=user(SLOW), max_tokens=300),
+                metadata=(("a2a-source-agent", "agent-a"),),
+                timeout=0.5,
+            )
+
+    # The provider got the request and may bill it: the gateway cannot know how much, so it keeps the
+    # reservation (not 0, which would let a caller spend through short deadlines).
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert len(emulators.completions("openai")) == 1
+    assert await _budget_used(app, "agent-a") == pytest.approx(_worst_case_usd(300, SLOW), abs=1e-6)
+
+
+async def test_a_fallback_models_own_limits_apply_when_it_serves_and_are_given_back_when_it_does_not(
+    limited: Callable[..., Any],
+) -> None:
+    fallback = MODELS["gemini"]
+    app: App = await limited(
+        {"default": {"models": {fallback: {"requests_per_minute": 1}}}},
+        clock=FakeClock(),
+        llm_fallbacks={MODEL: [fallback]},
+        llm_max_retries=0,
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+
+        async def call(text: str) -> llm_pb2.CompleteResponse:
+            return await stub.Complete(
+                llm_pb2.CompleteRequest(model=MODEL, messages=user(text)),
+                metadata=(("a2a-source-agent", "agent-a"),),
+                timeout=10,
+            )
+
+        primary = [await call("hi") for _ in range(3)]  # the fallback's limit is given back each time
+        failed_over = await call("hi [[emulate: status=503 on=openai]]")
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await call("hi")  # might fail over again: the fallback's one request is used
+
+    assert [r.model for r in primary] == [MODEL] * 3
+    assert failed_over.model == fallback
+    details = details_of(caught.value)
+    assert details.reason == "RATE_LIMIT_EXCEEDED"
+    assert details.metadata["scope"] == f"model:{fallback}"

@@ -18,6 +18,8 @@ from server.core.errors import (
 from server.core.types import ProviderName
 
 OPENAI = ProviderName.OPENAI
+LONG = 30.0
+"""Seconds left of a call with an ordinary deadline."""
 
 
 class FakeClock:
@@ -29,9 +31,9 @@ class FakeClock:
 
 
 def _opened(clock: FakeClock, threshold: int = 2) -> CircuitBreaker:
-    breaker = CircuitBreaker([OPENAI], threshold, cooldown=30.0, clock=clock)
+    breaker = CircuitBreaker([OPENAI], threshold, cooldown=30.0, min_trial_seconds=2.0, clock=clock)
     for _ in range(threshold):
-        trial = breaker.before_call(OPENAI)
+        trial = breaker.before_call(OPENAI, LONG)
         breaker.record(OPENAI, ProviderUnavailable(OPENAI, "503"), trial=trial)
     return breaker
 
@@ -40,7 +42,7 @@ def test_the_circuit_opens_after_consecutive_provider_failures() -> None:
     breaker = _opened(FakeClock())
 
     with pytest.raises(CircuitOpen):
-        breaker.before_call(OPENAI)
+        breaker.before_call(OPENAI, LONG)
 
 
 def test_after_the_cooldown_exactly_one_trial_goes_through_even_when_other_calls_end() -> None:
@@ -48,11 +50,11 @@ def test_after_the_cooldown_exactly_one_trial_goes_through_even_when_other_calls
     breaker = _opened(clock)
     clock.now += 31
 
-    first = breaker.before_call(OPENAI)
+    first = breaker.before_call(OPENAI, LONG)
     # A call let through before the circuit opened ends now, cancelled by its caller.
     breaker.record(OPENAI, asyncio.CancelledError(), trial=False)
     with pytest.raises(CircuitOpen):
-        breaker.before_call(OPENAI)
+        breaker.before_call(OPENAI, LONG)
 
     assert first is True
 
@@ -62,9 +64,9 @@ def test_a_successful_trial_closes_the_circuit() -> None:
     breaker = _opened(clock)
     clock.now += 31
 
-    breaker.record(OPENAI, None, trial=breaker.before_call(OPENAI))
+    breaker.record(OPENAI, None, trial=breaker.before_call(OPENAI, LONG))
 
-    assert breaker.before_call(OPENAI) is False
+    assert breaker.before_call(OPENAI, LONG) is False
     assert not breaker.is_open(OPENAI)
 
 
@@ -73,10 +75,10 @@ def test_a_failed_trial_opens_the_circuit_for_another_cooldown() -> None:
     breaker = _opened(clock)
     clock.now += 31
 
-    breaker.record(OPENAI, ProviderTimeout(OPENAI, "slow"), trial=breaker.before_call(OPENAI))
+    breaker.record(OPENAI, ProviderTimeout(OPENAI, "slow"), trial=breaker.before_call(OPENAI, LONG))
 
     with pytest.raises(CircuitOpen) as caught:
-        breaker.before_call(OPENAI)
+        breaker.before_call(OPENAI, LONG)
     assert caught.value.retry_after == pytest.approx(30.0)
 
 
@@ -98,26 +100,37 @@ def test_a_trial_ended_by_the_caller_or_the_gateway_leaves_the_next_call_as_the_
     breaker = _opened(clock)
     clock.now += 31
 
-    breaker.record(OPENAI, error, trial=breaker.before_call(OPENAI))
+    breaker.record(OPENAI, error, trial=breaker.before_call(OPENAI, LONG))
 
-    assert breaker.before_call(OPENAI) is True
+    assert breaker.before_call(OPENAI, LONG) is True
 
 
 def test_server_errors_count_whatever_the_callers_deadline() -> None:
-    breaker = CircuitBreaker([OPENAI], 2, cooldown=30.0, clock=FakeClock())
+    breaker = CircuitBreaker([OPENAI], 2, cooldown=30.0, min_trial_seconds=2.0, clock=FakeClock())
 
     for _ in range(2):
-        trial = breaker.before_call(OPENAI)
+        trial = breaker.before_call(OPENAI, LONG)
         breaker.record(OPENAI, ProviderUnavailable(OPENAI, "503"), trial=trial, caller_deadline=True)
 
     assert breaker.is_open(OPENAI)
 
 
 def test_timeouts_of_the_callers_own_short_deadline_never_open_the_circuit() -> None:
-    breaker = CircuitBreaker([OPENAI], 2, cooldown=30.0, clock=FakeClock())
+    breaker = CircuitBreaker([OPENAI], 2, cooldown=30.0, min_trial_seconds=2.0, clock=FakeClock())
 
     for _ in range(10):
-        trial = breaker.before_call(OPENAI)
+        trial = breaker.before_call(OPENAI, LONG)
         breaker.record(OPENAI, ProviderTimeout(OPENAI, "slow"), trial=trial, caller_deadline=True)
 
-    assert breaker.before_call(OPENAI) is False
+    assert breaker.before_call(OPENAI, LONG) is False
+
+
+def test_the_trial_goes_only_to_a_call_with_time_enough_to_finish() -> None:
+    clock = FakeClock()
+    breaker = _opened(clock)
+    clock.now += 31
+
+    with pytest.raises(CircuitOpen):
+        breaker.before_call(OPENAI, 0.05)  # a caller flooding 50 ms deadlines cannot take the trial
+
+    assert breaker.before_call(OPENAI, LONG) is True
