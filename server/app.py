@@ -61,13 +61,18 @@ def load_checked_catalogue(settings: Settings) -> Catalogue:
     for model in settings.allowed_models:
         if model not in catalogue:
             problems.append(
-                f"allowed model {model!r} is not in the model catalogue {settings.llm_catalogue_path}"
+                f"allowed model {model!r} is not in the model catalogue ({_catalogue_name(settings)})"
             )
         elif (routed := registry.provider_for(model)) not in (None, listed := catalogue.get(model).provider):
             problems.append(f"allowed model {model!r} routes to {routed} but the catalogue says {listed}")
     if problems:
         raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
     return catalogue
+
+
+def _catalogue_name(settings: Settings) -> str:
+    overlay = settings.llm_catalogue_path
+    return "the bundled one" if overlay is None else f"the bundled one with the overlay {overlay}"
 
 
 def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
@@ -80,8 +85,17 @@ def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
     needed: dict[ProviderName, list[str]] = {}
     if not settings.allowed_models:
         problems.append("ALLOWED_MODELS is empty: allow at least one model")
+    try:
+        catalogue: Catalogue | None = load_catalogue(settings.llm_catalogue_path)
+    except ValueError:
+        catalogue = None  # load_checked_catalogue names the problem
     for model in settings.allowed_models:
-        provider = registry.provider_for(model)
+        # The catalogue's provider is the truth; a name prefix only routes what it does not list.
+        provider = (
+            catalogue.get(model).provider
+            if catalogue is not None and model in catalogue
+            else registry.provider_for(model)
+        )
         if provider is None:
             problems.append(
                 f"allowed model {model!r} maps to no provider (LLM_PROVIDER_PREFIXES knows "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -11,20 +12,23 @@ from pydantic import model_validator as _model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.core.catalogue import Catalogue, ModelInfo, Tier
-from server.core.types import ProviderName
+from server.core.types import Capabilities, ProviderName
 
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.toml")
 
+# The current flagship, mid and small model of each provider (server/catalogue.toml says where from).
 DEFAULT_ALLOWED_MODELS = (
-    "gpt-4.1",
-    "gpt-4.1-mini",
-    "gpt-5",
-    "gpt-5-mini",
-    "claude-3-5-sonnet-20241022",
-    "claude-3-5-haiku-20241022",
-    "gemini-2.0-flash-exp",
-    "gemini-1.5-pro",
+    "gpt-5.5",
+    "gpt-5.4",
+    "gpt-5.4-mini",
+    "claude-opus-4-7",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5",
+    "gemini-3.1-pro-preview",
+    "gemini-3.5-flash",
+    "gemini-3.1-flash-lite",
 )
+DEFAULT_MODEL = "gpt-5.4-mini"
 
 DEFAULT_PROVIDER_PREFIXES = (
     ("gpt-", ProviderName.OPENAI),
@@ -63,7 +67,7 @@ class Settings(BaseSettings):
     gemini_base_url: str | None = None
 
     allowed_models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_MODELS
-    llm_default_model: str = "gpt-4.1-mini"
+    llm_default_model: str = DEFAULT_MODEL
     llm_provider_prefixes: Annotated[tuple[tuple[str, ProviderName], ...], NoDecode] = (
         DEFAULT_PROVIDER_PREFIXES
     )
@@ -103,7 +107,8 @@ class Settings(BaseSettings):
     llm_roles: str = ""
     """JSON: role → {"methods": [...], "models": [...]}; empty: any valid token may do everything."""
     llm_roles_claim: str = "roles"
-    llm_catalogue_path: Path = DEFAULT_CATALOGUE
+    llm_catalogue_path: Path | None = None
+    """An overlay on the bundled catalogue: adds models, overrides fields of the bundled ones."""
     llm_fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     """JSON: {"claude-3-5-sonnet-20241022": ["gpt-4.1"]}. Off (empty) by default: fail fast."""
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -145,6 +150,9 @@ class Settings(BaseSettings):
 
 
 class _CatalogueEntry(BaseModel):
+    """One model of a catalogue file; in an overlay every field is optional (it overrides the bundled
+    entry field by field), in the merged result the required ones must be there."""
+
     model_config = ConfigDict(extra="forbid")
 
     provider: ProviderName
@@ -154,12 +162,28 @@ class _CatalogueEntry(BaseModel):
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    retires: datetime.date | None = None
+    reasoning: bool = False
+    temperature: bool = True
+    top_p: bool = True
+    stop_sequences: bool = True
+    tools: bool = True
+    structured_output: bool = True
+    image_input: bool = True
+    document_input: bool = False
+    prompt_caching: bool = False
+    assistant_prefill: bool = True
+    blank_turns: bool = True
 
     @_model_validator(mode="after")
     def _output_fits_context(self) -> _CatalogueEntry:
         if self.max_output_tokens > self.context_window:
             raise ValueError("max_output_tokens exceeds context_window")
         return self
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(**{name: getattr(self, name) for name in Capabilities.__dataclass_fields__})
 
 
 class _CatalogueFile(BaseModel):
@@ -168,15 +192,38 @@ class _CatalogueFile(BaseModel):
     models: dict[str, _CatalogueEntry]
 
 
-def load_catalogue(path: Path) -> Catalogue:
-    """Read and validate a catalogue file; ValueError names the file and every problem."""
+def _read_toml(path: Path) -> dict[str, object]:
     try:
-        raw = tomllib.loads(path.read_text())
-        parsed = _CatalogueFile.model_validate(raw)
+        return tomllib.loads(path.read_text())
     except OSError as error:
         raise ValueError(f"cannot read the model catalogue {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"the model catalogue {path} is not valid TOML: {error}") from None
+
+
+def _overlaid(base: dict[str, object], overlay: dict[str, object], path: Path) -> dict[str, object]:
+    """The bundled models with the overlay's: a new model whole, a known one field by field."""
+    models = overlay.get("models", {})
+    if set(overlay) - {"models"} or not isinstance(models, dict):
+        raise ValueError(f"the model catalogue {path} is invalid: only a [models] table is allowed")
+    merged = dict(base.get("models", {}))  # type: ignore[call-overload]
+    for model, fields in models.items():
+        if not isinstance(fields, dict):
+            raise ValueError(f"the model catalogue {path} is invalid: models.{model} must be a table")
+        known = merged.get(model)
+        merged[model] = {**known, **fields} if isinstance(known, dict) else fields
+    return {"models": merged}
+
+
+def load_catalogue(overlay: Path | None = None, bundled: Path = DEFAULT_CATALOGUE) -> Catalogue:
+    """The bundled catalogue, with `overlay` (LLM_CATALOGUE_PATH) laid over it; ValueError names the
+    file and every problem."""
+    raw = _read_toml(bundled)
+    path = bundled
+    if overlay is not None:
+        raw, path = _overlaid(raw, _read_toml(overlay), overlay), overlay
+    try:
+        parsed = _CatalogueFile.model_validate(raw)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise ValueError(f"the model catalogue {path} is invalid: {problems}") from None
@@ -190,6 +237,9 @@ def load_catalogue(path: Path) -> Catalogue:
             input_per_mtok=entry.input,
             output_per_mtok=entry.output,
             cached_input_per_mtok=entry.cached_input,
+            cache_write_per_mtok=entry.cache_write,
+            retires=entry.retires,
+            capabilities=entry.capabilities(),
         )
         for model, entry in parsed.models.items()
     )

@@ -24,10 +24,14 @@ from server.core.errors import (
     FieldViolation,
     InvalidRequest,
     ModelNotAllowed,
+    ModelRetired,
     Overloaded,
+    ProviderAuthError,
     ProviderError,
     ProviderRateLimited,
     ProviderUnavailable,
+    QuotaExhausted,
+    UnsupportedByModel,
 )
 from server.core.governance import Allowlist
 from server.core.registry import ModelRegistry
@@ -42,7 +46,7 @@ from server.core.types import (
     StreamSummary,
     TextDelta,
 )
-from server.core.validation import DraftRequest, Limits, check, to_request
+from server.core.validation import DraftRequest, Limits, check, to_request, unsupported
 from server.observability.calls import CallRecord
 from server.observability.metrics import Metrics
 from server.providers.base import Provider
@@ -51,8 +55,17 @@ log = structlog.get_logger("llm_grpc.gateway")
 
 T = TypeVar("T")
 
-# Failover (when configured) only for errors that say "this provider cannot serve now".
-FAILOVER_ERRORS = (ProviderUnavailable, ProviderRateLimited, Overloaded, CircuitOpen)
+# Failover (when configured) only for errors that say "this provider, key or model cannot serve now",
+# never for one that says the request itself is wrong (another model would refuse it too).
+FAILOVER_ERRORS = (
+    ProviderUnavailable,
+    ProviderRateLimited,
+    Overloaded,
+    CircuitOpen,
+    ProviderAuthError,
+    QuotaExhausted,
+    ModelRetired,
+)
 
 
 @dataclass(slots=True)
@@ -126,7 +139,7 @@ class Gateway:
         await opened.slot.aclose()
         completion, call = opened.result, opened.call
         cost = self.catalogue.get(call.model).cost(completion.usage)
-        call.succeed(completion.usage, cost)
+        call.succeed(completion.usage, cost, completion.served_model, completion.request_id)
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost)
 
     async def stream(
@@ -158,10 +171,11 @@ class Gateway:
                     event = await _next_event(events, deadline, opened.provider)
         except BaseException as error:
             self._circuit.record(opened.provider, error)  # a failure after the stream opened counts too
+            self._annotate(error, call.model)
             call.fail(error)
             raise
         cost = self.catalogue.get(call.model).cost(event.usage)
-        call.succeed(event.usage, cost)
+        call.succeed(event.usage, cost, event.served_model, event.request_id)
         yield StreamSummary(
             usage=event.usage,
             finish_reason=event.finish_reason,
@@ -172,6 +186,7 @@ class Gateway:
             if call.first_token_ms is not None
             else call.elapsed_ms(),
             cost_usd=cost,
+            served_model=event.served_model or call.model,
         )
 
     async def _open(
@@ -197,6 +212,7 @@ class Gateway:
                 )
             except BaseException as error:
                 await slot.aclose()
+                self._annotate(error, request.model)
                 call.fail(error)
                 if index + 1 == len(candidates) or not isinstance(error, FAILOVER_ERRORS):
                     raise
@@ -211,6 +227,11 @@ class Gateway:
             return _Opened(call, provider.name, result, slot)
         raise RuntimeError("no candidate model")  # pragma: no cover - candidates is never empty
 
+    def _annotate(self, error: BaseException, model: str) -> None:
+        """Name the model (and its limits) in a provider error, which an SDK error mapping cannot."""
+        if isinstance(error, ProviderError) and model in self.catalogue:
+            error.for_model(model, self.catalogue.get(model).context_window)
+
     def _candidates(self, draft: DraftRequest, ctx: RequestContext) -> list[tuple[ChatRequest, Provider]]:
         """The chosen model, then its configured fallbacks (those that can honour max_tokens)."""
         request, provider = self._prepare(draft, ctx)
@@ -218,14 +239,13 @@ class Gateway:
         for model in self._fallbacks.get(request.model, ()):
             if ctx.models is not None and model not in ctx.models:
                 continue  # never fail over to a model the caller's roles do not allow
-            if (
-                draft.max_tokens is not None
-                and draft.max_tokens > self.catalogue.get(model).max_output_tokens
+            info = self.catalogue.get(model)
+            if (draft.max_tokens is not None and draft.max_tokens > info.max_output_tokens) or unsupported(
+                draft, info
             ):
-                continue
-            provider_name = self._registry.provider_for(model)
-            if provider_name is not None and provider_name in self._providers:
-                candidates.append((to_request(draft, model), self._providers[provider_name]))
+                continue  # a fallback that would refuse the request is no fallback
+            if info.provider in self._providers:  # the catalogue is the truth
+                candidates.append((to_request(draft, info), self._providers[info.provider]))
         return candidates
 
     def _prepare(self, draft: DraftRequest, ctx: RequestContext) -> tuple[ChatRequest, Provider]:
@@ -236,11 +256,12 @@ class Gateway:
             raise InvalidRequest(
                 [FieldViolation("max_tokens", f"{model} produces at most {info.max_output_tokens} tokens")]
             )
-        provider_name = self._registry.provider_for(model)
-        if provider_name is None or provider_name not in self._providers:
+        if problems := unsupported(draft, info):
+            raise UnsupportedByModel(model, problems)
+        if info.provider not in self._providers:  # the catalogue is the truth; prefixes had to agree
             # The start-up check makes this unreachable for allowed models: reaching it is a bug.
             raise RuntimeError(f"allowed model {model!r} has no configured provider")
-        return to_request(draft, model), self._providers[provider_name]
+        return to_request(draft, info), self._providers[info.provider]
 
     def _choose_model(self, draft: DraftRequest, ctx: RequestContext) -> str:
         """An explicit model (if allowed) wins; then the tier; then the complexity; then the default."""

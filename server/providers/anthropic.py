@@ -9,6 +9,7 @@ from typing import Any
 import anthropic
 import httpx2
 from anthropic import AsyncAnthropic, AsyncStream, DefaultAioHttpClient
+from anthropic._response import AsyncAPIResponse
 from anthropic._types import RequestOptions
 
 from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
@@ -30,6 +31,7 @@ from server.providers.base import ProviderSettings, map_stainless_error
 # JSON body the Messages API documents: the typed `messages.create` costs CPU per call transforming
 # parameters and building objects (docs/benchmarks.md), and warns on every call to a deprecated model.
 MESSAGES = "/v1/messages"
+REQUEST_ID_HEADER = "request-id"
 _STOP_REASONS = {
     "end_turn": FinishReason.STOP,
     "stop_sequence": FinishReason.STOP,
@@ -59,15 +61,24 @@ class AnthropicProvider:
 
     async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
         with self._errors():
-            message = await self._client.post(
-                MESSAGES, cast_to=object, body=self._params(request), options=_request_options(options)
+            # The SDK's response wrapper: its headers carry the provider's request id.
+            response = await self._client.post(
+                MESSAGES,
+                cast_to=AsyncAPIResponse[object],
+                body=self._params(request),
+                options=_request_options(options),
             )
+            message = await response.parse()
         body = message if isinstance(message, dict) else {}
         blocks = body.get("content") or []
         text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
         usage = body.get("usage") or {}
         return Completion(
-            text, _usage(usage, usage.get("output_tokens") or 0), _finish(body.get("stop_reason"))
+            text,
+            _usage(usage, usage.get("output_tokens") or 0),
+            _finish(body.get("stop_reason")),
+            served_model=_served_model(body),
+            request_id=response.headers.get(REQUEST_ID_HEADER) or "",
         )
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
@@ -82,11 +93,13 @@ class AnthropicProvider:
                 stream=True,
                 stream_cls=AsyncStream[object],
             )
+        request_id = events.response.headers.get(REQUEST_ID_HEADER) or ""
         try:
             start_usage: dict[str, Any] = {}
             output_tokens = 0
             stop_reason: str | None = None
-            with self._errors():
+            served = ""
+            with self._errors(request_id):
                 async for event in events:
                     if not isinstance(event, dict):
                         continue
@@ -96,13 +109,18 @@ class AnthropicProvider:
                         if delta.get("type") == "text_delta" and delta.get("text"):
                             yield TextDelta(delta["text"])
                     elif kind == "message_start":
-                        start_usage = (event.get("message") or {}).get("usage") or {}
+                        started = event.get("message") or {}
+                        start_usage = started.get("usage") or {}
+                        served = _served_model(started)
                     elif kind == "message_delta":
                         stop_reason = (event.get("delta") or {}).get("stop_reason")
-                        output_tokens = (event.get("usage") or {}).get("output_tokens") or 0
+                        # The usage of message_delta is cumulative (input and cache counts too, which
+                        # server tools can raise after message_start): it overrides message_start's.
+                        start_usage = {**start_usage, **(event.get("usage") or {})}
+                        output_tokens = start_usage.get("output_tokens") or 0
             if stop_reason is None:
                 raise ProviderUnavailable(self.name, "the stream ended without a stop reason")
-            yield StreamEnd(_usage(start_usage, output_tokens), _finish(stop_reason))
+            yield StreamEnd(_usage(start_usage, output_tokens), _finish(stop_reason), served, request_id)
         finally:
             await events.close()
 
@@ -140,13 +158,11 @@ class AnthropicProvider:
         }
         if system:
             params["system"] = system
-        # API version 2026-10-21 (what SDK 2.x sends) refuses every sampling parameter, even at its
-        # default: say so rather than drop the caller's setting silently.
+        # API version 2026-10-21 (what SDK 2.x sends) refuses every sampling parameter: the catalogue
+        # says so for each Claude model, and the facade refused the request up front.
         for name, value in (("temperature", request.temperature), ("top_p", request.top_p)):
             if value is not None:
-                raise ProviderBadRequest(
-                    self.name, f"{name} is not supported by the Anthropic Messages API; leave it unset"
-                )
+                params[name] = value
         if request.stop:
             if any(not s.strip() for s in request.stop):
                 raise ProviderBadRequest(self.name, "stop sequences must contain non-whitespace characters")
@@ -154,14 +170,15 @@ class AnthropicProvider:
         return params
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Map every SDK error, at the call and during the stream, to the core's errors."""
+    def _errors(self, request_id: str = "") -> Iterator[None]:
+        """Map every SDK error, at the call and during the stream (`request_id`: the stream's), to the
+        core's errors."""
         try:
             yield
         except ProviderError:
             raise
         except Exception as error:
-            mapped = map_stainless_error(self.name, error, anthropic)
+            mapped = map_stainless_error(self.name, error, anthropic, request_id=request_id or None)
             if mapped is None:
                 raise
             raise mapped from None
@@ -171,11 +188,18 @@ def _request_options(options: CallOptions) -> RequestOptions:
     return {"headers": options.headers, "timeout": options.timeout}
 
 
+def _served_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    return model if isinstance(model, str) else ""
+
+
 def _usage(usage: dict[str, Any], output_tokens: int) -> Usage:
     """Anthropic counts cached prompt tokens apart from input_tokens; the core counts them in."""
     cache_read = usage.get("cache_read_input_tokens") or 0
     cache_write = usage.get("cache_creation_input_tokens") or 0
-    return Usage((usage.get("input_tokens") or 0) + cache_read + cache_write, output_tokens, cache_read)
+    return Usage(
+        (usage.get("input_tokens") or 0) + cache_read + cache_write, output_tokens, cache_read, cache_write
+    )
 
 
 def _finish(reason: str | None) -> FinishReason:

@@ -63,6 +63,8 @@ _FINISH_REASONS = {
 """Any reason not listed (LANGUAGE, UNEXPECTED_TOOL_CALL, new ones) is OTHER."""
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
+REQUEST_ID_HEADERS = ("x-goog-request-id", "x-request-id")
+"""Where a Gemini error names its request, when it does (a success names it in `responseId`)."""
 
 
 class GeminiProvider:
@@ -84,7 +86,13 @@ class GeminiProvider:
             response = await self._aio().models.generate_content(
                 model=request.model, contents=contents, config=config
             )
-        return Completion(_text(response), _usage(response.usage_metadata), _finish(response))
+        return Completion(
+            _text(response),
+            _usage(response.usage_metadata),
+            _finish(response),
+            served_model=response.model_version or "",
+            request_id=response.response_id or "",
+        )
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
         contents, config = self._params(request, options)
@@ -94,6 +102,7 @@ class GeminiProvider:
             )
         usage: types.GenerateContentResponseUsageMetadata | None = None
         finish: FinishReason | None = None
+        served, request_id = "", ""
         opened: list[aiohttp.ClientResponse] = []
         try:
             with self._errors():
@@ -103,6 +112,8 @@ class GeminiProvider:
                         yield TextDelta(text)
                     if chunk.usage_metadata is not None:  # a running total: the last one counts
                         usage = chunk.usage_metadata
+                    served = served or chunk.model_version or ""
+                    request_id = request_id or chunk.response_id or ""
                     if (reason := _finish(chunk)) is not FinishReason.UNSPECIFIED:
                         finish = reason
                     chunk = await anext(chunks, None)
@@ -114,7 +125,7 @@ class GeminiProvider:
                 response.close()
         if finish is None:
             raise ProviderUnavailable(self.name, "the stream ended without a finish reason")
-        yield StreamEnd(_usage(usage), finish)
+        yield StreamEnd(_usage(usage), finish, served, request_id)
 
     async def probe(self, timeout: float) -> None:
         config = types.ListModelsConfig(page_size=1, http_options=types.HttpOptions(timeout=_ms(timeout)))
@@ -232,16 +243,25 @@ class GeminiProvider:
             raise ProviderUnavailable(self.name, f"connection failed ({type(error).__name__})") from None
 
     def _status_error(self, error: errors.APIError) -> ProviderError:
+        """An HTTP error status, or an error event inside a stream that began with HTTP 200 (classified
+        by the code it carries, as the same error would be at the call)."""
         message = error.message if isinstance(error.message, str) else ""
-        if _http_status(error.response) == 200:  # an error event inside a stream that began with HTTP 200
-            return ProviderUnavailable(self.name, f"stream failed: {message or 'an error event'}")
         code = error.code if isinstance(error.code, int) else 500
+        if _http_status(error.response) == 200:
+            message = f"stream failed: {message or 'an error event'}"
         if "API_KEY_INVALID" in _detail_values(error.details, "reason"):
             code = 401  # Gemini refuses a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID
         headers = _headers(error.response)
         if retry_after_seconds(headers) is None and (delay := _retry_delay(error.details)) is not None:
             headers["retry-after"] = delay
-        return error_for_status(self.name, code, message, headers)
+        return error_for_status(
+            self.name,
+            code,
+            message,
+            headers,
+            request_id=next((headers[h] for h in REQUEST_ID_HEADERS if headers.get(h)), None),
+            quota_exhausted=code == 429 and _daily_quota(error.details),
+        )
 
 
 def _ms(seconds: float) -> int:
@@ -306,6 +326,22 @@ def _detail_values(body: Any, key: str, type_suffix: str = "") -> list[str]:
         for d in details
         if isinstance(d, dict) and key in d and str(d.get("@type", "")).endswith(type_suffix)
     ]
+
+
+def _daily_quota(body: Any) -> bool:
+    """Whether a 429 is a spent per-day quota (a google.rpc.QuotaFailure violation whose quotaId is per
+    day, e.g. `GenerateRequestsPerDayPerProjectPerModel-FreeTier`): waiting seconds will not help."""
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    details = inner.get("details") if isinstance(inner, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, dict) or not str(detail.get("@type", "")).endswith(
+            "google.rpc.QuotaFailure"
+        ):
+            continue
+        for violation in detail.get("violations") or ():
+            if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
+                return True
+    return False
 
 
 def _retry_delay(body: Any) -> str | None:

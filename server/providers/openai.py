@@ -9,6 +9,7 @@ from typing import Any
 import httpx2
 import openai
 from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
+from openai._response import AsyncAPIResponse
 from openai._types import RequestOptions as FinalRequestOptionsInput
 
 from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
@@ -30,9 +31,8 @@ from server.providers.base import ProviderSettings, map_stainless_error
 # documents it: the typed `chat.completions.create` spends about a third of the gateway's CPU per call
 # transforming parameters and building response objects (docs/benchmarks.md).
 CHAT_COMPLETIONS = "/chat/completions"
-# Reasoning models take max_completion_tokens, only the default temperature/top_p, and no stop sequences.
-REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 MAX_STOP_SEQUENCES = 4
+REQUEST_ID_HEADER = "x-request-id"
 _FINISH_REASONS = {
     "stop": FinishReason.STOP,
     "length": FinishReason.LENGTH,
@@ -62,18 +62,23 @@ class OpenAIProvider:
 
     async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
         with self._errors():
-            body = await self._client.post(
+            # The SDK's response wrapper rather than the parsed body alone: its headers carry the
+            # provider's request id.
+            response = await self._client.post(
                 CHAT_COMPLETIONS,
-                cast_to=object,
+                cast_to=AsyncAPIResponse[object],
                 body=self._params(request),
                 options=_request_options(options),
             )
+            body = await response.parse()
         choice = _first_choice(body)
         message = choice.get("message") or {}
         return Completion(
             content=message.get("content") or "",
             usage=_usage(body.get("usage") if isinstance(body, dict) else None),
             finish_reason=_finish(choice.get("finish_reason")),
+            served_model=_served_model(body),
+            request_id=response.headers.get(REQUEST_ID_HEADER) or "",
         )
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
@@ -89,13 +94,16 @@ class OpenAIProvider:
                 stream=True,
                 stream_cls=AsyncStream[object],
             )
+        request_id = chunks.response.headers.get(REQUEST_ID_HEADER) or ""
         try:
             finish: str | None = None
             usage = Usage()
-            with self._errors():
+            served = ""
+            with self._errors(request_id):
                 async for chunk in chunks:
                     if not isinstance(chunk, dict):
                         continue
+                    served = served or _served_model(chunk)
                     for choice in chunk.get("choices") or ():
                         text = (choice.get("delta") or {}).get("content")
                         if text:
@@ -106,7 +114,7 @@ class OpenAIProvider:
                         usage = _usage(chunk["usage"])
             if finish is None:
                 raise ProviderUnavailable(self.name, "the stream ended without a finish reason")
-            yield StreamEnd(usage, _finish(finish))
+            yield StreamEnd(usage, _finish(finish), served, request_id)
         finally:
             await chunks.close()
 
@@ -118,8 +126,8 @@ class OpenAIProvider:
         await self._client.close()
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
-        """The request as the Chat Completions API takes it; refuses what the model would refuse."""
-        reasoning = request.model.startswith(REASONING_PREFIXES)
+        """The request as the Chat Completions API takes it. What the model does not accept (temperature
+        on a reasoning model, ...) the facade refused already, by the catalogue's flags."""
         params: dict[str, Any] = {
             "model": request.model,
             # Empty turns carry nothing; they are dropped as for the other providers.
@@ -131,15 +139,9 @@ class OpenAIProvider:
             # max_completion_tokens: the current name, and the only one reasoning models take.
             params["max_completion_tokens"] = request.max_tokens
         for name, value in (("temperature", request.temperature), ("top_p", request.top_p)):
-            if value is None:
-                continue
-            if reasoning and value != 1:
-                raise ProviderBadRequest(self.name, f"{request.model} supports only the default {name} (1)")
-            if not reasoning:
+            if value is not None:
                 params[name] = value
         if request.stop:
-            if reasoning:
-                raise ProviderBadRequest(self.name, f"{request.model} does not support stop sequences")
             if len(request.stop) > MAX_STOP_SEQUENCES:
                 raise ProviderBadRequest(
                     self.name, f"at most {MAX_STOP_SEQUENCES} stop sequences are supported"
@@ -148,14 +150,15 @@ class OpenAIProvider:
         return params
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Map every SDK error, at the call and during the stream, to the core's errors."""
+    def _errors(self, request_id: str = "") -> Iterator[None]:
+        """Map every SDK error, at the call and during the stream (whose `request_id` an in-stream
+        error event does not repeat), to the core's errors."""
         try:
             yield
         except ProviderError:
             raise
         except Exception as error:
-            mapped = map_stainless_error(self.name, error, openai)
+            mapped = map_stainless_error(self.name, error, openai, request_id=request_id or None)
             if mapped is None:
                 raise
             raise mapped from None
@@ -168,6 +171,11 @@ def _request_options(options: CallOptions) -> FinalRequestOptionsInput:
 def _first_choice(body: object) -> dict[str, Any]:
     choices = body.get("choices") if isinstance(body, dict) else None
     return choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
+
+
+def _served_model(body: object) -> str:
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else ""
 
 
 def _usage(usage: Any) -> Usage:

@@ -56,7 +56,7 @@ async def test_typed_errors_carry_the_rich_details(target: str) -> None:
         with pytest.raises(InvalidArgument) as invalid:
             await client.complete("hi", model=MODELS["openai"], temperature=9)
 
-    assert "gpt-4.1-mini" in refused.value.allowed_models
+    assert "gpt-5.4-mini" in refused.value.allowed_models
     assert limited.value.retry_delay == 90  # beyond the 60 s budget: refused at once, not waited out
     assert [field for field, _ in invalid.value.field_violations] == ["temperature"]
 
