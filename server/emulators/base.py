@@ -46,7 +46,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -199,7 +199,7 @@ class Emulator:
         return {}
 
     name = "emulator"
-    request_id_header: str | None = None
+    request_id_header: ClassVar[str | None] = None
     """The response header in which the provider names each request (None: it sends none)."""
 
     def routes(self) -> list[web.RouteDef]:
