@@ -4,7 +4,8 @@ standard health service and reflection. Everything is built here and injected; n
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Mapping
+import datetime
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,6 +25,7 @@ from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
 from server.core.governance import Allowlist
 from server.core.health import HealthMonitor
+from server.core.lifecycle import retiring
 from server.core.registry import ModelRegistry
 from server.core.retry import RetryPolicy
 from server.core.types import ProviderName
@@ -73,6 +75,19 @@ def load_checked_catalogue(settings: Settings) -> Catalogue:
 def _catalogue_name(settings: Settings) -> str:
     overlay = settings.llm_catalogue_path
     return "the bundled one" if overlay is None else f"the bundled one with the overlay {overlay}"
+
+
+def warn_of_retiring_models(catalogue: Catalogue, allowed: Sequence[str]) -> None:
+    """A warning at start for each allowed model within 30 days of its announced retirement."""
+    today = datetime.datetime.now(datetime.UTC).date()
+    for model in retiring(catalogue, allowed, today):
+        log.warning(
+            "model.retiring",
+            model=model.model,
+            retires=model.retires.isoformat(),
+            days_left=model.days_left,
+            hint="replace it in ALLOWED_MODELS before it retires; the provider will answer 404",
+        )
 
 
 def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
@@ -259,6 +274,7 @@ def build_app(
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     needed = check_settings(settings)
     catalogue = load_checked_catalogue(settings)
+    warn_of_retiring_models(catalogue, settings.allowed_models)
     providers = providers if providers is not None else build_providers(settings, needed)
     redactor = redactor_for(settings)
     metrics = Metrics()

@@ -128,6 +128,10 @@ class AnthropicProvider:
         with self._errors():
             await self._client.models.list(limit=1, timeout=timeout)
 
+    async def list_models(self, timeout: float) -> list[str]:
+        with self._errors():
+            return [model.id async for model in self._client.models.list(limit=1000, timeout=timeout)]
+
     async def aclose(self) -> None:
         await self._client.close()
 

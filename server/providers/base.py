@@ -62,6 +62,10 @@ class Provider(Protocol):
         """A cheap real call (list models) that raises a `ProviderError` when the provider is unhealthy."""
         ...
 
+    async def list_models(self, timeout: float) -> list[str]:
+        """Every model id the provider serves to this key, through the SDK's `models.list` (all pages)."""
+        ...
+
     async def aclose(self) -> None:
         """Release the SDK client and its connection pool."""
         ...

@@ -132,6 +132,12 @@ class GeminiProvider:
         with self._errors():
             await self._aio().models.list(config=config)  # the first page only
 
+    async def list_models(self, timeout: float) -> list[str]:
+        config = types.ListModelsConfig(page_size=1000, http_options=types.HttpOptions(timeout=_ms(timeout)))
+        with self._errors():
+            pager = await self._aio().models.list(config=config)
+            return [(model.name or "").removeprefix("models/") async for model in pager if model.name]
+
     async def aclose(self) -> None:
         client, session = self._client, self._session
         self._client, self._session = None, None

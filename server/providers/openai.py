@@ -122,6 +122,10 @@ class OpenAIProvider:
         with self._errors():
             await self._client.models.list(timeout=timeout)
 
+    async def list_models(self, timeout: float) -> list[str]:
+        with self._errors():
+            return [model.id async for model in self._client.models.list(timeout=timeout)]
+
     async def aclose(self) -> None:
         await self._client.close()
 
