@@ -66,6 +66,8 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     capabilities: Capabilities = field(default_factory=lambda: Capabilities())
     """The model's, from the catalogue: what the adapter may send (never guessed from the name)."""
+    output_limit: int | None = None
+    """The model's maximum output tokens, from the catalogue."""
 
 
 @dataclass(slots=True, frozen=True)

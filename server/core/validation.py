@@ -141,6 +141,7 @@ def to_request(draft: DraftRequest, model: ModelInfo) -> ChatRequest:
         top_p=draft.top_p,
         stop=tuple(draft.stop),
         capabilities=model.capabilities,
+        output_limit=model.max_output_tokens,
     )
 
 

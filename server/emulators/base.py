@@ -26,6 +26,7 @@ stripped from the text the emulator echoes. Keys:
     error=rate_limit    with `error_after`: the kind of the in-stream error event (overloaded,
                         rate_limit, invalid_request, quota, server); default overloaded / server_error
     context_window=50   refuse, as the provider does, a prompt of more tokens than this
+    no_usage=1          OpenAI stream: end without the usage chunk even when include_usage asks for it
 
 Every response carries the provider's request id where the real API sends one (OpenAI `x-request-id`,
 Anthropic `request-id`; Gemini names a served response in `responseId`), and names the model that
@@ -71,6 +72,7 @@ class Directives:
     fail: str | None = None
     error: str | None = None
     context_window: int | None = None
+    no_usage: bool = False
 
 
 def parse_directives(text: str) -> tuple[str, Directives]:
@@ -112,6 +114,8 @@ def parse_directives(text: str) -> tuple[str, Directives]:
                 directives.error = value
             case "context_window":
                 directives.context_window = int(value)
+            case "no_usage":
+                directives.no_usage = value not in ("", "0", "false")
     return (text[: found.start()] + text[found.end() :]).strip(), directives
 
 

@@ -354,7 +354,7 @@ class OpenAIEmulator(Emulator):
                 await self.pace(directives)
                 await send([choice({"content": token})])
             await send([choice({}, finish)])
-            if usage is not None:
+            if usage is not None and not directives.no_usage:
                 await send([], usage=usage)
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()

@@ -25,20 +25,25 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import ProviderSettings, map_stainless_error
+from server.providers.base import ProviderSettings, finish_reason, map_stainless_error
 
 # The SDK's own POST (auth, base URL, version header, timeouts, SSE decoding, error classes) with the
 # JSON body the Messages API documents: the typed `messages.create` costs CPU per call transforming
 # parameters and building objects (docs/benchmarks.md), and warns on every call to a deprecated model.
 MESSAGES = "/v1/messages"
 REQUEST_ID_HEADER = "request-id"
-_STOP_REASONS = {
+REASONING_DEFAULT_MAX_TOKENS = 16384
+"""max_tokens for a reasoning model when the caller sets none (LLM_DEFAULT_MAX_TOKENS if larger)."""
+# Every stop_reason the SDK defines (anthropic.types.StopReason). `pause_turn` (a long server-tool turn
+# paused, to be continued by another request) is not a finished answer: OTHER, never STOP.
+FINISH_REASONS = {
     "end_turn": FinishReason.STOP,
     "stop_sequence": FinishReason.STOP,
     "max_tokens": FinishReason.LENGTH,
     "model_context_window_exceeded": FinishReason.LENGTH,
     "refusal": FinishReason.CONTENT_FILTER,
     "tool_use": FinishReason.TOOL_CALLS,
+    "pause_turn": FinishReason.OTHER,
 }
 
 
@@ -135,6 +140,14 @@ class AnthropicProvider:
     async def aclose(self) -> None:
         await self._client.close()
 
+    def _max_tokens(self, request: ChatRequest) -> int:
+        """The API requires max_tokens. The default leaves a reasoning model room to think (its thinking
+        counts against max_tokens), within the model's output limit."""
+        default = self._default_max_tokens
+        if request.capabilities.reasoning:
+            default = max(default, REASONING_DEFAULT_MAX_TOKENS)
+        return min(default, request.output_limit) if request.output_limit is not None else default
+
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         """The request as the Messages API takes it; refuses what the API would refuse."""
         system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM and m.content)
@@ -158,7 +171,7 @@ class AnthropicProvider:
         params: dict[str, Any] = {
             "model": request.model,
             "messages": turns,
-            "max_tokens": request.max_tokens if request.max_tokens is not None else self._default_max_tokens,
+            "max_tokens": request.max_tokens if request.max_tokens is not None else self._max_tokens(request),
         }
         if system:
             params["system"] = system
@@ -207,6 +220,4 @@ def _usage(usage: dict[str, Any], output_tokens: int) -> Usage:
 
 
 def _finish(reason: str | None) -> FinishReason:
-    if reason is None:
-        return FinishReason.UNSPECIFIED
-    return _STOP_REASONS.get(reason, FinishReason.OTHER)
+    return finish_reason(ProviderName.ANTHROPIC, reason, FINISH_REASONS)

@@ -11,6 +11,7 @@ from types import ModuleType
 from typing import Any, Protocol
 
 import httpx2
+import structlog
 
 from server.core.errors import (
     ContextLengthExceeded,
@@ -23,7 +24,9 @@ from server.core.errors import (
     ProviderUnavailable,
     QuotaExhausted,
 )
-from server.core.types import CallOptions, ChatRequest, Completion, ProviderName, StreamEvent
+from server.core.types import CallOptions, ChatRequest, Completion, FinishReason, ProviderName, StreamEvent
+
+log = structlog.get_logger("llm_grpc.provider")
 
 
 @dataclass(slots=True, frozen=True)
@@ -69,6 +72,18 @@ class Provider(Protocol):
     async def aclose(self) -> None:
         """Release the SDK client and its connection pool."""
         ...
+
+
+def finish_reason(provider: ProviderName, raw: str | None, table: Mapping[str, FinishReason]) -> FinishReason:
+    """The core finish reason of a provider's raw one. Each adapter's table lists every value its SDK
+    defines; one the table does not know (a newer API) is OTHER, and logged with its raw value."""
+    if raw is None:
+        return FinishReason.UNSPECIFIED
+    known = table.get(raw)
+    if known is None:
+        log.warning("provider.unknown_finish_reason", provider=str(provider), finish_reason=raw)
+        return FinishReason.OTHER
+    return known
 
 
 def retry_after_seconds(headers: Mapping[str, str]) -> float | None:

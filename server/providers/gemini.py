@@ -42,25 +42,40 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import ProviderSettings, error_for_status, retry_after_seconds
+from server.providers.base import ProviderSettings, error_for_status, finish_reason, retry_after_seconds
 
 MAX_STOP_SEQUENCES = 5
 """GenerationConfig.stopSequences: "the set of character sequences (up to 5)" (API reference)."""
 
-_FINISH_REASONS = {
+FINISH_REASONS = {
     "FINISH_REASON_UNSPECIFIED": FinishReason.UNSPECIFIED,
     "STOP": FinishReason.STOP,
     "MAX_TOKENS": FinishReason.LENGTH,
+    # Stopped at the per-request token limit with more to say (automatic continuation is off): truncated.
+    "CONTINUATION": FinishReason.LENGTH,
     "SAFETY": FinishReason.CONTENT_FILTER,
     "RECITATION": FinishReason.CONTENT_FILTER,
     "BLOCKLIST": FinishReason.CONTENT_FILTER,
     "PROHIBITED_CONTENT": FinishReason.CONTENT_FILTER,
     "SPII": FinishReason.CONTENT_FILTER,
     "IMAGE_SAFETY": FinishReason.CONTENT_FILTER,
+    "IMAGE_PROHIBITED_CONTENT": FinishReason.CONTENT_FILTER,
+    "IMAGE_RECITATION": FinishReason.CONTENT_FILTER,
+    "ESCALATION": FinishReason.CONTENT_FILTER,
+    "MODEL_ARMOR": FinishReason.CONTENT_FILTER,
+    "PUP_LIMITED_DISABLED": FinishReason.CONTENT_FILTER,
+    # A tool call that failed is not a tool call the caller can act on.
     "MALFORMED_FUNCTION_CALL": FinishReason.OTHER,
+    "UNEXPECTED_TOOL_CALL": FinishReason.OTHER,
+    "TOO_MANY_TOOL_CALLS": FinishReason.OTHER,
+    "LANGUAGE": FinishReason.OTHER,
     "OTHER": FinishReason.OTHER,
+    "IMAGE_OTHER": FinishReason.OTHER,
+    "NO_IMAGE": FinishReason.OTHER,
+    "MISSING_THOUGHT_SIGNATURE": FinishReason.OTHER,
+    "MALFORMED_RESPONSE": FinishReason.OTHER,
 }
-"""Any reason not listed (LANGUAGE, UNEXPECTED_TOOL_CALL, new ones) is OTHER."""
+"""Every value of the SDK's `types.FinishReason`; only STOP is a complete answer."""
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 REQUEST_ID_HEADERS = ("x-goog-request-id", "x-request-id")
@@ -293,7 +308,7 @@ def _finish(response: types.GenerateContentResponse) -> FinishReason:
     if not response.candidates or response.candidates[0].finish_reason is None:
         return FinishReason.UNSPECIFIED
     reason = response.candidates[0].finish_reason
-    return _FINISH_REASONS.get(getattr(reason, "value", str(reason)), FinishReason.OTHER)
+    return finish_reason(ProviderName.GEMINI, getattr(reason, "value", str(reason)), FINISH_REASONS)
 
 
 def _usage(metadata: types.GenerateContentResponseUsageMetadata | None) -> Usage:

@@ -8,6 +8,7 @@ from typing import Any
 
 import httpx2
 import openai
+import structlog
 from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from openai._response import AsyncAPIResponse
 from openai._types import RequestOptions as FinalRequestOptionsInput
@@ -25,7 +26,7 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import ProviderSettings, map_stainless_error
+from server.providers.base import ProviderSettings, finish_reason, map_stainless_error
 
 # The SDK's own POST (its auth, base URL, headers and error classes) with the JSON body as the API
 # documents it: the typed `chat.completions.create` spends about a third of the gateway's CPU per call
@@ -33,7 +34,8 @@ from server.providers.base import ProviderSettings, map_stainless_error
 CHAT_COMPLETIONS = "/chat/completions"
 MAX_STOP_SEQUENCES = 4
 REQUEST_ID_HEADER = "x-request-id"
-_FINISH_REASONS = {
+# Every finish_reason the SDK defines (ChatCompletion.Choice.finish_reason).
+FINISH_REASONS = {
     "stop": FinishReason.STOP,
     "length": FinishReason.LENGTH,
     "content_filter": FinishReason.CONTENT_FILTER,
@@ -41,6 +43,8 @@ _FINISH_REASONS = {
     "function_call": FinishReason.TOOL_CALLS,
 }
 _ROLES = {Role.SYSTEM: "system", Role.USER: "user", Role.ASSISTANT: "assistant"}
+
+log = structlog.get_logger("llm_grpc.provider")
 
 
 class OpenAIProvider:
@@ -99,6 +103,7 @@ class OpenAIProvider:
             finish: str | None = None
             usage = Usage()
             served = ""
+            reported, generated = False, 0
             with self._errors(request_id):
                 async for chunk in chunks:
                     if not isinstance(chunk, dict):
@@ -107,13 +112,19 @@ class OpenAIProvider:
                     for choice in chunk.get("choices") or ():
                         text = (choice.get("delta") or {}).get("content")
                         if text:
+                            generated += len(text)
                             yield TextDelta(text)
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
                     if chunk.get("usage"):  # the last chunk, with include_usage
                         usage = _usage(chunk["usage"])
+                        reported = True
             if finish is None:
                 raise ProviderUnavailable(self.name, "the stream ended without a finish reason")
+            if not reported:
+                # Never a silent zero cost: an estimate, marked as one (Usage.usage_estimated).
+                usage = _estimated_usage(request, generated)
+                log.warning("provider.usage_missing", provider=str(self.name), model=request.model)
             yield StreamEnd(usage, _finish(finish), served, request_id)
         finally:
             await chunks.close()
@@ -177,6 +188,12 @@ def _first_choice(body: object) -> dict[str, Any]:
     return choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
 
 
+def _estimated_usage(request: ChatRequest, generated_chars: int) -> Usage:
+    """About four characters a token (OpenAI's rule of thumb for English text), rounded up."""
+    prompt_chars = sum(len(m.content) for m in request.messages)
+    return Usage(-(-prompt_chars // 4), -(-generated_chars // 4), estimated=True)
+
+
 def _served_model(body: object) -> str:
     model = body.get("model") if isinstance(body, dict) else None
     return model if isinstance(model, str) else ""
@@ -190,6 +207,4 @@ def _usage(usage: Any) -> Usage:
 
 
 def _finish(reason: str | None) -> FinishReason:
-    if reason is None:
-        return FinishReason.UNSPECIFIED
-    return _FINISH_REASONS.get(reason, FinishReason.OTHER)
+    return finish_reason(ProviderName.OPENAI, reason, FINISH_REASONS)
