@@ -209,6 +209,8 @@ def build_providers(
                 base_url=settings.base_url(name),
                 max_connections=settings.llm_max_connections,
                 default_max_tokens=settings.llm_default_max_tokens,
+                azure_endpoint=settings.azure_openai_endpoint if name is ProviderName.OPENAI else None,
+                api_version=settings.openai_api_version,
             )
         )
     return providers
@@ -217,6 +219,7 @@ def build_providers(
 def redactor_for(settings: Settings) -> Redactor:
     keys = (
         settings.openai_api_key,
+        settings.azure_openai_api_key,
         settings.anthropic_api_key,
         settings.google_api_key,
         settings.llm_jwt_hs256_secret,

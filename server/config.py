@@ -40,7 +40,7 @@ DEFAULT_PROVIDER_PREFIXES = (
 )
 
 KEY_ENV_NAMES = {
-    ProviderName.OPENAI: "OPENAI_API_KEY",
+    ProviderName.OPENAI: "OPENAI_API_KEY (AZURE_OPENAI_API_KEY with AZURE_OPENAI_ENDPOINT)",
     ProviderName.ANTHROPIC: "ANTHROPIC_API_KEY",
     ProviderName.GEMINI: "GOOGLE_API_KEY (or GEMINI_API_KEY)",
 }
@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     anthropic_base_url: str | None = None
     gemini_base_url: str | None = None
+    azure_openai_endpoint: str | None = None
+    """When set, the `openai` provider is an Azure OpenAI resource (model ids are deployment names)."""
+    azure_openai_api_key: SecretStr | None = None
+    openai_api_version: str = "2024-10-21"
+    """The Azure OpenAI data-plane API version (the SDK's OPENAI_API_VERSION)."""
 
     allowed_models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_MODELS
     llm_default_model: str = DEFAULT_MODEL
@@ -136,7 +141,9 @@ class Settings(BaseSettings):
 
     def api_key(self, provider: ProviderName) -> SecretStr | None:
         return {
-            ProviderName.OPENAI: self.openai_api_key,
+            ProviderName.OPENAI: self.azure_openai_api_key
+            if self.azure_openai_endpoint
+            else self.openai_api_key,
             ProviderName.ANTHROPIC: self.anthropic_api_key,
             ProviderName.GEMINI: self.google_api_key,
         }[provider]

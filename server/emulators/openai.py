@@ -212,10 +212,19 @@ class OpenAIEmulator(Emulator):
         return f"http://{host}:{port}/v1"
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/chat/completions", self._chat), web.get("/v1/models", self._models)]
+        return [
+            web.post("/v1/chat/completions", self._chat),
+            web.get("/v1/models", self._models),
+            # Azure OpenAI: the deployment (the model id) in the path, api-version in the query.
+            web.post("/openai/deployments/{deployment}/chat/completions", self._azure_chat),
+            web.get("/openai/models", self._models),
+        ]
 
     def _authorised(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization", "") == f"Bearer {self.api_key}"
+        """OpenAI takes `Authorization: Bearer <key>`, Azure OpenAI `api-key: <key>`."""
+        return request.headers.get("Authorization", "") == f"Bearer {self.api_key}" or (
+            request.path.startswith("/openai/") and request.headers.get("api-key") == self.api_key
+        )
 
     def _refuse_key(self, request: web.Request) -> web.Response:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -234,8 +243,18 @@ class OpenAIEmulator(Emulator):
         data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "openai"} for m in MODELS]
         return web.json_response({"object": "list", "data": data})
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def _azure_chat(self, request: web.Request) -> web.StreamResponse:
         body = await self.record(request)
+        if "api-version" not in request.query:
+            return web.json_response({"error": {"code": "404", "message": "Resource not found"}}, status=404)
+        if isinstance(body, dict):
+            body["model"] = request.match_info["deployment"]  # the deployment decides, whatever the body says
+        return await self._answer(request, body)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, await self.record(request))
+
+    async def _answer(self, request: web.Request, body: Any) -> web.StreamResponse:
         if not self._authorised(request):
             return self._refuse_key(request)
         problem = _problems(body)

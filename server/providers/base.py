@@ -39,6 +39,10 @@ class ProviderSettings:
     """Connection pool size: at or above the concurrency the gateway must carry per provider."""
     default_max_tokens: int = 4096
     """Used where the API requires max_tokens (Anthropic) and the caller left it unset."""
+    azure_endpoint: str | None = None
+    """OpenAI kind only: an Azure OpenAI resource (https://<name>.openai.azure.com) instead of OpenAI."""
+    api_version: str = "2024-10-21"
+    """With `azure_endpoint`: the Azure OpenAI API version."""
 
 
 class Provider(Protocol):

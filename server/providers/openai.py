@@ -9,7 +9,7 @@ from typing import Any
 import httpx2
 import openai
 import structlog
-from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
+from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 from openai._response import AsyncAPIResponse
 from openai._types import RequestOptions as FinalRequestOptionsInput
 
@@ -57,9 +57,21 @@ class OpenAIProvider:
                 max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
             )
         )
-        self._client = AsyncOpenAI(
-            api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
-        )
+        self._client: AsyncOpenAI
+        if settings.azure_endpoint is not None:
+            # Azure OpenAI: the SDK's own client maps `model` to /openai/deployments/{model}/..., adds
+            # api-version and sends the key as `api-key`; the rest of the adapter is the same.
+            self._client = AsyncAzureOpenAI(
+                azure_endpoint=settings.azure_endpoint,
+                api_version=settings.api_version,
+                api_key=settings.api_key,
+                max_retries=0,
+                http_client=http_client,
+            )
+        else:
+            self._client = AsyncOpenAI(
+                api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
+            )
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(base_url={str(self._client.base_url)!r})"
