@@ -120,6 +120,8 @@ def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
             needed.setdefault(provider, []).append(model)
     for provider, models in needed.items():
         key = settings.api_key(provider)
+        if settings.credentials_from_environment(provider):
+            continue  # Vertex AI: Application Default Credentials, or the access token when given
         if key is None or not key.get_secret_value().strip():
             problems.append(
                 f"{KEY_ENV_NAMES[provider]} is not set, but ALLOWED_MODELS has {', '.join(models)}"
@@ -197,6 +199,11 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+def needed_models(needed: Mapping[ProviderName, object], name: ProviderName) -> list[str]:
+    models = needed.get(name)
+    return [str(m) for m in models] if isinstance(models, list) else []
+
+
 def build_providers(
     settings: Settings, needed: Mapping[ProviderName, object]
 ) -> dict[ProviderName, Provider]:
@@ -211,6 +218,11 @@ def build_providers(
                 default_max_tokens=settings.llm_default_max_tokens,
                 azure_endpoint=settings.azure_openai_endpoint if name is ProviderName.OPENAI else None,
                 api_version=settings.openai_api_version,
+                vertex_project=settings.anthropic_vertex_project_id
+                if name is ProviderName.ANTHROPIC
+                else None,
+                vertex_region=settings.cloud_ml_region,
+                probe_model=next(iter(needed_models(needed, name)), None),
             )
         )
     return providers
@@ -220,6 +232,7 @@ def redactor_for(settings: Settings) -> Redactor:
     keys = (
         settings.openai_api_key,
         settings.azure_openai_api_key,
+        settings.anthropic_vertex_access_token,
         settings.anthropic_api_key,
         settings.google_api_key,
         settings.llm_jwt_hs256_secret,

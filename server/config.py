@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     azure_openai_api_key: SecretStr | None = None
     openai_api_version: str = "2024-10-21"
     """The Azure OpenAI data-plane API version (the SDK's OPENAI_API_VERSION)."""
+    anthropic_vertex_project_id: str | None = None
+    """When set, the `anthropic` provider is Claude on Google Vertex AI in this project (SDK env name)."""
+    cloud_ml_region: str = "global"
+    """With anthropic_vertex_project_id: the Vertex AI region (the SDK's CLOUD_ML_REGION)."""
+    anthropic_vertex_access_token: SecretStr | None = None
+    """With anthropic_vertex_project_id: a fixed OAuth access token; unset, Application Default
+    Credentials (google-auth) supply and refresh one."""
 
     allowed_models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_MODELS
     llm_default_model: str = DEFAULT_MODEL
@@ -144,9 +151,15 @@ class Settings(BaseSettings):
             ProviderName.OPENAI: self.azure_openai_api_key
             if self.azure_openai_endpoint
             else self.openai_api_key,
-            ProviderName.ANTHROPIC: self.anthropic_api_key,
+            ProviderName.ANTHROPIC: self.anthropic_vertex_access_token
+            if self.anthropic_vertex_project_id
+            else self.anthropic_api_key,
             ProviderName.GEMINI: self.google_api_key,
         }[provider]
+
+    def credentials_from_environment(self, provider: ProviderName) -> bool:
+        """Whether the provider authenticates without a key of ours (Claude on Vertex AI with ADC)."""
+        return provider is ProviderName.ANTHROPIC and bool(self.anthropic_vertex_project_id)
 
     def base_url(self, provider: ProviderName) -> str | None:
         return {

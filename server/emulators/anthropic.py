@@ -9,7 +9,14 @@ from typing import Any
 
 from aiohttp import web
 
-from server.emulators.base import Directives, Emulator, new_request_id, parse_directives, plan_reply
+from server.emulators.base import (
+    Directives,
+    Emulator,
+    count_tokens,
+    new_request_id,
+    parse_directives,
+    plan_reply,
+)
 
 KNOWN_PARAMS = {
     "model",
@@ -32,6 +39,7 @@ KNOWN_PARAMS = {
 }
 # From API version 2026-10-21 the Messages API refuses temperature, top_p and top_k, even at defaults.
 SAMPLING_REMOVED = "2026-10-21"
+VERTEX_MODELS = "publishers/anthropic/models"
 STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -139,7 +147,42 @@ class AnthropicEmulator(Emulator):
         return dict(SNAPSHOTS)
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/messages", self._messages), web.get("/v1/models", self._models)]
+        return [
+            web.post("/v1/messages", self._messages),
+            web.get("/v1/models", self._models),
+            # Claude on Vertex AI: the model and the method in the path, the API version in the body.
+            web.post(f"/v1/projects/{{project}}/locations/{{region}}/{VERTEX_MODELS}/{{call}}", self._vertex),
+        ]
+
+    async def _vertex(self, request: web.Request) -> web.StreamResponse:
+        """rawPredict / streamRawPredict / count-tokens as Vertex AI serves Claude: an OAuth bearer token
+        (here: the emulator's key), `anthropic_version` in the body instead of the header (the SDK sends
+        its API version there), no `model` in the body."""
+        body = await self.record(request)
+        if request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            message = "Request had invalid authentication credentials."
+            google = {"code": 401, "message": message, "status": "UNAUTHENTICATED"}
+            return web.json_response({"error": google}, status=401)
+        model, _, method = request.match_info["call"].partition(":")
+        version = body.pop("anthropic_version", None) if isinstance(body, dict) else None
+        if not isinstance(version, str):
+            return _error(400, "anthropic_version: Field required")
+        if model == "count-tokens" and method == "rawPredict":
+            tokens = sum(count_tokens(_text(m.get("content"))) for m in body.get("messages") or [])
+            return web.json_response({"input_tokens": tokens})
+        if "model" in body:
+            return _error(400, "model: Extra inputs are not permitted")
+        if method not in ("rawPredict", "streamRawPredict"):
+            return _error(404, f"unknown method {method}")
+        if (method == "streamRawPredict") != bool(body.get("stream")):
+            return _error(400, "stream: streamRawPredict streams, rawPredict does not")
+        return await self._answer(request, {**body, "model": model}, version)
+
+    async def _messages(self, request: web.Request) -> web.StreamResponse:
+        body = await self.record(request)
+        if (refusal := self._refusal(request)) is not None:
+            return refusal
+        return await self._answer(request, body, request.headers["anthropic-version"])
 
     def _refusal(self, request: web.Request) -> web.Response | None:
         # The key arrives as x-api-key (older SDKs) or as a bearer token (current SDKs).
@@ -160,11 +203,8 @@ class AnthropicEmulator(Emulator):
         ]
         return web.json_response({"data": data, "has_more": False, "first_id": ids[0], "last_id": ids[-1]})
 
-    async def _messages(self, request: web.Request) -> web.StreamResponse:
-        body = await self.record(request)
-        if (refusal := self._refusal(request)) is not None:
-            return refusal
-        if (problem := _problem(body, request.headers["anthropic-version"])) is not None:
+    async def _answer(self, request: web.Request, body: Any, version: str) -> web.StreamResponse:
+        if (problem := _problem(body, version)) is not None:
             return _error(400, problem)
         if body["model"] in RETIRED:
             return _error(404, f"model: {body['model']}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import anthropic
 import httpx2
-from anthropic import AsyncAnthropic, AsyncStream, DefaultAioHttpClient
+from anthropic import AsyncAnthropic, AsyncAnthropicVertex, AsyncStream, DefaultAioHttpClient
 from anthropic._response import AsyncAPIResponse
 from anthropic._types import RequestOptions
 
@@ -56,10 +56,25 @@ class AnthropicProvider:
                 max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
             )
         )
-        self._client = AsyncAnthropic(
-            api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
-        )
+        self._client: AsyncAnthropic | AsyncAnthropicVertex
+        if settings.vertex_project is not None:
+            # Claude on Vertex AI: the SDK's own client sends a call for `model` to
+            # .../publishers/anthropic/models/{model}:rawPredict (or :streamRawPredict) with the Vertex
+            # API version in the body and an OAuth token (ADC, or the one given); the rest is the same.
+            self._client = AsyncAnthropicVertex(
+                project_id=settings.vertex_project,
+                region=settings.vertex_region,
+                access_token=settings.api_key or None,
+                base_url=settings.base_url,
+                max_retries=0,
+                http_client=http_client,
+            )
+        else:
+            self._client = AsyncAnthropic(
+                api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
+            )
         self._default_max_tokens = settings.default_max_tokens
+        self._probe_model = settings.probe_model
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(base_url={str(self._client.base_url)!r})"
@@ -131,9 +146,20 @@ class AnthropicProvider:
 
     async def probe(self, timeout: float) -> None:
         with self._errors():
-            await self._client.models.list(limit=1, timeout=timeout)
+            if isinstance(self._client, AsyncAnthropicVertex):
+                # Vertex AI has no models list for Claude: count the tokens of a word, free of charge.
+                await self._client.post(
+                    "/v1/messages/count_tokens",
+                    cast_to=object,
+                    body={"model": self._probe_model, "messages": [{"role": "user", "content": "ping"}]},
+                    options={"timeout": timeout},
+                )
+            else:
+                await self._client.models.list(limit=1, timeout=timeout)
 
     async def list_models(self, timeout: float) -> list[str]:
+        if isinstance(self._client, AsyncAnthropicVertex):
+            raise ProviderBadRequest(self.name, "Claude on Vertex AI offers no models list to check against")
         with self._errors():
             return [model.id async for model in self._client.models.list(limit=1000, timeout=timeout)]
 

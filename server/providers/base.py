@@ -43,6 +43,12 @@ class ProviderSettings:
     """OpenAI kind only: an Azure OpenAI resource (https://<name>.openai.azure.com) instead of OpenAI."""
     api_version: str = "2024-10-21"
     """With `azure_endpoint`: the Azure OpenAI API version."""
+    vertex_project: str | None = None
+    """Anthropic kind only: Claude on Google Vertex AI in this project (`api_key`: an access token, or
+    empty for Application Default Credentials)."""
+    vertex_region: str = "global"
+    probe_model: str | None = None
+    """A model of this provider the health probe may name, where the probe needs one (Vertex AI)."""
 
 
 class Provider(Protocol):

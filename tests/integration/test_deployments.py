@@ -1,5 +1,6 @@
-"""Other deployments of a provider kind: Azure OpenAI through the SDK's AsyncAzureOpenAI, and an
-OpenAI-compatible endpoint with its own models, against the emulator's Azure routes."""
+"""Other deployments of a provider kind, against the emulators' routes for them: Azure OpenAI through the
+SDK's AsyncAzureOpenAI, Claude on Vertex AI through AsyncAnthropicVertex, and an OpenAI-compatible
+endpoint with its own models."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App
-from tests.conftest import OPENAI_KEY, Emulators
+from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, Emulators
 from tests.helpers import details_of, user
 
 
@@ -88,3 +89,56 @@ async def test_openai_compatible_endpoint_with_its_own_models(
 
     assert (reply.provider, reply.model, reply.cost_usd) == ("openai", "local-llama-70b", 0.0)
     assert emulators.completions("openai")[-1].body["temperature"] == pytest.approx(0.2)
+
+
+def _vertex(emulators: Emulators, token: str = ANTHROPIC_KEY) -> dict[str, Any]:
+    return {
+        "anthropic_vertex_project_id": "my-project",
+        "cloud_ml_region": "europe-west1",
+        "anthropic_vertex_access_token": token,
+        "anthropic_api_key": None,
+        "anthropic_base_url": f"{emulators.anthropic.base_url}/v1",
+    }
+
+
+async def test_claude_on_vertex_ai_serves_through_raw_predict(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(**_vertex(emulators))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        reply = await stub.Complete(
+            llm_pb2.CompleteRequest(model="claude-haiku-4-5", messages=user("hi")), timeout=10
+        )
+        events = [
+            e
+            async for e in stub.Stream(
+                llm_pb2.StreamRequest(model="claude-sonnet-4-6", messages=user("a b")), timeout=10
+            )
+        ]
+        await app.health_monitor.probe_all()
+        health = await stub.CheckHealth(llm_pb2.CheckHealthRequest(), timeout=10)
+
+    assert (reply.content, reply.provider) == ("emulator reply: hi", "anthropic")
+    assert events[-1].done.usage.completion_tokens == 4
+    prefix = "/v1/projects/my-project/locations/europe-west1/publishers/anthropic/models"
+    calls = emulators.completions("anthropic")
+    assert f"{prefix}/claude-haiku-4-5:rawPredict" in [c.path for c in calls]
+    assert f"{prefix}/claude-sonnet-4-6:streamRawPredict" in [c.path for c in calls]
+    assert f"{prefix}/count-tokens:rawPredict" in [c.path for c in calls]  # the health probe
+    assert {p.provider: p.status for p in health.providers}["anthropic"] == llm_pb2.HEALTH_STATUS_SERVING
+
+
+async def test_claude_on_vertex_ai_refusing_the_token_is_provider_auth_failed(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(**_vertex(emulators, token="ya29.wrong-token-0123456789"))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await llm_pb2_grpc.LLMServiceStub(channel).Complete(
+                llm_pb2.CompleteRequest(model="claude-haiku-4-5", messages=user("hi")), timeout=10
+            )
+
+    details = details_of(caught.value)
+    assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE, "PROVIDER_AUTH_FAILED")
+    assert "ya29.wrong" not in details.message + str(details.metadata)
