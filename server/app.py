@@ -199,6 +199,15 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+def _vertex_project(settings: Settings, name: ProviderName) -> str | None:
+    """The Google Cloud project when the provider is served from Vertex AI, else None."""
+    if name is ProviderName.ANTHROPIC:
+        return settings.anthropic_vertex_project_id
+    if name is ProviderName.GEMINI and settings.google_genai_use_vertexai:
+        return settings.google_cloud_project or ""  # empty: the project of the ADC credentials
+    return None
+
+
 def needed_models(needed: Mapping[ProviderName, object], name: ProviderName) -> list[str]:
     models = needed.get(name)
     return [str(m) for m in models] if isinstance(models, list) else []
@@ -218,10 +227,10 @@ def build_providers(
                 default_max_tokens=settings.llm_default_max_tokens,
                 azure_endpoint=settings.azure_openai_endpoint if name is ProviderName.OPENAI else None,
                 api_version=settings.openai_api_version,
-                vertex_project=settings.anthropic_vertex_project_id
-                if name is ProviderName.ANTHROPIC
-                else None,
-                vertex_region=settings.cloud_ml_region,
+                vertex_project=_vertex_project(settings, name),
+                vertex_region=settings.google_cloud_location
+                if name is ProviderName.GEMINI
+                else settings.cloud_ml_region,
                 probe_model=next(iter(needed_models(needed, name)), None),
             )
         )
@@ -233,6 +242,7 @@ def redactor_for(settings: Settings) -> Redactor:
         settings.openai_api_key,
         settings.azure_openai_api_key,
         settings.anthropic_vertex_access_token,
+        settings.gemini_vertex_access_token,
         settings.anthropic_api_key,
         settings.google_api_key,
         settings.llm_jwt_hs256_secret,

@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     azure_openai_api_key: SecretStr | None = None
     openai_api_version: str = "2024-10-21"
     """The Azure OpenAI data-plane API version (the SDK's OPENAI_API_VERSION)."""
+    google_genai_use_vertexai: bool = False
+    """Serve the `gemini` provider from Vertex AI (GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION; the SDK's
+    own variable names)."""
+    google_cloud_project: str | None = None
+    google_cloud_location: str = "global"
+    gemini_vertex_access_token: SecretStr | None = None
+    """With Vertex AI: a fixed OAuth access token; unset, Application Default Credentials."""
     anthropic_vertex_project_id: str | None = None
     """When set, the `anthropic` provider is Claude on Google Vertex AI in this project (SDK env name)."""
     cloud_ml_region: str = "global"
@@ -154,12 +161,16 @@ class Settings(BaseSettings):
             ProviderName.ANTHROPIC: self.anthropic_vertex_access_token
             if self.anthropic_vertex_project_id
             else self.anthropic_api_key,
-            ProviderName.GEMINI: self.google_api_key,
+            ProviderName.GEMINI: self.gemini_vertex_access_token
+            if self.google_genai_use_vertexai
+            else self.google_api_key,
         }[provider]
 
     def credentials_from_environment(self, provider: ProviderName) -> bool:
         """Whether the provider authenticates without a key of ours (Claude on Vertex AI with ADC)."""
-        return provider is ProviderName.ANTHROPIC and bool(self.anthropic_vertex_project_id)
+        return (provider is ProviderName.ANTHROPIC and bool(self.anthropic_vertex_project_id)) or (
+            provider is ProviderName.GEMINI and self.google_genai_use_vertexai
+        )
 
     def base_url(self, provider: ProviderName) -> str | None:
         return {

@@ -18,6 +18,9 @@ from server.emulators.base import Directives, Emulator, Reply, parse_directives,
 
 # google-genai 3.x calls /v1 by default, older SDKs and the API reference /v1beta: both are served.
 API_VERSIONS = ("/v1", "/v1beta")
+VERTEX = "/v1beta1"
+"""The API version google-genai speaks to Vertex AI."""
+PUBLISHER = "publishers/google/models"
 MODELS = ("gemini-3.1-flash-lite", "gemini-3.5-flash", "gemini-3.1-pro-preview")
 # Shut down: the API answers 404 NOT_FOUND ("models/... is not found for API version ...").
 RETIRED = frozenset(
@@ -205,13 +208,25 @@ class GeminiEmulator(Emulator):
 
     def routes(self) -> list[web.RouteDef]:
         generate = [web.post(f"{version}/models/{{call}}", self._generate) for version in API_VERSIONS]
-        return generate + [web.get(f"{version}/models", self._models) for version in API_VERSIONS]
+        vertex = [
+            # Gemini on Vertex AI: a project and a location in the path, an OAuth bearer token.
+            web.post(
+                f"{VERTEX}/projects/{{project}}/locations/{{location}}/{PUBLISHER}/{{call}}", self._generate
+            ),
+            web.get(f"{VERTEX}/{PUBLISHER}", self._models),
+        ]
+        return generate + [web.get(f"{version}/models", self._models) for version in API_VERSIONS] + vertex
 
     def default_snapshots(self) -> dict[str, str]:
         return dict(SNAPSHOTS)
 
     def _refusal(self, request: web.Request) -> web.Response | None:
-        """Gemini answers a missing key with 403 and a wrong one with 400 API_KEY_INVALID."""
+        """Gemini answers a missing key with 403 and a wrong one with 400 API_KEY_INVALID; Vertex AI a
+        wrong token with 401 UNAUTHENTICATED."""
+        if request.path.startswith(f"{VERTEX}/"):
+            if request.headers.get("Authorization") == f"Bearer {self.api_key}":
+                return None
+            return _error(401, "Request had invalid authentication credentials.")
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
         if key is None:
             return _error(403, NO_KEY)
@@ -229,7 +244,10 @@ class GeminiEmulator(Emulator):
         except ValueError:
             return _error(400, "Invalid value for pageSize or pageToken.")
         page = MODELS[start : start + size]
-        body: dict[str, Any] = {"models": [_model(m) for m in page]}
+        if request.path.startswith(f"{VERTEX}/"):  # Vertex lists publisher models
+            body: dict[str, Any] = {"publisherModels": [{"name": f"{PUBLISHER}/{m}"} for m in page]}
+        else:
+            body = {"models": [_model(m) for m in page]}
         if start + size < len(MODELS):
             body["nextPageToken"] = str(start + size)
         return web.json_response(body)

@@ -28,6 +28,7 @@ import aiohttp
 from google import genai
 from google.genai import errors, types
 from google.genai.client import AsyncClient
+from google.oauth2.credentials import Credentials
 
 from server.core.errors import ProviderBadRequest, ProviderError, ProviderTimeout, ProviderUnavailable
 from server.core.types import (
@@ -151,7 +152,8 @@ class GeminiProvider:
         config = types.ListModelsConfig(page_size=1000, http_options=types.HttpOptions(timeout=_ms(timeout)))
         with self._errors():
             pager = await self._aio().models.list(config=config)
-            return [(model.name or "").removeprefix("models/") async for model in pager if model.name]
+            # `models/<id>` (Developer API) or `publishers/google/models/<id>` (Vertex AI).
+            return [model.name.rpartition("/")[2] async for model in pager if model.name]
 
     async def aclose(self) -> None:
         client, session = self._client, self._session
@@ -196,15 +198,29 @@ class GeminiProvider:
                 trust_env=True,
                 trace_configs=[tracing],
             )
-            self._client = genai.Client(
-                vertexai=False,  # the Developer API whatever GOOGLE_GENAI_USE_VERTEXAI says
-                api_key=self._settings.api_key,
-                http_options=types.HttpOptions(
-                    base_url=self._settings.base_url,
-                    retry_options=types.HttpRetryOptions(attempts=1),
-                    aiohttp_client=self._session,
-                ),
+            http_options = types.HttpOptions(
+                base_url=self._settings.base_url,
+                retry_options=types.HttpRetryOptions(attempts=1),
+                aiohttp_client=self._session,
             )
+            if self._settings.vertex_project is not None:
+                # Vertex AI: project and location from the settings (read once at start), credentials
+                # a given OAuth token or Application Default Credentials (google-auth).
+                token = self._settings.api_key
+                self._client = genai.Client(
+                    vertexai=True,
+                    project=self._settings.vertex_project or None,
+                    location=self._settings.vertex_region,
+                    # google-auth (a google-genai dependency) leaves this constructor untyped.
+                    credentials=Credentials(token=token) if token else None,  # type: ignore[no-untyped-call]
+                    http_options=http_options,
+                )
+            else:
+                self._client = genai.Client(
+                    vertexai=False,  # the Developer API whatever GOOGLE_GENAI_USE_VERTEXAI says
+                    api_key=self._settings.api_key,
+                    http_options=http_options,
+                )
         return self._client.aio
 
     def _params(

@@ -12,8 +12,9 @@ import grpc
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
+from server.__main__ import verify_models
 from server.app import App
-from tests.conftest import ANTHROPIC_KEY, OPENAI_KEY, Emulators
+from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Emulators, make_settings
 from tests.helpers import details_of, user
 
 
@@ -142,3 +143,56 @@ async def test_claude_on_vertex_ai_refusing_the_token_is_provider_auth_failed(
     details = details_of(caught.value)
     assert (details.code, details.reason) == (grpc.StatusCode.UNAVAILABLE, "PROVIDER_AUTH_FAILED")
     assert "ya29.wrong" not in details.message + str(details.metadata)
+
+
+def _gemini_vertex(emulators: Emulators, token: str = GEMINI_KEY) -> dict[str, Any]:
+    return {
+        "google_genai_use_vertexai": True,
+        "google_cloud_project": "my-project",
+        "google_cloud_location": "europe-west4",
+        "gemini_vertex_access_token": token,
+        "google_api_key": None,
+    }
+
+
+async def test_gemini_on_vertex_ai_serves_through_the_project_and_location(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(**_gemini_vertex(emulators))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        reply = await stub.Complete(
+            llm_pb2.CompleteRequest(model="gemini-3.1-flash-lite", messages=user("hi")), timeout=10
+        )
+        events = [
+            e
+            async for e in stub.Stream(
+                llm_pb2.StreamRequest(model="gemini-3.5-flash", messages=user("a b")), timeout=10
+            )
+        ]
+        await app.health_monitor.probe_all()
+        health = await stub.CheckHealth(llm_pb2.CheckHealthRequest(), timeout=10)
+
+    assert (reply.content, reply.provider) == ("emulator reply: hi", "gemini")
+    assert events[-1].done.usage.completion_tokens == 4
+    prefix = "/v1beta1/projects/my-project/locations/europe-west4/publishers/google/models"
+    calls = emulators.completions("gemini")
+    assert [c.path for c in calls] == [
+        f"{prefix}/gemini-3.1-flash-lite:generateContent",
+        f"{prefix}/gemini-3.5-flash:streamGenerateContent",
+    ]
+    assert calls[0].headers["authorization"] == f"Bearer {GEMINI_KEY}"
+    assert {p.provider: p.status for p in health.providers}["gemini"] == llm_pb2.HEALTH_STATUS_SERVING
+
+
+async def test_verify_lists_gemini_models_on_vertex_ai(emulators: Emulators) -> None:
+    settings = make_settings(
+        emulators,
+        **_gemini_vertex(emulators),
+        allowed_models="gemini-3.5-flash",
+        llm_default_model="gemini-3.5-flash",
+    )
+
+    code, report = await verify_models(settings, timeout=10)
+
+    assert (code, report) == (0, "gemini: gemini-3.5-flash: served")
