@@ -307,7 +307,6 @@ def build_app(
     circuit = CircuitBreaker(list(providers), settings.llm_circuit_failures, settings.llm_circuit_cooldown)
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
-        registry=ModelRegistry(settings.llm_provider_prefixes),
         providers=providers,
         retry=RetryPolicy(
             settings.llm_max_retries, settings.llm_retry_base_delay, settings.llm_retry_max_delay

@@ -34,7 +34,6 @@ from server.core.errors import (
     UnsupportedByModel,
 )
 from server.core.governance import Allowlist
-from server.core.registry import ModelRegistry
 from server.core.retry import RetryPolicy, call_with_retries
 from server.core.types import (
     CallOptions,
@@ -83,7 +82,6 @@ class Gateway:
         self,
         *,
         allowlist: Allowlist,
-        registry: ModelRegistry,
         providers: Mapping[ProviderName, Provider],
         retry: RetryPolicy,
         limits: Limits,
@@ -99,7 +97,6 @@ class Gateway:
         self._circuit = circuit
         self.allowlist = allowlist
         self._admission = admission
-        self._registry = registry
         self._providers = dict(providers)
         self._retry = retry
         self._limits = limits

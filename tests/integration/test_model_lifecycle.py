@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -82,3 +84,20 @@ async def test_start_warns_of_allowed_models_within_30_days_of_retirement(
 
     warnings = [entry for entry in logs if entry["event"] == "model.retiring"]
     assert [(w["model"], w["days_left"]) for w in warnings] == [("gpt-soon", 10)]
+
+
+async def test_models_verify_command_against_the_emulators_exits_0() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "models",
+        "verify",
+        "--demo",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), timeout=60)
+
+    assert process.returncode == 0
+    assert "openai: gpt-5.5: served" in out.decode()
