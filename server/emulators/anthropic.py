@@ -222,6 +222,13 @@ class AnthropicEmulator(Emulator):
             return _error(
                 400, f"prompt is too long: {reply.prompt_tokens} tokens > {directives.context_window} maximum"
             )
+        window = directives.context_window
+        if window is not None and reply.prompt_tokens + body["max_tokens"] > window:
+            return _error(
+                400,
+                f"input length and `max_tokens` exceed context limit: {reply.prompt_tokens} + "
+                f"{body['max_tokens']} > {window}, decrease input length or `max_tokens` and try again",
+            )
         stop_reason = STOP_REASONS.get(reply.finish, reply.finish)
         full = "emulator reply: " + last_user if directives.reply is None else directives.reply
         stop_sequence = next((s for s in stops if s in full), None) if reply.finish == "stop" else None

@@ -140,10 +140,13 @@ STATUS_OF_ERROR_KIND = {
 QUOTA_KINDS = frozenset({"insufficient_quota", "billing_error"})
 CONTEXT_KINDS = frozenset({"context_length_exceeded"})
 # The providers' own words for a prompt over the context window (Anthropic: "prompt is too long: N tokens
-# > M maximum"; Gemini: "The input token count (N) exceeds the maximum number of tokens allowed (M).")
-# and for exhausted credit (Anthropic answers 400 invalid_request_error "Your credit balance is too low").
+# > M maximum", or "input length and `max_tokens` exceed context limit: N + K > M"; Gemini: "The input
+# token count (N) exceeds the maximum number of tokens allowed (M)."; OpenAI's code says it, its message
+# "maximum context length") and for exhausted credit (Anthropic answers 400 invalid_request_error "Your
+# credit balance is too low").
 _CONTEXT_WORDS = re.compile(
-    r"prompt is too long|input token count.*exceeds the maximum|maximum context length", re.I | re.S
+    r"prompt is too long|exceed context limit|input token count.*exceeds the maximum|maximum context length",
+    re.I | re.S,
 )
 _CREDIT_WORDS = re.compile(r"credit balance is too low", re.I)
 

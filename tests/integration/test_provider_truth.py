@@ -356,3 +356,14 @@ async def test_catalogue_overlay_adds_models_and_overrides_fields(
     assert models["gpt-5.4-mini"].output_usd_per_million == 4.5  # the bundled value, not overridden
     assert models["gpt-private"].retirement_date == "2027-06-30"
     assert models["claude-haiku-4-5"].output_usd_per_million == 5.0
+
+
+async def test_anthropic_input_plus_max_tokens_over_the_window_is_context_length_exceeded(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators
+) -> None:
+    details = await _complete_error(
+        stub, MODELS["anthropic"], "a b c [[emulate: context_window=2000 reply=x]]", max_tokens=64000
+    )
+
+    assert (details.code, details.reason) == (grpc.StatusCode.INVALID_ARGUMENT, "CONTEXT_LENGTH_EXCEEDED")
+    assert details.metadata["context_window"] == "200000"
