@@ -26,7 +26,8 @@ stripped from the text the emulator echoes. Keys:
     error=rate_limit    with `error_after`: the kind of the in-stream error event (overloaded,
                         rate_limit, invalid_request, quota, server); default overloaded / server_error
     context_window=50   refuse, as the provider does, a prompt of more tokens than this
-    no_usage=1          OpenAI stream: end without the usage chunk even when include_usage asks for it
+    no_usage=1          OpenAI: a reply without `usage` (a stream without the usage chunk even when
+                        include_usage asks for it)
 
 Every response carries the provider's request id where the real API sends one (OpenAI `x-request-id`,
 Anthropic `request-id`; Gemini names a served response in `responseId`), and names the model that

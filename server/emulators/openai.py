@@ -308,8 +308,9 @@ class OpenAIEmulator(Emulator):
                 "logprobs": None,
                 "message": {"role": "assistant", "content": reply.text, "refusal": None},
             }
+            reported = {} if directives.no_usage else {"usage": usage}
             return web.json_response(
-                {**identity, "object": "chat.completion", "choices": [choice], "usage": usage}
+                {**identity, "object": "chat.completion", "choices": [choice], **reported}
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return await self._stream(

@@ -89,9 +89,13 @@ class OpenAIProvider:
             body = await response.parse()
         choice = _first_choice(body)
         message = choice.get("message") or {}
+        content = message.get("content") or ""
+        reported = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(reported, dict):  # never a silent zero cost: an estimate, marked as one
+            log.warning("provider.usage_missing", provider=str(self.name), model=request.model)
         return Completion(
-            content=message.get("content") or "",
-            usage=_usage(body.get("usage") if isinstance(body, dict) else None),
+            content=content,
+            usage=_usage(reported) if isinstance(reported, dict) else _estimated_usage(request, len(content)),
             finish_reason=_finish(choice.get("finish_reason")),
             served_model=_served_model(body),
             request_id=response.headers.get(REQUEST_ID_HEADER) or "",

@@ -93,6 +93,19 @@ async def test_openai_stream_without_its_usage_chunk_reports_an_estimate_not_zer
     assert done.cost_usd > 0
 
 
+async def test_openai_reply_without_usage_reports_an_estimate_not_zero(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub,
+) -> None:
+    response = await stub.Complete(
+        llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("a b c [[emulate: no_usage=1]]")),
+        timeout=10,
+    )
+
+    assert response.usage.usage_estimated
+    assert response.usage.completion_tokens > 0
+    assert response.cost_usd > 0
+
+
 async def test_provider_usage_is_not_marked_estimated(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> None:
     events = [
         e
