@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test go-check node-test soak fuzz test-unit test-integration bench bench-routing clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-check node-test soak fuzz test-unit test-integration bench bench-routing clean
 
 $(STAMP): pyproject.toml clients/python/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -56,10 +56,15 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## The README's test command: contract, lint, types, then every test (Python, then the Node client's).
-test: proto-check buf-lint lint typecheck
+test: proto-check buf-lint lint typecheck system-deps
 	$(BIN)/pytest -q
 	$(MAKE) go-check
 	$(MAKE) node-test
+
+## Debian packages the tests start for real: redis-server (installed when missing; needs root, as in CI).
+system-deps:
+	@command -v redis-server >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 
 GO_PACKAGES := golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
 	protoc-gen-go protoc-gen-go-grpc protobuf-compiler

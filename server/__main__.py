@@ -172,6 +172,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     app: App = build_app(
         settings, host=args.host, port=args.port, metrics_port=metrics_port, reuse_port=args.reuse_port
     )
+    if not args.demo:
+        _warn_if_insecure(settings)
     await app.start()
     log.info(
         "serving", address=f"{args.host}:{app.port}", models=list(settings.allowed_models), demo=args.demo
@@ -188,6 +190,20 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         await emulator.stop()
     log.info("stopped")
     return 0
+
+
+def _warn_if_insecure(settings: Settings) -> None:
+    """One loud line when a real (non-demo) gateway runs without TLS or without authentication."""
+    plaintext = settings.llm_tls_cert_file is None and settings.llm_allow_plaintext
+    if plaintext or settings.llm_auth_disabled:
+        log.warning(
+            "insecure",
+            plaintext=plaintext,
+            authentication=not settings.llm_auth_disabled,
+            hint="every caller that reaches this port can spend the providers' budget"
+            + (" and read traffic in the clear" if plaintext else "")
+            + "; fine behind a mesh with mTLS and its own authorisation, not on an open network",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> None:

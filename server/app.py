@@ -5,31 +5,36 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
+import jwt
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
-from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
-from server.api.servicer import LLMServicer
-from server.config import KEY_ENV_NAMES, Settings, load_catalogue
+from llm_grpc.v1 import llm_pb2
+from server.api.servicer import LLMServicer, add_to_server
+from server.config import KEY_ENV_NAMES, Settings, load_catalogue, load_limit_policy
 from server.core.admission import Admission
-from server.core.auth import Authenticator, parse_roles
+from server.core.auth import Authenticator, parse_roles, secret_problem
 from server.core.catalogue import Catalogue
 from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
 from server.core.governance import Allowlist
 from server.core.health import HealthMonitor
 from server.core.lifecycle import retiring
+from server.core.limits import MICRO, Check, Limiter, LimitKind, LimitStore
 from server.core.registry import ModelRegistry
 from server.core.retry import RetryPolicy
 from server.core.types import ProviderName
 from server.core.validation import Limits
+from server.limits.memory_store import MemoryLimitStore
+from server.limits.redis_store import RedisLimitStore
 from server.observability.metrics import Metrics
 from server.observability.redact import Redactor
 from server.providers.anthropic import AnthropicProvider
@@ -132,11 +137,56 @@ def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
                 problems.append(f"LLM_FALLBACKS names {name!r}, which is not in ALLOWED_MODELS")
     if settings.llm_default_model not in settings.allowed_models:
         problems.append(f"LLM_DEFAULT_MODEL {settings.llm_default_model!r} is not in ALLOWED_MODELS")
+    problems += _limits_problems(settings)
     problems += _transport_problems(settings)
     problems += _auth_problems(settings)
     if problems:
         raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
     return needed
+
+
+def _limits_problems(settings: Settings) -> list[str]:
+    try:
+        policy = load_limit_policy(settings.llm_limits_file)
+    except ValueError as error:
+        return [str(error)]
+    named = {
+        model
+        for scoped in (policy.default, *policy.roles.values(), *policy.identities.values())
+        for model in scoped.models
+    }
+    return [
+        f"LLM_LIMITS_FILE sets limits for model {model!r}, which is not in ALLOWED_MODELS"
+        for model in sorted(named - set(settings.allowed_models))
+    ]
+
+
+def build_limiter(settings: Settings, metrics: Metrics, clock: Callable[[], float] = time.time) -> Limiter:
+    """Caller limits on Redis when LLM_REDIS_URL is set (shared by every replica), else in process."""
+    store: LimitStore = (
+        RedisLimitStore(settings.llm_redis_url.get_secret_value(), settings.llm_redis_timeout)
+        if settings.llm_redis_url is not None
+        else MemoryLimitStore()
+    )
+
+    def unavailable(error: BaseException) -> None:
+        metrics.limit_store_errors.inc()
+        log.error("limits.store_unavailable", error=str(error), fail_open=settings.llm_limits_fail_open)
+
+    def budget(identity: str, check: Check, spent: int) -> None:
+        period = "day" if check.kind is LimitKind.USD_PER_DAY else "month"
+        metrics.budget(identity, period, spent / MICRO, check.limit / MICRO)
+
+    return Limiter(
+        load_limit_policy(settings.llm_limits_file),
+        store,
+        fail_open=settings.llm_limits_fail_open,
+        lease_seconds=settings.llm_request_timeout + 30,
+        clock=clock,
+        on_refused=lambda refused: metrics.limit_refused(refused.kind.value, refused.scope),
+        on_unavailable=unavailable,
+        on_budget=budget,
+    )
 
 
 def _transport_problems(settings: Settings) -> list[str]:
@@ -158,21 +208,33 @@ def _transport_problems(settings: Settings) -> list[str]:
 def _auth_problems(settings: Settings) -> list[str]:
     if settings.llm_auth_disabled:
         return []
-    sources = (settings.llm_jwt_hs256_secret, settings.llm_jwt_public_key_file, settings.llm_jwt_jwks_file)
-    problems = []
+    secret = settings.llm_jwt_hs256_secret
+    sources = (secret, settings.llm_jwt_public_key_file, settings.llm_jwt_jwks_file)
     if not any(sources):
-        problems.append(
+        return [
             "authentication is on but has no key: set LLM_JWT_HS256_SECRET, LLM_JWT_PUBLIC_KEY_FILE or "
             "LLM_JWT_JWKS_FILE, or LLM_AUTH_DISABLED=true"
-        )
+        ]
+    problems = []
+    if secret is not None and (problem := secret_problem(secret.get_secret_value())) is not None:
+        problems.append(problem)
     try:
         build_authenticator(settings)
-    except (OSError, ValueError) as error:
-        problems.append(f"cannot load the authentication settings: {error}")
+    except OSError as error:
+        problems.append(f"cannot read {error.filename}: {error.strerror}")
+    except (ValueError, TypeError, jwt.PyJWTError) as error:
+        problems.append(f"cannot load the JWT key settings: {_one_line(error)}")
     return problems
 
 
+def _one_line(error: BaseException) -> str:
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text[:300]
+
+
 def build_authenticator(settings: Settings) -> Authenticator | None:
+    """None when authentication is off. Raises OSError, ValueError or jwt.PyJWTError for an unusable key
+    file, JWKS or LLM_ROLES (check_settings turns those into start-up problems)."""
     if settings.llm_auth_disabled:
         return None
     secret = settings.llm_jwt_hs256_secret
@@ -183,8 +245,9 @@ def build_authenticator(settings: Settings) -> Authenticator | None:
         issuer=settings.llm_jwt_issuer,
         audience=settings.llm_jwt_audience,
         leeway=settings.llm_jwt_leeway,
-        roles=parse_roles(settings.llm_roles) if settings.llm_roles else None,
+        roles=parse_roles(settings.llm_roles) if settings.llm_roles else {},
         roles_claim=settings.llm_roles_claim,
+        max_subject_length=settings.llm_max_metadata_value_length,
     )
 
 
@@ -246,6 +309,7 @@ def redactor_for(settings: Settings) -> Redactor:
         settings.anthropic_api_key,
         settings.google_api_key,
         settings.llm_jwt_hs256_secret,
+        settings.llm_redis_url,
     )
     return Redactor(key.get_secret_value() for key in keys if key is not None)
 
@@ -261,6 +325,7 @@ class App:
     health_servicer: Any  # grpc_health.v1.health.aio.HealthServicer (untyped)
     providers: dict[ProviderName, Provider]
     metrics: Metrics
+    limiter: Limiter
     metrics_address: tuple[str, int] | None
     """Where to serve /metrics (port 0 picks one); None serves no metrics endpoint."""
     metrics_port: int | None = None
@@ -283,6 +348,7 @@ class App:
         await self.server.stop(grace)
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
+        await self.limiter.aclose()
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -296,6 +362,7 @@ def build_app(
     metrics_port: int | None = None,
     providers: dict[ProviderName, Provider] | None = None,
     reuse_port: bool = False,
+    clock: Callable[[], float] = time.time,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     needed = check_settings(settings)
@@ -304,6 +371,7 @@ def build_app(
     providers = providers if providers is not None else build_providers(settings, needed)
     redactor = redactor_for(settings)
     metrics = Metrics()
+    limiter = build_limiter(settings, metrics, clock)
     circuit = CircuitBreaker(list(providers), settings.llm_circuit_failures, settings.llm_circuit_cooldown)
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
@@ -320,10 +388,16 @@ def build_app(
         ),
         request_timeout=settings.llm_request_timeout,
         metrics=metrics,
-        admission=Admission(list(providers), settings.llm_max_in_flight, settings.llm_queue_timeout),
+        admission=Admission(
+            list(providers),
+            settings.llm_max_in_flight,
+            settings.llm_queue_timeout,
+            settings.max_in_flight_per_caller(),
+        ),
         circuit=circuit,
         catalogue=catalogue,
         fallbacks=settings.llm_fallbacks,
+        limiter=limiter,
     )
     monitor = HealthMonitor(providers, circuit, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the
@@ -342,7 +416,7 @@ def build_app(
         ]
     )
     servicer = LLMServicer(gateway, monitor, metrics, redactor, build_authenticator(settings))
-    llm_pb2_grpc.add_LLMServiceServicer_to_server(servicer, server)
+    add_to_server(servicer, server, redactor)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
@@ -362,4 +436,4 @@ def build_app(
     if bound == 0:
         raise ConfigError(f"cannot listen on {host}:{port}")
     metrics_address = None if metrics_port is None else (host, metrics_port)
-    return App(server, bound, gateway, monitor, health_servicer, providers, metrics, metrics_address)
+    return App(server, bound, gateway, monitor, health_servicer, providers, metrics, limiter, metrics_address)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import json
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -12,6 +13,7 @@ from pydantic import model_validator as _model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.core.catalogue import Catalogue, ModelInfo, Tier
+from server.core.limits import NO_LIMITS, Limits, Policy, ScopedLimits
 from server.core.types import Capabilities, ProviderName
 
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.toml")
@@ -96,6 +98,9 @@ class Settings(BaseSettings):
     llm_retry_max_delay: float = Field(default=8.0, ge=0)
     llm_max_connections: int = Field(default=2000, ge=1)
     llm_max_in_flight: int = Field(default=2000, ge=1)
+    llm_max_in_flight_per_caller: int | None = Field(default=None, ge=1)
+    """Calls one caller (source agent) may have in flight, all providers together; unset: a quarter of
+    LLM_MAX_IN_FLIGHT, so no one caller can take more than a quarter of a provider's slots."""
     llm_queue_timeout: float = Field(default=0.5, ge=0)
     llm_default_max_tokens: int = Field(default=4096, ge=1)
     llm_max_request_bytes: int = Field(default=1_048_576, ge=1024)
@@ -129,7 +134,16 @@ class Settings(BaseSettings):
     llm_catalogue_path: Path | None = None
     """An overlay on the bundled catalogue: adds models, overrides fields of the bundled ones."""
     llm_fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    """JSON: {"claude-3-5-sonnet-20241022": ["gpt-4.1"]}. Off (empty) by default: fail fast."""
+    """JSON: {"claude-sonnet-4-6": ["gpt-5.4"]}. Off (empty) by default: fail fast."""
+    llm_limits_file: Path | None = None
+    """TOML or JSON: rate limits and USD budgets per caller (docs/limits.md). Unset: no caller limits."""
+    llm_redis_url: SecretStr | None = None
+    """redis://, rediss:// or unix:// URL of the Redis (or Valkey) that replicas share limits through.
+    Unset: limits are counted in process (one replica)."""
+    llm_redis_timeout: float = Field(default=0.25, gt=0)
+    """Seconds a limit check may wait for Redis before the call is refused (or admitted, fail-open)."""
+    llm_limits_fail_open: bool = False
+    """With Redis unreachable, admit calls unlimited instead of refusing them (UNAVAILABLE)."""
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
     llm_log_format: Literal["json", "console"] = "json"
 
@@ -152,6 +166,12 @@ class Settings(BaseSettings):
                 pairs.append((prefix.strip(), provider.strip()))
             return tuple(pairs)
         return value
+
+    def max_in_flight_per_caller(self) -> int:
+        """LLM_MAX_IN_FLIGHT_PER_CALLER, or its default: a quarter of LLM_MAX_IN_FLIGHT (at least 1)."""
+        if self.llm_max_in_flight_per_caller is not None:
+            return self.llm_max_in_flight_per_caller
+        return max(1, self.llm_max_in_flight // 4)
 
     def api_key(self, provider: ProviderName) -> SecretStr | None:
         return {
@@ -221,6 +241,63 @@ class _CatalogueFile(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     models: dict[str, _CatalogueEntry]
+
+
+class _LimitsEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    concurrent: int | None = Field(default=None, gt=0)
+    usd_per_day: float | None = Field(default=None, gt=0)
+    usd_per_month: float | None = Field(default=None, gt=0)
+
+    def limits(self) -> Limits:
+        return Limits(**self.model_dump(include=set(Limits.__slots__)))
+
+
+class _ScopedEntry(_LimitsEntry):
+    models: dict[str, _LimitsEntry] = Field(default_factory=dict)
+    tiers: dict[Tier, _LimitsEntry] = Field(default_factory=dict)
+
+    def scoped(self) -> ScopedLimits:
+        return ScopedLimits(
+            self.limits(),
+            {model: entry.limits() for model, entry in self.models.items()},
+            {tier.value: entry.limits() for tier, entry in self.tiers.items()},
+        )
+
+
+class _PolicyFile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    default: _ScopedEntry = Field(default_factory=_ScopedEntry)
+    roles: dict[str, _ScopedEntry] = Field(default_factory=dict)
+    identities: dict[str, _ScopedEntry] = Field(default_factory=dict)
+
+
+def load_limit_policy(path: Path | None) -> Policy:
+    """The caller limits of a TOML (or, by its suffix, JSON) file; ValueError names every problem."""
+    if path is None:
+        return NO_LIMITS
+    try:
+        text = path.read_text()
+        raw = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        parsed = _PolicyFile.model_validate(raw)
+    except OSError as error:
+        raise ValueError(f"cannot read the limits file {path}: {error.strerror}") from None
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(
+            f"the limits file {path} is not valid {path.suffix[1:].upper() or 'TOML'}: {error}"
+        ) from None
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+        raise ValueError(f"the limits file {path} is invalid: {problems}") from None
+    return Policy(
+        parsed.default.scoped(),
+        {name: entry.scoped() for name, entry in parsed.roles.items()},
+        {name: entry.scoped() for name, entry in parsed.identities.items()},
+    )
 
 
 def _read_toml(path: Path) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -85,9 +86,15 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
     """Start a gateway on 127.0.0.1:0 with settings overrides; stopped after the test."""
     apps: list[App] = []
 
-    async def start(metrics_port: int | None = None, **overrides: Any) -> App:
+    async def start(
+        metrics_port: int | None = None, clock: Callable[[], float] = time.time, **overrides: Any
+    ) -> App:
         app = build_app(
-            make_settings(emulators, **overrides), host="127.0.0.1", port=0, metrics_port=metrics_port
+            make_settings(emulators, **overrides),
+            host="127.0.0.1",
+            port=0,
+            metrics_port=metrics_port,
+            clock=clock,
         )
         await app.start()
         apps.append(app)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
+import aiohttp
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
 
 from llm_grpc.v1 import llm_pb2
 
@@ -27,6 +30,8 @@ class Details:
     metadata: dict[str, str] = field(default_factory=dict)
     violations: dict[str, str] = field(default_factory=dict)
     retry_delay: float | None = None
+    quota_violations: dict[str, str] = field(default_factory=dict)
+    """QuotaFailure: subject → description."""
 
 
 def details_of(error: grpc.aio.AioRpcError) -> Details:
@@ -42,8 +47,38 @@ def details_of(error: grpc.aio.AioRpcError) -> Details:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             result.violations = {v.field: v.description for v in bad.field_violations}
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            quota = error_details_pb2.QuotaFailure()
+            detail.Unpack(quota)
+            result.quota_violations = {v.subject: v.description for v in quota.violations}
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
             result.retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
     return result
+
+
+async def active_requests(metrics_port: int, provider: str) -> float:
+    """`llm_active_requests{provider}` as the gateway's /metrics endpoint reports it now."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
+    ):
+        text = await response.text()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "llm_active_requests" and sample.labels.get("provider") == provider:
+                return sample.value
+    return 0.0
+
+
+async def wait_for_active_requests(metrics_port: int, provider: str, expected: float) -> float:
+    """Poll /metrics until `provider` has `expected` calls in flight, for at most about 10 s; the last
+    value seen (the caller asserts on it, so a miss fails with the number)."""
+    value = await active_requests(metrics_port, provider)
+    for _ in range(200):
+        if value == expected:
+            break
+        await asyncio.sleep(0.05)
+        value = await active_requests(metrics_port, provider)
+    return value

@@ -172,6 +172,42 @@ COMPLEXITY_COMPLEX: Complexity.ValueType  # 3
 """Maps to TIER_PREMIUM."""
 Global___Complexity: _TypeAlias = Complexity  # noqa: Y015
 
+class _QuotaKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _QuotaKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_QuotaKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    QUOTA_KIND_UNSPECIFIED: _QuotaKind.ValueType  # 0
+    """Unset."""
+    QUOTA_KIND_REQUESTS_PER_MINUTE: _QuotaKind.ValueType  # 1
+    """Requests per minute (a bucket of `limit` requests refilled at `limit` per minute)."""
+    QUOTA_KIND_TOKENS_PER_MINUTE: _QuotaKind.ValueType  # 2
+    """Prompt plus completion tokens per minute (same bucket; worst case reserved, then settled)."""
+    QUOTA_KIND_CONCURRENT_CALLS: _QuotaKind.ValueType  # 3
+    """Calls in flight at once."""
+    QUOTA_KIND_USD_PER_DAY: _QuotaKind.ValueType  # 4
+    """US dollars per UTC day."""
+    QUOTA_KIND_USD_PER_MONTH: _QuotaKind.ValueType  # 5
+    """US dollars per UTC calendar month."""
+
+class QuotaKind(_QuotaKind, metaclass=_QuotaKindEnumTypeWrapper):
+    """QuotaKind is what a limit counts."""
+
+QUOTA_KIND_UNSPECIFIED: QuotaKind.ValueType  # 0
+"""Unset."""
+QUOTA_KIND_REQUESTS_PER_MINUTE: QuotaKind.ValueType  # 1
+"""Requests per minute (a bucket of `limit` requests refilled at `limit` per minute)."""
+QUOTA_KIND_TOKENS_PER_MINUTE: QuotaKind.ValueType  # 2
+"""Prompt plus completion tokens per minute (same bucket; worst case reserved, then settled)."""
+QUOTA_KIND_CONCURRENT_CALLS: QuotaKind.ValueType  # 3
+"""Calls in flight at once."""
+QUOTA_KIND_USD_PER_DAY: QuotaKind.ValueType  # 4
+"""US dollars per UTC day."""
+QUOTA_KIND_USD_PER_MONTH: QuotaKind.ValueType  # 5
+"""US dollars per UTC calendar month."""
+Global___QuotaKind: _TypeAlias = QuotaKind  # noqa: Y015
+
 @_typing.final
 class Message(_message.Message):
     """Message is one turn of the conversation."""
@@ -979,3 +1015,101 @@ class SelectModelResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SelectModelResponse: _TypeAlias = SelectModelResponse  # noqa: Y015
+
+@_typing.final
+class GetQuotaRequest(_message.Message):
+    """GetQuotaRequest asks for the caller's own limits (the caller is the token's subject, or the
+    `a2a-source-agent` metadata when authentication is off).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """Only the limits that apply to this model (its own, its tier's and the caller's overall ones).
+    Empty: every limit configured for the caller.
+    """
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["model", b"model"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaRequest: _TypeAlias = GetQuotaRequest  # noqa: Y015
+
+@_typing.final
+class Quota(_message.Message):
+    """Quota is one limit of the caller, in one scope, and where the caller stands."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    SCOPE_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    REMAINING_FIELD_NUMBER: _builtins.int
+    RESET_TIME_FIELD_NUMBER: _builtins.int
+    kind: Global___QuotaKind.ValueType
+    """What it counts."""
+    scope: _builtins.str
+    """Where it applies: `all` (every model together), `model:<id>` or `tier:<tier>`."""
+    limit: _builtins.float
+    """The limit."""
+    used: _builtins.float
+    """Used in the current window (reserved worst cases of calls in flight included)."""
+    remaining: _builtins.float
+    """What is left now: limit minus used, never below 0."""
+    @_builtins.property
+    def reset_time(self) -> _timestamp_pb2.Timestamp:
+        """When the window resets or the bucket is full again; unset for concurrent calls."""
+
+    def __init__(
+        self,
+        *,
+        kind: Global___QuotaKind.ValueType = ...,
+        scope: _builtins.str = ...,
+        limit: _builtins.float = ...,
+        used: _builtins.float = ...,
+        remaining: _builtins.float = ...,
+        reset_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["reset_time", b"reset_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "limit", b"limit", "remaining", b"remaining", "reset_time", b"reset_time", "scope", b"scope", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Quota: _TypeAlias = Quota  # noqa: Y015
+
+@_typing.final
+class GetQuotaResponse(_message.Message):
+    """GetQuotaResponse lists the caller's limits."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    QUOTAS_FIELD_NUMBER: _builtins.int
+    identity: _builtins.str
+    """The identity the limits are counted for."""
+    @_builtins.property
+    def quotas(self) -> _containers.RepeatedCompositeFieldContainer[Global___Quota]:
+        """One entry per configured limit that applies."""
+
+    def __init__(
+        self,
+        *,
+        identity: _builtins.str = ...,
+        quotas: _abc.Iterable[Global___Quota] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["identity", b"identity", "quotas", b"quotas"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetQuotaResponse: _TypeAlias = GetQuotaResponse  # noqa: Y015

@@ -70,6 +70,11 @@ class LLMServiceStub:
                 request_serializer=llm__grpc_dot_v1_dot_llm__pb2.GetMetricsRequest.SerializeToString,
                 response_deserializer=llm__grpc_dot_v1_dot_llm__pb2.GetMetricsResponse.FromString,
                 _registered_method=True)
+        self.GetQuota = channel.unary_unary(
+                '/llm.v1.LLMService/GetQuota',
+                request_serializer=llm__grpc_dot_v1_dot_llm__pb2.GetQuotaRequest.SerializeToString,
+                response_deserializer=llm__grpc_dot_v1_dot_llm__pb2.GetQuotaResponse.FromString,
+                _registered_method=True)
 
 
 class LLMServiceServicer:
@@ -123,6 +128,13 @@ class LLMServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetQuota(self, request, context):
+        """GetQuota tells the caller its rate limits and budgets: the limit, what is used and what is left.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LLMServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -155,6 +167,11 @@ def add_LLMServiceServicer_to_server(servicer, server):
                     servicer.GetMetrics,
                     request_deserializer=llm__grpc_dot_v1_dot_llm__pb2.GetMetricsRequest.FromString,
                     response_serializer=llm__grpc_dot_v1_dot_llm__pb2.GetMetricsResponse.SerializeToString,
+            ),
+            'GetQuota': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetQuota,
+                    request_deserializer=llm__grpc_dot_v1_dot_llm__pb2.GetQuotaRequest.FromString,
+                    response_serializer=llm__grpc_dot_v1_dot_llm__pb2.GetQuotaResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -325,6 +342,33 @@ class LLMService:
             '/llm.v1.LLMService/GetMetrics',
             llm__grpc_dot_v1_dot_llm__pb2.GetMetricsRequest.SerializeToString,
             llm__grpc_dot_v1_dot_llm__pb2.GetMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetQuota(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/llm.v1.LLMService/GetQuota',
+            llm__grpc_dot_v1_dot_llm__pb2.GetQuotaRequest.SerializeToString,
+            llm__grpc_dot_v1_dot_llm__pb2.GetQuotaResponse.FromString,
             options,
             channel_credentials,
             insecure,

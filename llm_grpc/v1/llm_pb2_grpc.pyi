@@ -55,6 +55,8 @@ class LLMServiceStub:
     """SelectModel picks the cheapest allowed model for a tier or a task complexity."""
     GetMetrics: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetMetricsRequest, _llm_pb2.GetMetricsResponse]
     """GetMetrics returns a snapshot of the gateway's counters since start, for gRPC-only callers."""
+    GetQuota: _grpc.UnaryUnaryMultiCallable[_llm_pb2.GetQuotaRequest, _llm_pb2.GetQuotaResponse]
+    """GetQuota tells the caller its rate limits and budgets: the limit, what is used and what is left."""
 
 @_typing.type_check_only
 class LLMServiceAsyncStub(LLMServiceStub):
@@ -79,6 +81,8 @@ class LLMServiceAsyncStub(LLMServiceStub):
     """SelectModel picks the cheapest allowed model for a tier or a task complexity."""
     GetMetrics: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetMetricsRequest, _llm_pb2.GetMetricsResponse]  # type: ignore[assignment]
     """GetMetrics returns a snapshot of the gateway's counters since start, for gRPC-only callers."""
+    GetQuota: _aio.UnaryUnaryMultiCallable[_llm_pb2.GetQuotaRequest, _llm_pb2.GetQuotaResponse]  # type: ignore[assignment]
+    """GetQuota tells the caller its rate limits and budgets: the limit, what is used and what is left."""
 
 class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
     """LLMService is the gateway's public surface.
@@ -136,5 +140,13 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_llm_pb2.GetMetricsResponse, _abc.Awaitable[_llm_pb2.GetMetricsResponse]]:
         """GetMetrics returns a snapshot of the gateway's counters since start, for gRPC-only callers."""
+
+    @_abc_1.abstractmethod
+    def GetQuota(
+        self,
+        request: _llm_pb2.GetQuotaRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_llm_pb2.GetQuotaResponse, _abc.Awaitable[_llm_pb2.GetQuotaResponse]]:
+        """GetQuota tells the caller its rate limits and budgets: the limit, what is used and what is left."""
 
 def add_LLMServiceServicer_to_server(servicer: LLMServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -4,7 +4,7 @@ RequestContext, core results into protobuf, and every error into a gRPC status w
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import asdict, replace
 from typing import Any, NoReturn
@@ -12,15 +12,17 @@ from typing import Any, NoReturn
 import grpc
 import structlog
 from google.protobuf import timestamp_pb2
+from google.protobuf.message import Message
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.api.context import TRACE_ID_KEY, context_from_metadata
 from server.api.status import internal_status, to_status
 from server.core.auth import Authenticator
 from server.core.catalogue import TIER_FOR_COMPLEXITY, Complexity, ModelInfo, Tier
-from server.core.errors import FieldViolation, GatewayError, InvalidRequest
+from server.core.errors import FieldViolation, GatewayError, InvalidRequest, MalformedRequest
 from server.core.gateway import Gateway
 from server.core.health import Health, HealthMonitor
+from server.core.limits import BUDGETS, MICRO, LimitKind, Standing
 from server.core.types import FinishReason, RequestContext, Role, StreamSummary, TextDelta, Usage
 from server.core.validation import DraftMessage, DraftRequest
 from server.observability.metrics import Metrics, snapshot
@@ -53,6 +55,13 @@ _COMPLEXITIES: dict[int, Complexity] = {
     llm_pb2.COMPLEXITY_SIMPLE: Complexity.SIMPLE,
     llm_pb2.COMPLEXITY_MODERATE: Complexity.MODERATE,
     llm_pb2.COMPLEXITY_COMPLEX: Complexity.COMPLEX,
+}
+_QUOTA_KINDS = {
+    LimitKind.REQUESTS_PER_MINUTE: llm_pb2.QUOTA_KIND_REQUESTS_PER_MINUTE,
+    LimitKind.TOKENS_PER_MINUTE: llm_pb2.QUOTA_KIND_TOKENS_PER_MINUTE,
+    LimitKind.CONCURRENT: llm_pb2.QUOTA_KIND_CONCURRENT_CALLS,
+    LimitKind.USD_PER_DAY: llm_pb2.QUOTA_KIND_USD_PER_DAY,
+    LimitKind.USD_PER_MONTH: llm_pb2.QUOTA_KIND_USD_PER_MONTH,
 }
 _HEALTH = {
     Health.UNKNOWN: llm_pb2.HEALTH_STATUS_UNKNOWN,
@@ -138,9 +147,9 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             principal = self._auth.authenticate(authorization)
             if ctx.source_agent and ctx.source_agent != principal.subject:
                 log.warning("source_agent.mismatch", claimed=ctx.source_agent, subject=principal.subject)
-            ctx = replace(ctx, source_agent=principal.subject, models=principal.models)
             structlog.contextvars.bind_contextvars(source_agent=principal.subject)
-            self._auth.authorize(principal, method)
+            models = self._auth.authorize(principal, method)
+            ctx = replace(ctx, source_agent=principal.subject, models=models, roles=principal.roles)
         await context.send_initial_metadata(((TRACE_ID_KEY, ctx.trace_id),))
         return ctx
 
@@ -164,16 +173,28 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             )
         return await _abort(context, call)
 
-    async def Stream(
+    # grpc.aio's writer API rather than an async generator: the gateway awaits each write under the
+    # call's deadline, so a caller that stops reading cannot hold a slot past it (a generator is
+    # suspended at `yield` while grpc writes, out of the gateway's reach). The generated stub knows
+    # only the generator form, hence the override ignore.
+    async def Stream(  # type: ignore[override]
         self, request: llm_pb2.StreamRequest, context: ServicerContext
-    ) -> AsyncIterator[llm_pb2.StreamResponse]:
+    ) -> None:
+        async def send(event: TextDelta | StreamSummary) -> None:
+            if isinstance(event, TextDelta):
+                response = llm_pb2.StreamResponse(delta=event.text)
+            else:
+                response = llm_pb2.StreamResponse(done=_done(event, ctx))
+            try:
+                await context.write(response)
+            except grpc.aio.InternalError as error:
+                # grpc fails a write to a call whose caller cancelled or left (its ExecuteBatchError, which
+                # it ignores for generator handlers): to the gateway that is the caller going away.
+                raise asyncio.CancelledError from error
+
         with _call_errors(self._redact) as call:
             ctx = await self._begin(context, call, "Stream")
-            async for event in self._gateway.stream(_draft(request), ctx, context.time_remaining()):
-                if isinstance(event, TextDelta):
-                    yield llm_pb2.StreamResponse(delta=event.text)
-                else:
-                    yield llm_pb2.StreamResponse(done=_done(event, ctx))
+            await self._gateway.stream(_draft(request), ctx, context.time_remaining(), send)
             return
         await _abort(context, call)
 
@@ -232,6 +253,15 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
             return self._metrics_response()
         return await _abort(context, call)
 
+    async def GetQuota(
+        self, request: llm_pb2.GetQuotaRequest, context: ServicerContext
+    ) -> llm_pb2.GetQuotaResponse:
+        with _call_errors(self._redact) as call:
+            ctx = await self._begin(context, call, "GetQuota")
+            identity, standings = await self._gateway.quotas(ctx, request.model)
+            return llm_pb2.GetQuotaResponse(identity=identity, quotas=[_quota(s) for s in standings])
+        return await _abort(context, call)
+
     def _metrics_response(self) -> llm_pb2.GetMetricsResponse:
         totals = snapshot(self._metrics)
         return llm_pb2.GetMetricsResponse(
@@ -269,6 +299,21 @@ def _done(summary: StreamSummary, ctx: RequestContext) -> llm_pb2.StreamDone:
     )
 
 
+def _quota(standing: Standing) -> llm_pb2.Quota:
+    check = standing.check
+    scale = MICRO if check.kind in BUDGETS else 1
+    quota = llm_pb2.Quota(
+        kind=_QUOTA_KINDS[check.kind],
+        scope=check.scope,
+        limit=check.limit / scale,
+        used=standing.used / scale,
+        remaining=max(0, check.limit - standing.used) / scale,
+    )
+    if standing.reset_at is not None:
+        quota.reset_time.CopyFrom(_timestamp(standing.reset_at))
+    return quota
+
+
 def _requested_tier(request: llm_pb2.SelectModelRequest) -> Tier:
     """The tier asked for: `tier` wins, else the complexity's tier; neither known is refused."""
     tier = _TIERS.get(request.tier)
@@ -303,6 +348,7 @@ def _call_errors(redact: Redactor) -> Iterator[_Call]:
     try:
         yield call
     except GatewayError as error:
+        log.info("call.refused", code=error.code.name, reason=error.reason, error=error.message)
         call.status = to_status(error, redact)
     except (asyncio.CancelledError, grpc.aio.AbortError):
         raise
@@ -315,3 +361,60 @@ async def _abort(context: ServicerContext, call: _Call) -> NoReturn:
     status = call.status if call.status is not None else internal_status(call.trace_id or "none")
     await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def add_to_server(servicer: LLMServicer, server: grpc.aio.Server, redact: Redactor) -> None:
+    """Register LLMService, parsing each request inside the gateway's own error mapping: grpc's own
+    deserializer would answer a malformed message (or invalid UTF-8 in a string) with UNKNOWN."""
+    service = llm_pb2.DESCRIPTOR.services_by_name["LLMService"]
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for method in service.methods:
+        request_type: type[Message] = getattr(llm_pb2, method.input_type.name)
+        serialize = getattr(llm_pb2, method.output_type.name).SerializeToString
+        implementation = getattr(servicer, method.name)
+        if method.server_streaming:
+            handlers[method.name] = grpc.unary_stream_rpc_method_handler(
+                _streaming(implementation, request_type, redact), response_serializer=serialize
+            )
+        else:
+            handlers[method.name] = grpc.unary_unary_rpc_method_handler(
+                _unary(implementation, request_type, redact), response_serializer=serialize
+            )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(service.full_name, handlers),))
+    # As the generated code does: registered methods skip the generic lookup per call (not in the stubs).
+    server.add_registered_method_handlers(service.full_name, handlers)  # type: ignore[attr-defined]
+
+
+def _unary(
+    implementation: Callable[[Any, ServicerContext], Awaitable[Message]],
+    request_type: type[Message],
+    redact: Redactor,
+) -> Callable[[bytes, ServicerContext], Awaitable[Message]]:
+    async def handle(raw: bytes, context: ServicerContext) -> Message:
+        return await implementation(await _parse(raw, request_type, context, redact), context)
+
+    return handle
+
+
+def _streaming(
+    implementation: Callable[[Any, ServicerContext], Awaitable[None]],
+    request_type: type[Message],
+    redact: Redactor,
+) -> Callable[[bytes, ServicerContext], Awaitable[None]]:
+    """A server-streaming handler that writes its responses with `context.write` (see Stream)."""
+
+    async def handle(raw: bytes, context: ServicerContext) -> None:
+        await implementation(await _parse(raw, request_type, context, redact), context)
+
+    return handle
+
+
+async def _parse(raw: bytes, request_type: type[Message], context: ServicerContext, redact: Redactor) -> Any:
+    try:
+        return request_type.FromString(raw)
+    except Exception:  # DecodeError, or whatever else the protobuf runtime raises on hostile bytes
+        error = MalformedRequest(request_type.DESCRIPTOR.full_name)
+        log.info("call.refused", code=error.code.name, reason=error.reason, size=len(raw))
+        status = to_status(error, redact)
+        await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+        raise AssertionError("unreachable: abort raises") from None  # pragma: no cover

@@ -41,26 +41,44 @@ class CircuitBreaker:
         self._cooldown = cooldown
         self._clock = clock
 
-    def before_call(self, provider: ProviderName) -> None:
-        """Raise CircuitOpen while the provider cools down; let one trial call through after."""
+    def before_call(self, provider: ProviderName) -> bool:
+        """Raise CircuitOpen while the provider cools down; after it, let exactly one trial call through.
+        Returns whether this call is that trial (pass it back to `record`)."""
         state = self._states[provider]
         if state.failures < self._threshold:
-            return
+            return False
         now = self._clock()
         if now < state.open_until or state.trial_in_flight:
             raise CircuitOpen(provider, max(0.0, state.open_until - now))
         state.trial_in_flight = True
+        return True
 
-    def record(self, provider: ProviderName, error: BaseException | None) -> None:
-        """The outcome of a call that `before_call` let through (error None: success)."""
+    def record(
+        self,
+        provider: ProviderName,
+        error: BaseException | None,
+        *,
+        trial: bool,
+        caller_deadline: bool = False,
+    ) -> None:
+        """The outcome of a call that `before_call` let through (error None: success).
+
+        Only the provider's own failures count: 5xx, a broken connection, and a timeout, unless the
+        caller's own deadline (shorter than the gateway's request timeout: `caller_deadline`) set it. A
+        refusal, a rate limit, the caller's cancellation or a gateway error does not count, and such an
+        end of the trial call neither closes nor re-opens the circuit: the next call is the trial.
+        """
         state = self._states[provider]
-        state.trial_in_flight = False
+        if trial:
+            state.trial_in_flight = False
         if error is None:
             state.failures = 0
             state.key_refused_at = None
         elif isinstance(error, ProviderAuthError):
             state.key_refused_at = self._clock()
-        elif isinstance(error, ProviderUnavailable | ProviderTimeout):
+        elif isinstance(error, ProviderUnavailable) or (
+            isinstance(error, ProviderTimeout) and not caller_deadline
+        ):
             state.failures += 1
             if state.failures >= self._threshold:
                 state.open_until = self._clock() + self._cooldown

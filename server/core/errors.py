@@ -4,9 +4,11 @@ google.rpc.Code space that gRPC shares); `server/api/status.py` turns an error i
     GatewayError
     ├── InvalidRequest          caller input breaks a rule          → INVALID_ARGUMENT + BadRequest
     │   └── UnsupportedByModel  a field the model does not accept   → INVALID_ARGUMENT + BadRequest
+    ├── MalformedRequest        request bytes are not the message    → INVALID_ARGUMENT
     ├── ModelNotAllowed         model outside the allowlist          → PERMISSION_DENIED + ErrorInfo
     ├── NoModelFits             no allowed model for a tier          → FAILED_PRECONDITION
     ├── Overloaded              provider's in-flight limit reached   → RESOURCE_EXHAUSTED + RetryInfo
+    ├── CallerOverLimit         caller's own in-flight limit reached → RESOURCE_EXHAUSTED + QuotaFailure
     ├── DeadlineExceeded        caller deadline / request timeout    → DEADLINE_EXCEEDED
     └── ProviderError           anything a provider call raised (always names the provider)
         ├── ProviderBadRequest  provider 400/413/422                 → INVALID_ARGUMENT
@@ -70,6 +72,10 @@ class GatewayError(Exception):
         return {}
 
 
+MESSAGE_VIOLATIONS = 5
+"""Violations spelled out in an InvalidRequest's message; BadRequest lists more."""
+
+
 @dataclass(slots=True, frozen=True)
 class FieldViolation:
     field: str
@@ -82,10 +88,29 @@ class InvalidRequest(GatewayError):
 
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
         self.violations = tuple(violations)
-        super().__init__("; ".join(f"{v.field}: {v.description}" for v in self.violations))
+        shown = "; ".join(f"{v.field}: {v.description}" for v in self.violations[:MESSAGE_VIOLATIONS])
+        more = len(self.violations) - MESSAGE_VIOLATIONS
+        super().__init__(shown + (f" (and {more} more; see BadRequest)" if more > 0 else ""))
 
     def metadata(self) -> dict[str, str]:
-        return {"fields": ",".join(v.field for v in self.violations)}
+        return {"fields": ",".join(dict.fromkeys(v.field for v in self.violations))}
+
+
+class MalformedRequest(GatewayError):
+    """The request bytes are not a valid protobuf message of the method's type (or hold invalid UTF-8)."""
+
+    reason = "MALFORMED_REQUEST"
+    code = Code.INVALID_ARGUMENT
+
+    def __init__(self, message_type: str) -> None:
+        self.message_type = message_type
+        super().__init__(
+            f"the request is not a valid {message_type} message (malformed protobuf or a string field "
+            "that is not UTF-8)"
+        )
+
+    def metadata(self) -> dict[str, str]:
+        return {"message_type": self.message_type}
 
 
 class UnsupportedByModel(InvalidRequest):
@@ -132,6 +157,34 @@ class Overloaded(GatewayError):
 
     def metadata(self) -> dict[str, str]:
         return {"provider": str(self.provider), "limit": str(self.limit)}
+
+
+class CallerOverLimit(GatewayError):
+    """The caller already has its limit of calls in flight; other callers are unaffected."""
+
+    reason = "CALLER_CONCURRENCY_LIMIT"
+    code = Code.RESOURCE_EXHAUSTED
+
+    def __init__(self, caller: str, limit: int) -> None:
+        self.caller = caller
+        self.limit = limit
+        self.retry_after = 1.0
+        super().__init__(
+            f"{self.subject} has reached its limit of calls in flight ({limit}); retry when one of them ends"
+        )
+
+    @property
+    def subject(self) -> str:
+        """Who hit the limit: the source agent, or `anonymous` for the bucket of callers without one."""
+        return self.caller or "anonymous"
+
+    @property
+    def description(self) -> str:
+        """Which limit was hit (for google.rpc.QuotaFailure)."""
+        return f"calls in flight per caller: at most {self.limit} (LLM_MAX_IN_FLIGHT_PER_CALLER)"
+
+    def metadata(self) -> dict[str, str]:
+        return {"caller": self.subject, "limit": str(self.limit)}
 
 
 class NoModelFits(GatewayError):

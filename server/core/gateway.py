@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from contextlib import AsyncExitStack, aclosing
+from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -34,6 +34,7 @@ from server.core.errors import (
     UnsupportedByModel,
 )
 from server.core.governance import Allowlist
+from server.core.limits import ANONYMOUS, Limiter, Standing, Ticket, Worst, micro_usd, prompt_token_bound
 from server.core.retry import RetryPolicy, call_with_retries
 from server.core.types import (
     CallOptions,
@@ -44,6 +45,7 @@ from server.core.types import (
     StreamEvent,
     StreamSummary,
     TextDelta,
+    Usage,
 )
 from server.core.validation import DraftRequest, Limits, check, to_request, unsupported
 from server.observability.calls import CallRecord
@@ -90,9 +92,11 @@ class Gateway:
         admission: Admission,
         circuit: CircuitBreaker,
         catalogue: Catalogue,
+        limiter: Limiter,
         fallbacks: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.catalogue = catalogue
+        self._limiter = limiter
         self._fallbacks = {model: tuple(chain) for model, chain in (fallbacks or {}).items()}
         self._circuit = circuit
         self.allowlist = allowlist
@@ -126,71 +130,111 @@ class Gateway:
     ) -> Result:
         started = time.perf_counter()
         deadline = self._deadline(time_remaining)
-        opened = await self._open(
-            "Complete",
-            self._candidates(draft, ctx),
-            deadline,
-            started,
-            lambda request, provider, seconds_left: provider.complete(request, _options(ctx, seconds_left)),
-        )
-        await opened.slot.aclose()
+        candidates = self._candidates(draft, ctx)
+        ticket = await self._reserve(ctx, candidates)
+        try:
+            opened = await self._open(
+                "Complete",
+                ctx.source_agent,
+                candidates,
+                deadline,
+                _caller_bound(time_remaining, self._request_timeout),
+                started,
+                lambda request, provider, seconds_left: provider.complete(
+                    request, _options(ctx, seconds_left)
+                ),
+            )
+            await opened.slot.aclose()
+        except BaseException:
+            await self._limiter.settle(ticket, 0, 0)  # nothing served, nothing spent
+            raise
         completion, call = opened.result, opened.call
         cost = self.catalogue.get(call.model).cost(completion.usage)
+        await self._limiter.settle(ticket, completion.usage.total_tokens, micro_usd(cost))
         call.succeed(completion.usage, cost, completion.served_model, completion.request_id)
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost)
 
     async def stream(
-        self, draft: DraftRequest, ctx: RequestContext, time_remaining: float | None
-    ) -> AsyncIterator[TextDelta | StreamSummary]:
-        """Deltas as the provider produces them, then one StreamSummary.
+        self,
+        draft: DraftRequest,
+        ctx: RequestContext,
+        time_remaining: float | None,
+        send: Callable[[TextDelta | StreamSummary], Awaitable[None]],
+    ) -> None:
+        """Hand `send` the deltas as the provider produces them, then one StreamSummary.
 
         Retries and failover happen only while opening the stream, before anything reaches the caller.
+        The deadline bounds the whole call, `send` included: a caller that stops reading blocks `send`
+        (HTTP/2 flow control), and when the deadline passes the provider stream is closed, the slot
+        given back and DeadlineExceeded raised, wherever the call was waiting.
         """
         started = time.perf_counter()
         deadline = self._deadline(time_remaining)
-        opened = await self._open(
-            "Stream",
-            self._candidates(draft, ctx),
-            deadline,
-            started,
-            lambda request, provider, seconds_left: _open_stream(
-                provider, request, _options(ctx, seconds_left)
-            ),
-        )
+        caller_bound = _caller_bound(time_remaining, self._request_timeout)
+        candidates = self._candidates(draft, ctx)
+        ticket = await self._reserve(ctx, candidates)
+        try:
+            opened = await self._open(
+                "Stream",
+                ctx.source_agent,
+                candidates,
+                deadline,
+                caller_bound,
+                started,
+                lambda request, provider, seconds_left: _open_stream(
+                    provider, request, _options(ctx, seconds_left)
+                ),
+            )
+        except BaseException:
+            await self._limiter.settle(ticket, 0, 0)  # nothing served, nothing spent
+            raise
         call = opened.call
         events, event = opened.result
+        relay = _Relay()
+        streamed = 0
         try:
-            async with opened.slot, aclosing(events):
+            async with opened.slot, aclosing(events), relay.within(deadline):
                 while isinstance(event, TextDelta):
                     if call.first_token_ms is None:
                         call.first_token()
-                    yield event
-                    event = await _next_event(events, deadline, opened.provider)
+                    streamed += len(event.text.encode())
+                    await relay.to_caller(send(event))
+                    event = await relay.from_provider(anext(events), opened.provider)
+                cost = self.catalogue.get(call.model).cost(event.usage)
+                # Settled before `done` is sent: a caller that has its `done` finds its limits freed.
+                await self._limiter.settle(ticket, event.usage.total_tokens, micro_usd(cost))
+                await relay.to_caller(
+                    send(
+                        StreamSummary(
+                            usage=event.usage,
+                            finish_reason=event.finish_reason,
+                            provider=opened.provider,
+                            model=call.model,
+                            latency_ms=call.elapsed_ms(),
+                            time_to_first_token_ms=call.first_token_ms
+                            if call.first_token_ms is not None
+                            else call.elapsed_ms(),
+                            cost_usd=cost,
+                            served_model=event.served_model or call.model,
+                        )
+                    )
+                )
         except BaseException as error:
-            self._circuit.record(opened.provider, error)  # a failure after the stream opened counts too
+            # A failure after the stream opened counts too, unless the caller's own deadline ended it.
+            self._circuit.record(opened.provider, error, trial=False, caller_deadline=caller_bound)
             self._annotate(error, call.model)
             call.fail(error)
+            await self._settle_cut(ticket, call.model, candidates[0][0], streamed)
             raise
-        cost = self.catalogue.get(call.model).cost(event.usage)
         call.succeed(event.usage, cost, event.served_model, event.request_id)
-        yield StreamSummary(
-            usage=event.usage,
-            finish_reason=event.finish_reason,
-            provider=opened.provider,
-            model=call.model,
-            latency_ms=call.elapsed_ms(),
-            time_to_first_token_ms=call.first_token_ms
-            if call.first_token_ms is not None
-            else call.elapsed_ms(),
-            cost_usd=cost,
-            served_model=event.served_model or call.model,
-        )
 
     async def _open(
         self,
         method: str,
+        caller: str,
         candidates: list[tuple[ChatRequest, Provider]],
         deadline: float,
+        caller_bound: bool,
         started: float,
         attempt: Callable[[ChatRequest, Provider, float], Awaitable[T]],
     ) -> _Opened[T]:
@@ -200,11 +244,14 @@ class Gateway:
             call = CallRecord(self._metrics, method, request.model, provider.name, started)
             slot = AsyncExitStack()
             try:
-                await slot.enter_async_context(self._admission.slot(provider.name, _seconds_until(deadline)))
+                await slot.enter_async_context(
+                    self._admission.slot(provider.name, caller, _seconds_until(deadline))
+                )
                 result = await self._with_retries(
                     call,
                     provider.name,
                     deadline,
+                    caller_bound,
                     lambda seconds_left, r=request, p=provider: attempt(r, p, seconds_left),  # type: ignore[misc]
                 )
             except BaseException as error:
@@ -268,12 +315,57 @@ class Gateway:
         try:
             model = self.allowlist.resolve(draft.model)
             if ctx.models is not None and model not in ctx.models:
-                raise ModelNotAllowed(model, self._allowed(ctx))
+                raise ModelNotAllowed(model, ())
             return model
-        except ModelNotAllowed:
+        except ModelNotAllowed as refused:
             self._metrics.governance_violation(draft.model, ctx.source_agent)
             log.warning("governance.violation", model=draft.model, source_agent=ctx.source_agent)
-            raise
+            # Name only what this caller may use, never the rest of the allowlist.
+            raise ModelNotAllowed(refused.model, self._allowed(ctx)) from None
+
+    async def _reserve(
+        self, ctx: RequestContext, candidates: list[tuple[ChatRequest, Provider]]
+    ) -> Ticket | None:
+        """Charge the call's worst case to the caller's limits: an upper bound of the prompt's tokens plus
+        max_tokens (the model's maximum when unset), at the dearest candidate's prices."""
+        if not self._limiter.active:
+            return None
+        request = candidates[0][0]
+        prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
+        worst_usd = 0.0
+        worst_output = 0
+        for candidate, _ in candidates:
+            info = self.catalogue.get(candidate.model)
+            output = candidate.max_tokens if candidate.max_tokens is not None else info.max_output_tokens
+            worst_output = max(worst_output, output)
+            worst_usd = max(worst_usd, info.cost(Usage(prompt_tokens=prompt, completion_tokens=output)))
+        identity = ctx.source_agent or ANONYMOUS
+        tier = self.catalogue.get(request.model).tier.value
+        worst = Worst(prompt + worst_output, micro_usd(worst_usd))
+        return await self._limiter.reserve(identity, ctx.roles, request.model, tier, worst)
+
+    async def _settle_cut(
+        self, ticket: Ticket | None, model: str, request: ChatRequest, streamed: int
+    ) -> None:
+        """A stream cut before its usage arrived: settle an upper bound of what the provider will bill (the
+        prompt's bound, and one token per byte streamed)."""
+        if ticket is None:
+            return
+        prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
+        cost = self.catalogue.get(model).cost(Usage(prompt_tokens=prompt, completion_tokens=streamed))
+        await self._limiter.settle(ticket, prompt + streamed, micro_usd(cost))
+
+    async def quotas(self, ctx: RequestContext, model: str) -> tuple[str, list[Standing]]:
+        """The caller's identity and where it stands against each of its limits (for `model`, or all)."""
+        identity = ctx.source_agent or ANONYMOUS
+        if model:
+            self._choose_model(
+                DraftRequest(model=model, messages=()), ctx
+            )  # refuses what the caller may not use
+            tier = self.catalogue.get(model).tier.value
+            return identity, await self._limiter.standing(identity, ctx.roles, model, tier)
+        standing = await self._limiter.standing_all(identity, ctx.roles)
+        return identity, standing
 
     def _deadline(self, time_remaining: float | None) -> float:
         """The call's deadline in event-loop time: the caller's, or LLM_REQUEST_TIMEOUT if sooner."""
@@ -287,25 +379,33 @@ class Gateway:
         call: CallRecord,
         provider: ProviderName,
         deadline: float,
+        caller_bound: bool,
         attempt: Callable[[float], Awaitable[T]],
     ) -> T:
         async def timed_attempt(seconds_left: float) -> T:
-            self._circuit.before_call(provider)
+            trial = self._circuit.before_call(provider)
             started = time.perf_counter()
             try:
                 result = await attempt(seconds_left)
             except BaseException as error:
-                self._circuit.record(provider, error)
+                self._circuit.record(provider, error, trial=trial, caller_deadline=caller_bound)
                 raise
             finally:
                 call.provider_s += time.perf_counter() - started
-            self._circuit.record(provider, None)
+            self._circuit.record(provider, None, trial=trial)
             return result
 
         def on_retry(error: ProviderError, delay: float) -> None:
             call.retry(error.reason.lower(), delay)
 
         return await call_with_retries(timed_attempt, self._retry, deadline, on_retry)
+
+
+def _caller_bound(time_remaining: float | None, request_timeout: float) -> bool:
+    """Whether the caller's deadline, not the gateway's LLM_REQUEST_TIMEOUT, bounds the call: a timeout
+    then is the caller's choice, not the provider's failure (a caller with 50 ms deadlines must not open
+    the circuit for everyone)."""
+    return time_remaining is not None and time_remaining < request_timeout
 
 
 def _seconds_until(deadline: float) -> float:
@@ -332,14 +432,36 @@ async def _open_stream(
     return events, first
 
 
-async def _next_event(
-    events: AsyncGenerator[StreamEvent, None], deadline: float, provider: ProviderName
-) -> StreamEvent:
-    """The stream's next event, under the call's deadline; a stream that just stops is a failure."""
-    try:
-        async with asyncio.timeout_at(deadline):
-            return await anext(events)
-    except StopAsyncIteration:
-        raise ProviderUnavailable(provider, "the stream ended without its final event") from None
-    except TimeoutError:
-        raise DeadlineExceeded("the deadline passed while the stream was running") from None
+class _Relay:
+    """Where a stream's relay is waiting (on the provider or on the caller), under one deadline for
+    both, so that running out says which side was slow."""
+
+    __slots__ = ("waiting_on_caller",)
+
+    def __init__(self) -> None:
+        self.waiting_on_caller = False
+
+    @asynccontextmanager
+    async def within(self, deadline: float) -> AsyncIterator[None]:
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                yield
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            if self.waiting_on_caller:
+                raise DeadlineExceeded("the deadline passed while the caller was not reading") from None
+            raise DeadlineExceeded("the deadline passed while the stream was running") from None
+
+    async def to_caller(self, sent: Awaitable[None]) -> None:
+        self.waiting_on_caller = True
+        await sent
+        self.waiting_on_caller = False
+
+    async def from_provider(self, next_event: Awaitable[StreamEvent], provider: ProviderName) -> StreamEvent:
+        """The stream's next event; a stream that just stops is a failure."""
+        try:
+            return await next_event
+        except StopAsyncIteration:
+            raise ProviderUnavailable(provider, "the stream ended without its final event") from None

@@ -129,6 +129,8 @@ class RequestContext:
     session_id: str = ""
     models: frozenset[str] | None = None
     """The models the caller's roles allow (within the allowlist); None: every allowed model."""
+    roles: tuple[str, ...] = ()
+    """The roles of the caller's token (empty without authentication): they choose its limits."""
 
     def provider_headers(self) -> dict[str, str]:
         """The A2A context as the HTTP headers every provider request carries."""

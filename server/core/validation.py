@@ -145,9 +145,18 @@ def to_request(draft: DraftRequest, model: ModelInfo) -> ChatRequest:
     )
 
 
+def context_value_problem(value: str, max_length: int) -> str | None:
+    """What is wrong with a value bound for logs and provider HTTP headers (an A2A metadata value, a
+    token's subject), or None: at most `max_length` printable ASCII characters."""
+    if len(value) > max_length:
+        return f"must be at most {max_length} characters"
+    if not value.isprintable() or not value.isascii():
+        return "must be printable ASCII"
+    return None
+
+
 def check_context_value(field: str, value: str, max_length: int) -> None:
     """A2A metadata values are bounded so a caller cannot blow up logs and provider headers."""
-    if len(value) > max_length:
-        raise InvalidRequest([FieldViolation(field, f"must be at most {max_length} characters")])
-    if not value.isprintable() or not value.isascii():
-        raise InvalidRequest([FieldViolation(field, "must be printable ASCII")])
+    problem = context_value_problem(value, max_length)
+    if problem is not None:
+        raise InvalidRequest([FieldViolation(field, problem)])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import MutableMapping
 from typing import Any
 
@@ -46,4 +47,20 @@ def configure_logging(level: str, fmt: str, redactor: Redactor) -> None:
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         logger_factory=structlog.PrintLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
+    )
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: object = None,
+    line: str | None = None,
+) -> None:
+    """Library warnings (PyJWT's key-length warning, deprecations) become one redacted structured log
+    line instead of raw text on stderr."""
+    structlog.get_logger("llm_grpc.warnings").warning(
+        "library.warning", category=category.__name__, warning=str(message), source=f"{filename}:{lineno}"
     )

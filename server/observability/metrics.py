@@ -103,6 +103,39 @@ class Metrics:
             registry=r,
         )
 
+        self.limit_refusals = Counter(
+            "llm_limit_refusals_total",
+            "Calls refused by a caller's rate limit, concurrency limit or budget (docs/limits.md)",
+            ["limit", "scope"],
+            registry=r,
+        )
+        self.limit_store_errors = Counter(
+            "llm_limit_store_errors_total",
+            "Limit checks that could not reach the shared store (Redis)",
+            registry=r,
+        )
+        self.budget_used = Gauge(
+            "llm_budget_used_usd",
+            "USD of a caller's budget used in the current window (reservations in flight included)",
+            ["source_agent", "period"],
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "llm_budget_remaining_usd",
+            "USD left of a caller's budget in the current window",
+            ["source_agent", "period"],
+            registry=r,
+        )
+
+    def limit_refused(self, limit: str, scope: str) -> None:
+        """Scopes are `all`, `model:<allowed model>` or `tier:<tier>`: bounded by configuration."""
+        self.limit_refusals.labels(limit, scope).inc()
+
+    def budget(self, source_agent: str, period: str, used_usd: float, limit_usd: float) -> None:
+        agent = self._source_agent(source_agent)
+        self.budget_used.labels(agent, period).set(used_usd)
+        self.budget_remaining.labels(agent, period).set(max(0.0, limit_usd - used_usd))
+
     def failover(self, from_model: str, to_model: str) -> None:
         self.failovers.labels(from_model, to_model).inc()
 

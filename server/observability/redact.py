@@ -7,14 +7,20 @@ from collections.abc import Iterable
 
 REDACTED = "[REDACTED]"
 
-# Shapes of provider keys and bearer credentials; exact configured keys are scrubbed as well.
+# Shapes of provider keys and bearer credentials; exact configured keys are scrubbed as well. A
+# credential is a run of token characters: help text such as "send `authorization: Bearer <JWT>`"
+# has none after the label, and stays as it is.
+_VALUE_CHAR = r"[A-Za-z0-9._~+/=\-]"
 _KEY_SHAPES = re.compile(
     r"sk-ant-[A-Za-z0-9_\-]{8,}"  # Anthropic
     r"|sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"  # OpenAI
     r"|AIza[0-9A-Za-z_\-]{20,}"  # Google API keys
-    r"|(?i:bearer)\s+[A-Za-z0-9._~+/=\-]{8,}"  # Authorization values
-    r"|(?i:(?:x-api-key|x-goog-api-key|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?)"
-    r"[^\s\"',;}]{6,}"
+)
+# A labelled credential: the label is kept, only the value goes.
+_LABELLED = re.compile(
+    r"(?P<label>(?i:bearer)\s+"
+    r"|(?i:(?:x-api-key|x-goog-api-key|api[_-]?key|authorization)[\"']?\s*[:=]\s*[\"']?(?:bearer\s+)?))"
+    rf"{_VALUE_CHAR}{{8,}}"
 )
 
 
@@ -28,4 +34,5 @@ class Redactor:
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
-        return _KEY_SHAPES.sub(REDACTED, text)
+        text = _KEY_SHAPES.sub(REDACTED, text)
+        return _LABELLED.sub(lambda match: match.group("label") + REDACTED, text)

@@ -80,6 +80,9 @@ class Stack:
             "LLM_LOG_LEVEL": "warning",
             "LLM_ALLOW_PLAINTEXT": "true",
             "LLM_AUTH_DISABLED": "true",
+            # One load generator stands for many callers: its 1000 concurrent streams must not meet the
+            # per-caller limit (a quarter of LLM_MAX_IN_FLIGHT by default).
+            "LLM_MAX_IN_FLIGHT_PER_CALLER": "2000",
         }
         self.gateway = subprocess.Popen(
             [

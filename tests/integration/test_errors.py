@@ -293,7 +293,10 @@ async def test_mid_stream_failure_delivers_tokens_then_unavailable(
 async def test_calls_past_the_in_flight_limit_are_shed_with_resource_exhausted(
     start_gateway: Callable[..., Any], emulators: Emulators
 ) -> None:
-    app: App = await start_gateway(llm_max_in_flight=1, llm_queue_timeout=0.05)
+    # One caller here: its own limit (a quarter of LLM_MAX_IN_FLIGHT by default) must not be what refuses.
+    app: App = await start_gateway(
+        llm_max_in_flight=1, llm_queue_timeout=0.05, llm_max_in_flight_per_caller=10
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         slow = stub.Stream(

@@ -12,8 +12,11 @@ import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App, ConfigError, build_app
+from server.core.errors import DeadlineExceeded
+from server.core.types import RequestContext, Role, StreamSummary, TextDelta
+from server.core.validation import DraftMessage, DraftRequest
 from tests.conftest import MODELS, Emulators, make_settings
-from tests.helpers import user
+from tests.helpers import user, wait_for_active_requests
 
 
 @pytest.mark.parametrize("provider", sorted(MODELS))
@@ -160,3 +163,107 @@ def test_fallback_outside_the_allowlist_stops_the_start(emulators: Emulators) ->
 
     with pytest.raises(ConfigError, match="LLM_FALLBACKS names 'gpt-4o'"):
         build_app(settings, port=0)
+
+
+# Three words of 300 kB: each delta is one 300 kB message, and the caller's channel keeps HTTP/2's 64 kB
+# stream window (no BDP growth), so the gateway's write of the first one blocks until the caller reads.
+_LARGE_REPLY = " ".join(["x" * 300_000] * 3)
+_SMALL_WINDOW = [("grpc.http2.bdp_probe", 0), ("grpc.http2.lookahead_bytes", 65536)]
+
+
+async def _start_unread_streams(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators, count: int
+) -> list[grpc.aio.UnaryStreamCall[llm_pb2.StreamRequest, llm_pb2.StreamResponse]]:
+    """`count` streams with a large reply, started with no caller deadline and never read; returned
+    once the provider has received each (so each holds an admission slot)."""
+    request = llm_pb2.StreamRequest(model=MODELS["openai"], messages=user(_LARGE_REPLY))
+    calls = [stub.Stream(request) for _ in range(count)]
+    for _ in range(200):
+        if len(emulators.completions("openai")) == count:
+            break
+        await asyncio.sleep(0.05)
+    assert len(emulators.completions("openai")) == count
+    return calls
+
+
+async def test_streams_whose_callers_stop_reading_give_back_their_slots_at_the_deadline(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(
+        llm_max_in_flight=2,
+        llm_max_in_flight_per_caller=10,  # one caller here: the provider's limit is the one that bites
+        llm_queue_timeout=0.05,
+        llm_request_timeout=1.0,
+        metrics_port=0,
+    )
+    assert app.metrics_port is not None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}", options=_SMALL_WINDOW) as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        unread = await _start_unread_streams(stub, emulators, 2)
+
+        in_flight = await wait_for_active_requests(app.metrics_port, "openai", 0)
+        third = await stub.Complete(
+            llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("hi")), timeout=10
+        )
+        outcomes = []
+        for call in unread:  # reading at last: what was written before the deadline, then its status
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in call:
+                    pass
+            outcomes.append((caught.value.code(), caught.value.details()))
+
+    assert in_flight == 0
+    assert third.content == "emulator reply: hi"
+    assert (
+        outcomes
+        == [(grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed while the caller was not reading")] * 2
+    )
+    assert emulators.openai.open_streams == 0
+
+
+async def test_cancelled_streams_whose_callers_stopped_reading_give_back_their_slots(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(
+        llm_max_in_flight=2, llm_max_in_flight_per_caller=10, llm_queue_timeout=0.05, metrics_port=0
+    )
+    assert app.metrics_port is not None
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}", options=_SMALL_WINDOW) as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        unread = await _start_unread_streams(stub, emulators, 2)
+
+        for call in unread:
+            call.cancel()
+        in_flight = await wait_for_active_requests(app.metrics_port, "openai", 0)
+        third = await stub.Complete(
+            llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("hi")), timeout=10
+        )
+
+    assert in_flight == 0
+    assert third.content == "emulator reply: hi"
+    assert emulators.openai.open_streams == 0
+
+
+async def test_the_gateway_ends_a_stream_whose_send_never_returns_at_the_deadline(
+    start_gateway: Callable[..., Any],
+) -> None:
+    app: App = await start_gateway(
+        llm_max_in_flight=1, llm_max_in_flight_per_caller=1, llm_request_timeout=0.5
+    )
+    draft = DraftRequest(model=MODELS["openai"], messages=[DraftMessage(Role.USER, "a b c")])
+    ctx = RequestContext(trace_id="stalled")
+    never = asyncio.Event()
+
+    async def stalled(_event: TextDelta | StreamSummary) -> None:
+        await never.wait()  # a caller whose flow-control window never opens
+
+    received: list[TextDelta | StreamSummary] = []
+
+    async def reading(event: TextDelta | StreamSummary) -> None:
+        received.append(event)
+
+    with pytest.raises(DeadlineExceeded, match="the caller was not reading"):
+        await app.gateway.stream(draft, ctx, None, stalled)
+    await app.gateway.stream(draft, ctx, None, reading)  # both limits are 1: the slot came back
+
+    assert isinstance(received[-1], StreamSummary)

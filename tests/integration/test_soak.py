@@ -104,14 +104,20 @@ async def test_soak_with_faults_and_cancellations_leaves_nothing_behind(
 
 
 async def test_a_thousand_concurrent_streams_on_one_provider_all_complete(
-    stub: llm_pb2_grpc.LLMServiceAsyncStub,
+    start_gateway: Callable[..., Any],
 ) -> None:
-    async def one(index: int) -> str:
+    # This one client stands for many callers: the per-caller limit (a quarter of LLM_MAX_IN_FLIGHT by
+    # default) is not what is measured here.
+    app: App = await start_gateway(llm_max_in_flight_per_caller=1000)
+
+    async def one(stub: llm_pb2_grpc.LLMServiceAsyncStub, index: int) -> str:
         request = llm_pb2.StreamRequest(model=MODELS["openai"], messages=user(f"stream {index}"))
         events = [event async for event in stub.Stream(request, timeout=60)]
         assert events[-1].WhichOneof("event") == "done"
         return "".join(e.delta for e in events[:-1])
 
-    texts = await asyncio.gather(*(one(i) for i in range(1000)))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        texts = await asyncio.gather(*(one(stub, i) for i in range(1000)))
 
     assert texts == [f"emulator reply: stream {i}" for i in range(1000)]

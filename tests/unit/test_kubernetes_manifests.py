@@ -21,6 +21,8 @@ MANIFESTS = Path(__file__).resolve().parents[2] / "docs" / "deploy" / "kubernete
 OBJECT_FILES = sorted(p for p in MANIFESTS.glob("*.yaml") if p.name != "kustomization.yaml")
 BIN = Path(sys.executable).parent
 SHUTDOWN_GRACE_ARG = "--shutdown-grace"
+OPTIONAL = {"secret.example.yaml", "redis.yaml"}
+"""Not applied by the kustomization: the Secret is created out of band, Redis only for shared limits."""
 
 
 def _tool(name: str) -> Path:
@@ -41,7 +43,7 @@ def _one(kind: str, name: str | None = None) -> dict[str, Any]:
 
 
 def _pod_spec() -> dict[str, Any]:
-    spec: dict[str, Any] = _one("Deployment")["spec"]["template"]["spec"]
+    spec: dict[str, Any] = _one("Deployment", "llm-grpc")["spec"]["template"]["spec"]
     return spec
 
 
@@ -57,7 +59,8 @@ def test_there_are_manifests() -> None:
         "hpa.yaml",
         "pdb.yaml",
         "configmap.yaml",
-        "secret.yaml",
+        "secret.example.yaml",
+        "redis.yaml",
     }
 
 
@@ -118,7 +121,7 @@ def test_pods_run_unprivileged() -> None:
 
 
 def test_metrics_are_scraped_from_the_metrics_port() -> None:
-    annotations = _one("Deployment")["spec"]["template"]["metadata"]["annotations"]
+    annotations = _one("Deployment", "llm-grpc")["spec"]["template"]["metadata"]["annotations"]
     args = _container()["args"]
 
     assert annotations["prometheus.io/scrape"] == "true"
@@ -157,7 +160,7 @@ def test_the_configmap_makes_valid_settings() -> None:
 
 
 def test_services_hpa_and_pdb_select_the_deployment() -> None:
-    deployment = _one("Deployment")
+    deployment = _one("Deployment", "llm-grpc")
     pod_labels = deployment["spec"]["template"]["metadata"]["labels"]
     headless, cluster_ip = _one("Service", "llm-grpc-headless"), _one("Service", "llm-grpc")
     hpa, pdb = _one("HorizontalPodAutoscaler"), _one("PodDisruptionBudget")
@@ -184,7 +187,23 @@ def test_no_manifest_pins_a_namespace() -> None:
     assert [o["metadata"]["name"] for o in _objects() if "namespace" in o["metadata"]] == []
 
 
-def test_the_kustomization_lists_every_manifest() -> None:
+def test_the_kustomization_lists_every_manifest_but_never_the_example_secret() -> None:
     listed = yaml.safe_load((MANIFESTS / "kustomization.yaml").read_text())["resources"]
 
-    assert sorted(listed) == [p.name for p in OBJECT_FILES]
+    assert sorted(listed) == [p.name for p in OBJECT_FILES if p.name not in OPTIONAL]
+    assert not any(_is_secret(MANIFESTS / name) for name in listed)
+
+
+def _is_secret(path: Path) -> bool:
+    return any(doc and doc.get("kind") == "Secret" for doc in yaml.safe_load_all(path.read_text()))
+
+
+def test_the_redis_for_shared_limits_is_reachable_where_the_docs_say() -> None:
+    service = _one("Service", "llm-grpc-redis")
+    redis = _one("Deployment", "llm-grpc-redis")
+    container = redis["spec"]["template"]["spec"]["containers"][0]
+
+    assert service["spec"]["ports"][0]["port"] == 6379
+    assert service["spec"]["selector"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
+    assert "noeviction" in container["args"]
+    assert "redis://llm-grpc-redis:6379/0" in (MANIFESTS.parents[2] / "docs" / "limits.md").read_text()

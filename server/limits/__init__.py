@@ -1,0 +1,1 @@
+"""Stores of the caller limits (server/core/limits.py): in process for one replica, Redis for many."""

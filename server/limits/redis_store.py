@@ -1,0 +1,169 @@
+"""The shared limit store: the same counters as memory_store.py, on Redis (or Valkey), so every replica
+sees one set of limits. Each operation is one Lua script, atomic on the server: a reservation across
+several counters is all or nothing, whatever the other replicas do at the same moment.
+
+Keys carry the identity as a hash tag (`llm:{identity}:...`), so every key of one script lives in one
+slot of a Redis Cluster. Times come from the gateway's clock (replicas need synchronised clocks, as for
+any log timestamp). Redis unreachable or slow → StoreUnavailable; redis-py reconnects by itself on the
+next call once it is back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import RedisError
+
+from server.core.limits import Check, LimitKind, Refusal, StoreUnavailable
+
+_KINDS = {
+    LimitKind.REQUESTS_PER_MINUTE: "bucket",
+    LimitKind.TOKENS_PER_MINUTE: "bucket",
+    LimitKind.CONCURRENT: "concurrent",
+    LimitKind.USD_PER_DAY: "budget",
+    LimitKind.USD_PER_MONTH: "budget",
+}
+
+# ARGV: now, lease, then per check: kind, limit, cost, expires_at. Returns {0} or {index, retry_after}.
+_RESERVE = """
+local now = tonumber(ARGV[1])
+local lease = ARGV[2]
+local function arg(i, j) return ARGV[2 + (i - 1) * 4 + j] end
+local function tat_of(key)
+  local v = redis.call('GET', key)
+  local tat = v and tonumber(v) or now
+  if tat < now then tat = now end
+  return tat
+end
+for i = 1, #KEYS do
+  local kind, limit, cost = arg(i, 1), tonumber(arg(i, 2)), tonumber(arg(i, 3))
+  if kind == 'bucket' then
+    local after = tat_of(KEYS[i]) + cost * 60 / limit
+    if after - now > 60.000001 then return {i, tostring(after - now - 60)} end
+  elseif kind == 'concurrent' then
+    redis.call('ZREMRANGEBYSCORE', KEYS[i], '-inf', now)
+    if redis.call('ZCARD', KEYS[i]) + 1 > limit then return {i, ''} end
+  else
+    local spent = tonumber(redis.call('GET', KEYS[i]) or '0')
+    if spent + cost > limit then return {i, ''} end
+  end
+end
+for i = 1, #KEYS do
+  local kind, limit, cost, expires = arg(i, 1), tonumber(arg(i, 2)), tonumber(arg(i, 3)), tonumber(arg(i, 4))
+  if kind == 'bucket' then
+    local after = tat_of(KEYS[i]) + cost * 60 / limit
+    redis.call('SET', KEYS[i], tostring(after), 'PX', math.ceil((after - now + 1) * 1000))
+  elseif kind == 'concurrent' then
+    redis.call('ZADD', KEYS[i], expires, lease)
+    redis.call('PEXPIREAT', KEYS[i], math.ceil(expires * 1000))
+  else
+    redis.call('INCRBY', KEYS[i], cost)
+    redis.call('PEXPIREAT', KEYS[i], math.ceil((expires + 86400) * 1000))
+  end
+end
+return {0, ''}
+"""
+
+# ARGV: now, lease, then per check: kind, limit, delta, expires_at. Returns each budget's spend after.
+_SETTLE = """
+local now = tonumber(ARGV[1])
+local lease = ARGV[2]
+local function arg(i, j) return ARGV[2 + (i - 1) * 4 + j] end
+local spent = {}
+for i = 1, #KEYS do
+  spent[i] = 0
+  local kind, limit, delta, expires = arg(i, 1), tonumber(arg(i, 2)), tonumber(arg(i, 3)), tonumber(arg(i, 4))
+  if kind == 'bucket' then
+    if delta ~= 0 then
+      local v = redis.call('GET', KEYS[i])
+      local base = v and tonumber(v) or now
+      if delta > 0 and base < now then base = now end
+      local tat = base + delta * 60 / limit
+      if tat > now then
+        redis.call('SET', KEYS[i], tostring(tat), 'PX', math.ceil((tat - now + 1) * 1000))
+      else
+        redis.call('DEL', KEYS[i])
+      end
+    end
+  elseif kind == 'concurrent' then
+    redis.call('ZREM', KEYS[i], lease)
+  elseif delta ~= 0 then
+    spent[i] = redis.call('INCRBY', KEYS[i], delta)
+    redis.call('PEXPIREAT', KEYS[i], math.ceil((expires + 86400) * 1000))
+  else
+    spent[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  end
+end
+return spent
+"""
+
+# ARGV: now, then per check: kind, limit. Returns what is used of each, as strings.
+_STANDING = """
+local now = tonumber(ARGV[1])
+local used = {}
+for i = 1, #KEYS do
+  local kind, limit = ARGV[1 + (i - 1) * 2 + 1], tonumber(ARGV[1 + (i - 1) * 2 + 2])
+  if kind == 'bucket' then
+    local v = redis.call('GET', KEYS[i])
+    local ahead = v and (tonumber(v) - now) or 0
+    if ahead < 0 then ahead = 0 end
+    used[i] = tostring(ahead * limit / 60)
+  elseif kind == 'concurrent' then
+    used[i] = tostring(redis.call('ZCOUNT', KEYS[i], '(' .. now, '+inf'))
+  else
+    used[i] = redis.call('GET', KEYS[i]) or '0'
+  end
+end
+return used
+"""
+
+
+class RedisLimitStore:
+    def __init__(self, url: str, timeout: float) -> None:
+        self._redis: redis.Redis = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout, health_check_interval=30
+        )
+        self._reserve = self._redis.register_script(_RESERVE)
+        self._settle = self._redis.register_script(_SETTLE)
+        self._standing = self._redis.register_script(_STANDING)
+
+    async def reserve(self, checks: Sequence[Check], lease: str, now: float) -> Refusal | None:
+        args: list[Any] = [repr(now), lease]
+        for check in checks:
+            args += [_KINDS[check.kind], check.limit, check.cost, repr(check.expires_at)]
+        index, retry_after = await self._run(self._reserve, checks, args)
+        if int(index) == 0:
+            return None
+        return Refusal(int(index) - 1, float(retry_after) if retry_after else None)
+
+    async def settle(
+        self, checks: Sequence[Check], deltas: Sequence[int], lease: str, now: float
+    ) -> list[int]:
+        args: list[Any] = [repr(now), lease]
+        for check, delta in zip(checks, deltas, strict=True):
+            args += [_KINDS[check.kind], check.limit, delta, repr(check.expires_at)]
+        return [int(value) for value in await self._run(self._settle, checks, args)]
+
+    async def standing(self, checks: Sequence[Check], now: float) -> list[int]:
+        args: list[Any] = [repr(now)]
+        for check in checks:
+            args += [_KINDS[check.kind], check.limit]
+        used = await self._run(self._standing, checks, args)
+        return [round(float(value)) for value in used]
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"redis: {type(error).__name__}") from error
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+    async def _run(self, script: Any, checks: Sequence[Check], args: list[Any]) -> Any:
+        try:
+            return await script(keys=[check.key for check in checks], args=args)
+        except (RedisError, OSError) as error:
+            raise StoreUnavailable(f"redis: {type(error).__name__}") from error
