@@ -1,4 +1,6 @@
-"""`llm-gateway serve` (also `python -m server serve`): run the gateway until SIGTERM or SIGINT."""
+"""`llm-gateway serve` (also `python -m server serve`): run the gateway until SIGTERM or SIGINT.
+`llm-gateway models verify`: ask each provider which models it serves; exit 1 when an allowed one is gone.
+`llm-gateway health`: the container health check."""
 
 from __future__ import annotations
 
@@ -16,8 +18,17 @@ import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr, ValidationError
 
-from server.app import App, ConfigError, build_app, redactor_for
+from server.app import (
+    App,
+    ConfigError,
+    build_app,
+    build_providers,
+    check_settings,
+    load_checked_catalogue,
+    redactor_for,
+)
 from server.config import Settings
+from server.core.lifecycle import verify
 from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.base import Emulator
 from server.emulators.gemini import GeminiEmulator
@@ -66,7 +77,45 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     check.add_argument("--target", default="127.0.0.1:50051")
     check.add_argument("--timeout", type=float, default=3.0)
+    models = commands.add_parser("models", help="check the allowed models against the providers")
+    models_commands = models.add_subparsers(dest="models_command", required=True)
+    verify = models_commands.add_parser(
+        "verify",
+        help="list each provider's models through its SDK; exit 1 if it does not serve an allowed model",
+    )
+    verify.add_argument("--demo", action="store_true", help="ask the bundled emulators instead")
+    verify.add_argument("--timeout", type=float, default=30.0, help="seconds per provider (default 30)")
     return parser.parse_args(argv)
+
+
+async def verify_models(settings: Settings, timeout: float, demo: bool = False) -> tuple[int, str]:
+    """`llm-gateway models verify`: the exit code (0 all served, 1 an allowed model is not served, 3 a
+    provider could not be asked) and the report."""
+    emulators: list[Emulator] = []
+    if demo:
+        settings, emulators = await _start_demo(settings)
+    # Verifying serves nothing: transport and caller authentication settings do not matter here.
+    settings = settings.model_copy(update={"llm_allow_plaintext": True, "llm_auth_disabled": True})
+    providers = {}
+    try:
+        needed = check_settings(settings)
+        load_checked_catalogue(settings)
+        providers = build_providers(settings, needed)
+        results = await verify(providers, needed, timeout)
+    finally:
+        await asyncio.gather(*(provider.aclose() for provider in providers.values()))
+        for emulator in emulators:
+            await emulator.stop()
+    lines = []
+    for result in results:
+        if result.error:
+            lines.append(f"{result.provider}: could not list models: {result.error}")
+        for model in result.allowed:
+            if not result.error:
+                state = "NOT SERVED" if model in result.missing else "served"
+                lines.append(f"{result.provider}: {model}: {state}")
+    code = 1 if any(r.missing for r in results) else 3 if any(r.error for r in results) else 0
+    return code, "\n".join(lines)
 
 
 async def _check_health(target: str, timeout: float) -> int:
@@ -166,8 +215,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     except ValidationError as error:
         sys.exit(f"llm-gateway: invalid configuration:\n{error}")
     configure_logging(
-        settings.llm_log_level, args.log_format or settings.llm_log_format, redactor_for(settings)
+        settings.llm_log_level,
+        getattr(args, "log_format", None) or settings.llm_log_format,
+        redactor_for(settings),
     )
+    if args.command == "models":
+        try:
+            code, report = asyncio.run(verify_models(settings, args.timeout, args.demo))
+        except ConfigError as error:
+            sys.exit(f"llm-gateway: {error}")
+        print(report)
+        sys.exit(code)
     if args.workers > 1:
         sys.exit(_run_workers(args))
     try:

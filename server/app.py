@@ -4,8 +4,9 @@ standard health service and reflection. Everything is built here and injected; n
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +27,7 @@ from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
 from server.core.governance import Allowlist
 from server.core.health import HealthMonitor
+from server.core.lifecycle import retiring
 from server.core.limits import MICRO, Check, Limiter, LimitKind, LimitStore
 from server.core.registry import ModelRegistry
 from server.core.retry import RetryPolicy
@@ -69,13 +71,31 @@ def load_checked_catalogue(settings: Settings) -> Catalogue:
     for model in settings.allowed_models:
         if model not in catalogue:
             problems.append(
-                f"allowed model {model!r} is not in the model catalogue {settings.llm_catalogue_path}"
+                f"allowed model {model!r} is not in the model catalogue ({_catalogue_name(settings)})"
             )
         elif (routed := registry.provider_for(model)) not in (None, listed := catalogue.get(model).provider):
             problems.append(f"allowed model {model!r} routes to {routed} but the catalogue says {listed}")
     if problems:
         raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
     return catalogue
+
+
+def _catalogue_name(settings: Settings) -> str:
+    overlay = settings.llm_catalogue_path
+    return "the bundled one" if overlay is None else f"the bundled one with the overlay {overlay}"
+
+
+def warn_of_retiring_models(catalogue: Catalogue, allowed: Sequence[str]) -> None:
+    """A warning at start for each allowed model within 30 days of its announced retirement."""
+    today = datetime.datetime.now(datetime.UTC).date()
+    for model in retiring(catalogue, allowed, today):
+        log.warning(
+            "model.retiring",
+            model=model.model,
+            retires=model.retires.isoformat(),
+            days_left=model.days_left,
+            hint="replace it in ALLOWED_MODELS before it retires; the provider will answer 404",
+        )
 
 
 def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
@@ -88,8 +108,17 @@ def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
     needed: dict[ProviderName, list[str]] = {}
     if not settings.allowed_models:
         problems.append("ALLOWED_MODELS is empty: allow at least one model")
+    try:
+        catalogue: Catalogue | None = load_catalogue(settings.llm_catalogue_path)
+    except ValueError:
+        catalogue = None  # load_checked_catalogue names the problem
     for model in settings.allowed_models:
-        provider = registry.provider_for(model)
+        # The catalogue's provider is the truth; a name prefix only routes what it does not list.
+        provider = (
+            catalogue.get(model).provider
+            if catalogue is not None and model in catalogue
+            else registry.provider_for(model)
+        )
         if provider is None:
             problems.append(
                 f"allowed model {model!r} maps to no provider (LLM_PROVIDER_PREFIXES knows "
@@ -99,6 +128,8 @@ def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
             needed.setdefault(provider, []).append(model)
     for provider, models in needed.items():
         key = settings.api_key(provider)
+        if settings.credentials_from_environment(provider):
+            continue  # Vertex AI: Application Default Credentials, or the access token when given
         if key is None or not key.get_secret_value().strip():
             problems.append(
                 f"{KEY_ENV_NAMES[provider]} is not set, but ALLOWED_MODELS has {', '.join(models)}"
@@ -234,6 +265,20 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
+def _vertex_project(settings: Settings, name: ProviderName) -> str | None:
+    """The Google Cloud project when the provider is served from Vertex AI, else None."""
+    if name is ProviderName.ANTHROPIC:
+        return settings.anthropic_vertex_project_id
+    if name is ProviderName.GEMINI and settings.google_genai_use_vertexai:
+        return settings.google_cloud_project or ""  # empty: the project of the ADC credentials
+    return None
+
+
+def needed_models(needed: Mapping[ProviderName, object], name: ProviderName) -> list[str]:
+    models = needed.get(name)
+    return [str(m) for m in models] if isinstance(models, list) else []
+
+
 def build_providers(
     settings: Settings, needed: Mapping[ProviderName, object]
 ) -> dict[ProviderName, Provider]:
@@ -246,6 +291,13 @@ def build_providers(
                 base_url=settings.base_url(name),
                 max_connections=settings.llm_max_connections,
                 default_max_tokens=settings.llm_default_max_tokens,
+                azure_endpoint=settings.azure_openai_endpoint if name is ProviderName.OPENAI else None,
+                api_version=settings.openai_api_version,
+                vertex_project=_vertex_project(settings, name),
+                vertex_region=settings.google_cloud_location
+                if name is ProviderName.GEMINI
+                else settings.cloud_ml_region,
+                probe_model=next(iter(needed_models(needed, name)), None),
             )
         )
     return providers
@@ -254,6 +306,9 @@ def build_providers(
 def redactor_for(settings: Settings) -> Redactor:
     keys = (
         settings.openai_api_key,
+        settings.azure_openai_api_key,
+        settings.anthropic_vertex_access_token,
+        settings.gemini_vertex_access_token,
         settings.anthropic_api_key,
         settings.google_api_key,
         settings.llm_jwt_hs256_secret,
@@ -315,6 +370,7 @@ def build_app(
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     needed = check_settings(settings)
     catalogue = load_checked_catalogue(settings)
+    warn_of_retiring_models(catalogue, settings.allowed_models)
     providers = providers if providers is not None else build_providers(settings, needed)
     redactor = redactor_for(settings)
     metrics = Metrics()
@@ -327,7 +383,6 @@ def build_app(
     )
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
-        registry=ModelRegistry(settings.llm_provider_prefixes),
         providers=providers,
         retry=RetryPolicy(
             settings.llm_max_retries, settings.llm_retry_base_delay, settings.llm_retry_max_delay

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import tomllib
 from pathlib import Path
@@ -13,20 +14,23 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from server.core.catalogue import Catalogue, ModelInfo, Tier
 from server.core.limits import NO_LIMITS, Limits, Policy, ScopedLimits
-from server.core.types import ProviderName
+from server.core.types import Capabilities, ProviderName
 
 DEFAULT_CATALOGUE = Path(__file__).with_name("catalogue.toml")
 
+# The current flagship, mid and small model of each provider (server/catalogue.toml says where from).
 DEFAULT_ALLOWED_MODELS = (
-    "gpt-4.1",
-    "gpt-4.1-mini",
-    "gpt-5",
-    "gpt-5-mini",
-    "claude-3-5-sonnet-20241022",
-    "claude-3-5-haiku-20241022",
-    "gemini-2.0-flash-exp",
-    "gemini-1.5-pro",
+    "gpt-5.5",
+    "gpt-5.4",
+    "gpt-5.4-mini",
+    "claude-opus-4-7",
+    "claude-sonnet-4-6",
+    "claude-haiku-4-5",
+    "gemini-3.1-pro-preview",
+    "gemini-3.5-flash",
+    "gemini-3.1-flash-lite",
 )
+DEFAULT_MODEL = "gpt-5.4-mini"
 
 DEFAULT_PROVIDER_PREFIXES = (
     ("gpt-", ProviderName.OPENAI),
@@ -38,7 +42,7 @@ DEFAULT_PROVIDER_PREFIXES = (
 )
 
 KEY_ENV_NAMES = {
-    ProviderName.OPENAI: "OPENAI_API_KEY",
+    ProviderName.OPENAI: "OPENAI_API_KEY (AZURE_OPENAI_API_KEY with AZURE_OPENAI_ENDPOINT)",
     ProviderName.ANTHROPIC: "ANTHROPIC_API_KEY",
     ProviderName.GEMINI: "GOOGLE_API_KEY (or GEMINI_API_KEY)",
 }
@@ -63,9 +67,28 @@ class Settings(BaseSettings):
     openai_base_url: str | None = None
     anthropic_base_url: str | None = None
     gemini_base_url: str | None = None
+    azure_openai_endpoint: str | None = None
+    """When set, the `openai` provider is an Azure OpenAI resource (model ids are deployment names)."""
+    azure_openai_api_key: SecretStr | None = None
+    openai_api_version: str = "2024-10-21"
+    """The Azure OpenAI data-plane API version (the SDK's OPENAI_API_VERSION)."""
+    google_genai_use_vertexai: bool = False
+    """Serve the `gemini` provider from Vertex AI (GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION; the SDK's
+    own variable names)."""
+    google_cloud_project: str | None = None
+    google_cloud_location: str = "global"
+    gemini_vertex_access_token: SecretStr | None = None
+    """With Vertex AI: a fixed OAuth access token; unset, Application Default Credentials."""
+    anthropic_vertex_project_id: str | None = None
+    """When set, the `anthropic` provider is Claude on Google Vertex AI in this project (SDK env name)."""
+    cloud_ml_region: str = "global"
+    """With anthropic_vertex_project_id: the Vertex AI region (the SDK's CLOUD_ML_REGION)."""
+    anthropic_vertex_access_token: SecretStr | None = None
+    """With anthropic_vertex_project_id: a fixed OAuth access token; unset, Application Default
+    Credentials (google-auth) supply and refresh one."""
 
     allowed_models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_MODELS
-    llm_default_model: str = "gpt-4.1-mini"
+    llm_default_model: str = DEFAULT_MODEL
     llm_provider_prefixes: Annotated[tuple[tuple[str, ProviderName], ...], NoDecode] = (
         DEFAULT_PROVIDER_PREFIXES
     )
@@ -108,9 +131,10 @@ class Settings(BaseSettings):
     llm_roles: str = ""
     """JSON: role → {"methods": [...], "models": [...]}; empty: any valid token may do everything."""
     llm_roles_claim: str = "roles"
-    llm_catalogue_path: Path = DEFAULT_CATALOGUE
+    llm_catalogue_path: Path | None = None
+    """An overlay on the bundled catalogue: adds models, overrides fields of the bundled ones."""
     llm_fallbacks: dict[str, tuple[str, ...]] = Field(default_factory=dict)
-    """JSON: {"claude-3-5-sonnet-20241022": ["gpt-4.1"]}. Off (empty) by default: fail fast."""
+    """JSON: {"claude-sonnet-4-6": ["gpt-5.4"]}. Off (empty) by default: fail fast."""
     llm_limits_file: Path | None = None
     """TOML or JSON: rate limits and USD budgets per caller (docs/limits.md). Unset: no caller limits."""
     llm_redis_url: SecretStr | None = None
@@ -151,10 +175,22 @@ class Settings(BaseSettings):
 
     def api_key(self, provider: ProviderName) -> SecretStr | None:
         return {
-            ProviderName.OPENAI: self.openai_api_key,
-            ProviderName.ANTHROPIC: self.anthropic_api_key,
-            ProviderName.GEMINI: self.google_api_key,
+            ProviderName.OPENAI: self.azure_openai_api_key
+            if self.azure_openai_endpoint
+            else self.openai_api_key,
+            ProviderName.ANTHROPIC: self.anthropic_vertex_access_token
+            if self.anthropic_vertex_project_id
+            else self.anthropic_api_key,
+            ProviderName.GEMINI: self.gemini_vertex_access_token
+            if self.google_genai_use_vertexai
+            else self.google_api_key,
         }[provider]
+
+    def credentials_from_environment(self, provider: ProviderName) -> bool:
+        """Whether the provider authenticates without a key of ours (Claude on Vertex AI with ADC)."""
+        return (provider is ProviderName.ANTHROPIC and bool(self.anthropic_vertex_project_id)) or (
+            provider is ProviderName.GEMINI and self.google_genai_use_vertexai
+        )
 
     def base_url(self, provider: ProviderName) -> str | None:
         return {
@@ -165,6 +201,9 @@ class Settings(BaseSettings):
 
 
 class _CatalogueEntry(BaseModel):
+    """One model of a catalogue file; in an overlay every field is optional (it overrides the bundled
+    entry field by field), in the merged result the required ones must be there."""
+
     model_config = ConfigDict(extra="forbid")
 
     provider: ProviderName
@@ -174,12 +213,28 @@ class _CatalogueEntry(BaseModel):
     input: float = Field(ge=0)
     output: float = Field(ge=0)
     cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+    retires: datetime.date | None = None
+    reasoning: bool = False
+    temperature: bool = True
+    top_p: bool = True
+    stop_sequences: bool = True
+    tools: bool = True
+    structured_output: bool = True
+    image_input: bool = True
+    document_input: bool = False
+    prompt_caching: bool = False
+    assistant_prefill: bool = True
+    blank_turns: bool = True
 
     @_model_validator(mode="after")
     def _output_fits_context(self) -> _CatalogueEntry:
         if self.max_output_tokens > self.context_window:
             raise ValueError("max_output_tokens exceeds context_window")
         return self
+
+    def capabilities(self) -> Capabilities:
+        return Capabilities(**{name: getattr(self, name) for name in Capabilities.__dataclass_fields__})
 
 
 class _CatalogueFile(BaseModel):
@@ -246,15 +301,38 @@ def load_limit_policy(path: Path | None) -> Policy:
     )
 
 
-def load_catalogue(path: Path) -> Catalogue:
-    """Read and validate a catalogue file; ValueError names the file and every problem."""
+def _read_toml(path: Path) -> dict[str, object]:
     try:
-        raw = tomllib.loads(path.read_text())
-        parsed = _CatalogueFile.model_validate(raw)
+        return tomllib.loads(path.read_text())
     except OSError as error:
         raise ValueError(f"cannot read the model catalogue {path}: {error.strerror}") from None
     except tomllib.TOMLDecodeError as error:
         raise ValueError(f"the model catalogue {path} is not valid TOML: {error}") from None
+
+
+def _overlaid(base: dict[str, object], overlay: dict[str, object], path: Path) -> dict[str, object]:
+    """The bundled models with the overlay's: a new model whole, a known one field by field."""
+    models = overlay.get("models", {})
+    if set(overlay) - {"models"} or not isinstance(models, dict):
+        raise ValueError(f"the model catalogue {path} is invalid: only a [models] table is allowed")
+    merged = dict(base.get("models", {}))  # type: ignore[call-overload]
+    for model, fields in models.items():
+        if not isinstance(fields, dict):
+            raise ValueError(f"the model catalogue {path} is invalid: models.{model} must be a table")
+        known = merged.get(model)
+        merged[model] = {**known, **fields} if isinstance(known, dict) else fields
+    return {"models": merged}
+
+
+def load_catalogue(overlay: Path | None = None, bundled: Path = DEFAULT_CATALOGUE) -> Catalogue:
+    """The bundled catalogue, with `overlay` (LLM_CATALOGUE_PATH) laid over it; ValueError names the
+    file and every problem."""
+    raw = _read_toml(bundled)
+    path = bundled
+    if overlay is not None:
+        raw, path = _overlaid(raw, _read_toml(overlay), overlay), overlay
+    try:
+        parsed = _CatalogueFile.model_validate(raw)
     except ValidationError as error:
         problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
         raise ValueError(f"the model catalogue {path} is invalid: {problems}") from None
@@ -268,6 +346,9 @@ def load_catalogue(path: Path) -> Catalogue:
             input_per_mtok=entry.input,
             output_per_mtok=entry.output,
             cached_input_per_mtok=entry.cached_input,
+            cache_write_per_mtok=entry.cache_write,
+            retires=entry.retires,
+            capabilities=entry.capabilities(),
         )
         for model, entry in parsed.models.items()
     )

@@ -12,7 +12,7 @@ import pytest
 
 from llm_grpc.v1 import llm_pb2_grpc
 from server.app import App, build_app
-from server.config import Settings
+from server.config import DEFAULT_ALLOWED_MODELS, Settings
 from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.base import Emulator, RecordedRequest
 from server.emulators.gemini import GeminiEmulator
@@ -22,12 +22,16 @@ OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
 GEMINI_KEY = "AIzaTest0123456789abcdefghijklmn"
 
-# One model per provider: the integration tests run each behaviour against all three.
+# One model per provider (its current small model): the integration tests run each behaviour against all
+# three.
 MODELS = {
-    "openai": "gpt-4.1-mini",
-    "anthropic": "claude-3-5-haiku-20241022",
-    "gemini": "gemini-2.0-flash-exp",
+    "openai": "gpt-5.4-mini",
+    "anthropic": "claude-haiku-4-5",
+    "gemini": "gemini-3.1-flash-lite",
 }
+# For behaviours that need sampling parameters or stop sequences: a model of each provider that takes
+# them (OpenAI's GPT-5.x reasoning models take neither; Claude takes stop sequences only).
+SAMPLING_MODELS = MODELS | {"openai": "gpt-4.1-mini"}
 
 
 @dataclass
@@ -71,6 +75,7 @@ def make_settings(emulators: Emulators, **overrides: Any) -> Settings:
         "llm_retry_max_delay": 0.05,
         "llm_allow_plaintext": True,
         "llm_auth_disabled": True,
+        "allowed_models": ",".join((*DEFAULT_ALLOWED_MODELS, SAMPLING_MODELS["openai"])),
     }
     values.update(overrides)
     return Settings(**values)

@@ -32,5 +32,5 @@ done
 output=$("$work/llm-go-client" "127.0.0.1:$port")
 echo "$output"
 grep -q "emulator reply: Hello from Go" <<<"$output"
-grep -q "\[openai/gpt-4.1-mini\]" <<<"$output"
+grep -q "\[openai/gpt-5.4-mini\]" <<<"$output"
 echo "go client streams from the gateway"

@@ -31,7 +31,7 @@ func main() {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	stream, err := client.Stream(ctx, &llmv1.StreamRequest{
-		Model:    "gpt-4.1-mini",
+		Model:    "gpt-5.4-mini",
 		Messages: []*llmv1.Message{{Role: llmv1.Role_ROLE_USER, Content: "Hello from Go"}},
 	})
 	if err != nil {

@@ -243,22 +243,28 @@ class Usage(_message.Message):
     PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
+    USAGE_ESTIMATED_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     """Tokens in the prompt."""
     completion_tokens: _builtins.int
     """Tokens generated."""
     total_tokens: _builtins.int
     """prompt_tokens + completion_tokens."""
+    usage_estimated: _builtins.bool
+    """True when the provider reported no usage (e.g. an OpenAI stream that ended without its usage chunk)
+    and the counts are the gateway's estimate, not the provider's bill.
+    """
     def __init__(
         self,
         *,
         prompt_tokens: _builtins.int = ...,
         completion_tokens: _builtins.int = ...,
         total_tokens: _builtins.int = ...,
+        usage_estimated: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "prompt_tokens", b"prompt_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "prompt_tokens", b"prompt_tokens", "total_tokens", b"total_tokens", "usage_estimated", b"usage_estimated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -343,6 +349,7 @@ class CompleteResponse(_message.Message):
     TRACE_ID_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    SERVED_MODEL_FIELD_NUMBER: _builtins.int
     content: _builtins.str
     """The generated text."""
     latency_ms: _builtins.float
@@ -357,6 +364,10 @@ class CompleteResponse(_message.Message):
     """Why the model stopped."""
     cost_usd: _builtins.float
     """What the call cost, in US dollars, from the provider's usage and the catalogue's prices."""
+    served_model: _builtins.str
+    """The model the provider says served the call (OpenAI and Anthropic `model`, Gemini `modelVersion`),
+    e.g. a dated snapshot of the alias in `model`; `model` itself when the provider did not say.
+    """
     @_builtins.property
     def usage(self) -> Global___Usage:
         """The provider's token count."""
@@ -372,10 +383,11 @@ class CompleteResponse(_message.Message):
         trace_id: _builtins.str = ...,
         finish_reason: Global___FinishReason.ValueType = ...,
         cost_usd: _builtins.float = ...,
+        served_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "served_model", b"served_model", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -490,6 +502,7 @@ class StreamDone(_message.Message):
     MODEL_FIELD_NUMBER: _builtins.int
     TRACE_ID_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
+    SERVED_MODEL_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped."""
     latency_ms: _builtins.float
@@ -504,6 +517,8 @@ class StreamDone(_message.Message):
     """The trace id of the call."""
     cost_usd: _builtins.float
     """What the stream cost, in US dollars, from the provider's usage and the catalogue's prices."""
+    served_model: _builtins.str
+    """The model the provider says served the stream; `model` itself when the provider did not say."""
     @_builtins.property
     def usage(self) -> Global___Usage:
         """The provider's own token count for the stream."""
@@ -519,10 +534,11 @@ class StreamDone(_message.Message):
         model: _builtins.str = ...,
         trace_id: _builtins.str = ...,
         cost_usd: _builtins.float = ...,
+        served_model: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "time_to_first_token_ms", b"time_to_first_token_ms", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "served_model", b"served_model", "time_to_first_token_ms", b"time_to_first_token_ms", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -559,6 +575,10 @@ class Model(_message.Message):
     INPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
     OUTPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
     CACHED_INPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
+    DEPRECATED_FIELD_NUMBER: _builtins.int
+    RETIREMENT_DATE_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
+    CAPABILITIES_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The model id to put in a request."""
     provider: _builtins.str
@@ -575,6 +595,16 @@ class Model(_message.Message):
     """US dollars per million completion tokens."""
     cached_input_usd_per_million: _builtins.float
     """US dollars per million cached prompt tokens, where the provider has a prompt cache."""
+    deprecated: _builtins.bool
+    """True when the provider has announced the model's retirement."""
+    retirement_date: _builtins.str
+    """The announced retirement (shutdown) date, `YYYY-MM-DD`; empty when none is published."""
+    cache_write_usd_per_million: _builtins.float
+    """US dollars per million prompt tokens written to the provider's cache, where it charges for writes."""
+    @_builtins.property
+    def capabilities(self) -> Global___ModelCapabilities:
+        """What the model accepts and does (from the catalogue)."""
+
     def __init__(
         self,
         *,
@@ -586,16 +616,89 @@ class Model(_message.Message):
         input_usd_per_million: _builtins.float = ...,
         output_usd_per_million: _builtins.float = ...,
         cached_input_usd_per_million: _builtins.float | None = ...,
+        deprecated: _builtins.bool = ...,
+        retirement_date: _builtins.str = ...,
+        cache_write_usd_per_million: _builtins.float | None = ...,
+        capabilities: Global___ModelCapabilities | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million", "_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cache_write_usd_per_million", b"cache_write_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million", "capabilities", b"capabilities"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million", "context_window", b"context_window", "id", b"id", "input_usd_per_million", b"input_usd_per_million", "max_output_tokens", b"max_output_tokens", "output_usd_per_million", b"output_usd_per_million", "provider", b"provider", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million", "_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cache_write_usd_per_million", b"cache_write_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million", "capabilities", b"capabilities", "context_window", b"context_window", "deprecated", b"deprecated", "id", b"id", "input_usd_per_million", b"input_usd_per_million", "max_output_tokens", b"max_output_tokens", "output_usd_per_million", b"output_usd_per_million", "provider", b"provider", "retirement_date", b"retirement_date", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cache_write_usd_per_million: _TypeAlias = _typing.Literal["cache_write_usd_per_million"]  # noqa: Y015
+    _WhichOneofArgType__cache_write_usd_per_million: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million"]  # noqa: Y015
     _WhichOneofReturnType__cached_input_usd_per_million: _TypeAlias = _typing.Literal["cached_input_usd_per_million"]  # noqa: Y015
     _WhichOneofArgType__cached_input_usd_per_million: _TypeAlias = _typing.Literal["_cached_input_usd_per_million", b"_cached_input_usd_per_million"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_write_usd_per_million) -> _WhichOneofReturnType__cache_write_usd_per_million | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_input_usd_per_million) -> _WhichOneofReturnType__cached_input_usd_per_million | None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class ModelCapabilities(_message.Message):
+    """ModelCapabilities are what a model accepts; a request using something it does not accept is refused
+    with INVALID_ARGUMENT before any provider call.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASONING_FIELD_NUMBER: _builtins.int
+    TEMPERATURE_FIELD_NUMBER: _builtins.int
+    TOP_P_FIELD_NUMBER: _builtins.int
+    STOP_SEQUENCES_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    STRUCTURED_OUTPUT_FIELD_NUMBER: _builtins.int
+    IMAGE_INPUT_FIELD_NUMBER: _builtins.int
+    DOCUMENT_INPUT_FIELD_NUMBER: _builtins.int
+    PROMPT_CACHING_FIELD_NUMBER: _builtins.int
+    ASSISTANT_PREFILL_FIELD_NUMBER: _builtins.int
+    BLANK_TURNS_FIELD_NUMBER: _builtins.int
+    reasoning: _builtins.bool
+    """A reasoning (thinking) model: its output tokens include thinking."""
+    temperature: _builtins.bool
+    """Accepts `temperature`."""
+    top_p: _builtins.bool
+    """Accepts `top_p`."""
+    stop_sequences: _builtins.bool
+    """Accepts `stop` sequences."""
+    tools: _builtins.bool
+    """Takes tool (function) definitions."""
+    structured_output: _builtins.bool
+    """Takes a response schema (structured output)."""
+    image_input: _builtins.bool
+    """Takes images in the prompt."""
+    document_input: _builtins.bool
+    """Takes documents (PDF) in the prompt."""
+    prompt_caching: _builtins.bool
+    """Has a prompt cache."""
+    assistant_prefill: _builtins.bool
+    """Accepts a final assistant turn as a prefill."""
+    blank_turns: _builtins.bool
+    """Accepts a turn whose text is only whitespace."""
+    def __init__(
+        self,
+        *,
+        reasoning: _builtins.bool = ...,
+        temperature: _builtins.bool = ...,
+        top_p: _builtins.bool = ...,
+        stop_sequences: _builtins.bool = ...,
+        tools: _builtins.bool = ...,
+        structured_output: _builtins.bool = ...,
+        image_input: _builtins.bool = ...,
+        document_input: _builtins.bool = ...,
+        prompt_caching: _builtins.bool = ...,
+        assistant_prefill: _builtins.bool = ...,
+        blank_turns: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_prefill", b"assistant_prefill", "blank_turns", b"blank_turns", "document_input", b"document_input", "image_input", b"image_input", "prompt_caching", b"prompt_caching", "reasoning", b"reasoning", "stop_sequences", b"stop_sequences", "structured_output", b"structured_output", "temperature", b"temperature", "tools", b"tools", "top_p", b"top_p"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ModelCapabilities: _TypeAlias = ModelCapabilities  # noqa: Y015
 
 @_typing.final
 class ListModelsResponse(_message.Message):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import asdict, replace
 from typing import Any, NoReturn
 
 import grpc
@@ -101,6 +101,10 @@ def _model(info: ModelInfo) -> llm_pb2.Model:
         input_usd_per_million=info.input_per_mtok,
         output_usd_per_million=info.output_per_mtok,
         cached_input_usd_per_million=info.cached_input_per_mtok,
+        cache_write_usd_per_million=info.cache_write_per_mtok,
+        deprecated=info.deprecated,
+        retirement_date=info.retires.isoformat() if info.retires is not None else "",
+        capabilities=llm_pb2.ModelCapabilities(**asdict(info.capabilities)),
     )
 
 
@@ -109,6 +113,7 @@ def _usage(usage: Usage) -> llm_pb2.Usage:
         prompt_tokens=usage.prompt_tokens,
         completion_tokens=usage.completion_tokens,
         total_tokens=usage.total_tokens,
+        usage_estimated=usage.estimated,
     )
 
 
@@ -164,6 +169,7 @@ class LLMServicer(llm_pb2_grpc.LLMServiceServicer):
                 trace_id=ctx.trace_id,
                 finish_reason=_FINISH_REASONS[completion.finish_reason],
                 cost_usd=result.cost_usd,
+                served_model=result.served_model,
             )
         return await _abort(context, call)
 
@@ -289,6 +295,7 @@ def _done(summary: StreamSummary, ctx: RequestContext) -> llm_pb2.StreamDone:
         model=summary.model,
         trace_id=ctx.trace_id,
         cost_usd=summary.cost_usd,
+        served_model=summary.served_model or summary.model,
     )
 
 

@@ -241,7 +241,7 @@ class Authenticator:
 
 
 def parse_roles(value: str | Mapping[str, object]) -> dict[str, Role]:
-    """Roles from JSON, e.g. `{"agent": {"methods": ["Complete", "Stream"], "models": ["gpt-4.1-mini"]},
+    """Roles from JSON, e.g. `{"agent": {"methods": ["Complete", "Stream"], "models": ["gpt-5.4-mini"]},
     "admin": {"methods": ["*"]}}`."""
     raw = json.loads(value) if isinstance(value, str) else value
     if not isinstance(raw, Mapping):

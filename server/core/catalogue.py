@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import datetime
 import enum
 from collections.abc import Collection, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from server.core.errors import NoModelFits
-from server.core.types import ProviderName, Usage
+from server.core.types import Capabilities, ProviderName, Usage
 
 PER_MILLION = 1_000_000
 
@@ -43,16 +44,34 @@ class ModelInfo:
     output_per_mtok: float
     cached_input_per_mtok: float | None = None
     """USD per million prompt tokens served from the provider's cache, where the provider has one."""
+    cache_write_per_mtok: float | None = None
+    """USD per million prompt tokens written to the cache, where writes cost more than input."""
+    retires: datetime.date | None = None
+    """The announced shutdown date, when there is one."""
+    capabilities: Capabilities = field(default_factory=Capabilities)
+
+    @property
+    def deprecated(self) -> bool:
+        return self.retires is not None
+
+    def retires_within(self, days: int, today: datetime.date) -> bool:
+        return self.retires is not None and self.retires - today <= datetime.timedelta(days=days)
 
     def cost(self, usage: Usage) -> float:
-        """USD for a call's usage; cached prompt tokens at the cached price where there is one."""
+        """USD for a call's usage; cached prompt tokens at the cached price and tokens written to the
+        cache at the cache-write price, where the catalogue has them."""
         cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
+        written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
         cached_price = (
             self.cached_input_per_mtok if self.cached_input_per_mtok is not None else self.input_per_mtok
         )
+        write_price = (
+            self.cache_write_per_mtok if self.cache_write_per_mtok is not None else self.input_per_mtok
+        )
         return (
-            (usage.prompt_tokens - cached) * self.input_per_mtok
+            (usage.prompt_tokens - cached - written) * self.input_per_mtok
             + cached * cached_price
+            + written * write_price
             + usage.completion_tokens * self.output_per_mtok
         ) / PER_MILLION
 

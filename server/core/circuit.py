@@ -3,7 +3,10 @@ unhealthy for `cooldown` seconds and calls fail fast with UNAVAILABLE; then one 
 through, and its outcome closes the circuit or opens it for another cool-down.
 
 Only failures that say the provider is unwell count (5xx, 529, connection failures, timeouts); a
-refused request or a rate limit is the provider working as designed.
+refused request, a rate limit, an exhausted quota, a retired model or a too-long prompt is the provider
+working as designed. A refused key is different: it does not open the circuit (each call still says
+what is wrong), but it marks the provider unhealthy (CheckHealth NOT_SERVING) until a call succeeds or
+a probe that started after it passes.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from server.core.errors import CircuitOpen, ProviderTimeout, ProviderUnavailable
+from server.core.errors import CircuitOpen, ProviderAuthError, ProviderTimeout, ProviderUnavailable
 from server.core.types import ProviderName
 
 
@@ -21,6 +24,8 @@ class _State:
     failures: int = 0
     open_until: float = 0.0
     trial_in_flight: bool = False
+    key_refused_at: float | None = None
+    """Clock time of the last refusal of the gateway's key, until a success clears it."""
 
 
 class CircuitBreaker:
@@ -74,6 +79,9 @@ class CircuitBreaker:
             state.trial_in_flight = False
         if error is None:
             state.failures = 0
+            state.key_refused_at = None
+        elif isinstance(error, ProviderAuthError):
+            state.key_refused_at = self._clock()
         elif isinstance(error, ProviderUnavailable) or (
             isinstance(error, ProviderTimeout) and not caller_deadline
         ):
@@ -83,3 +91,17 @@ class CircuitBreaker:
 
     def is_open(self, provider: ProviderName) -> bool:
         return self._states[provider].failures >= self._threshold
+
+    def now(self) -> float:
+        return self._clock()
+
+    def key_refused(self, provider: ProviderName) -> bool:
+        """Whether the provider refused the gateway's key on the last call that reached it."""
+        return self._states[provider].key_refused_at is not None
+
+    def probe_passed(self, provider: ProviderName, started_at: float) -> None:
+        """A health probe that started at `started_at` (see `now`) passed: a key refusal before then
+        is over (a probe already in flight when the refusal came proves nothing)."""
+        state = self._states[provider]
+        if state.key_refused_at is not None and state.key_refused_at <= started_at:
+            state.key_refused_at = None

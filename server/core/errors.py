@@ -3,6 +3,7 @@ google.rpc.Code space that gRPC shares); `server/api/status.py` turns an error i
 
     GatewayError
     ├── InvalidRequest          caller input breaks a rule          → INVALID_ARGUMENT + BadRequest
+    │   └── UnsupportedByModel  a field the model does not accept   → INVALID_ARGUMENT + BadRequest
     ├── MalformedRequest        request bytes are not the message    → INVALID_ARGUMENT
     ├── ModelNotAllowed         model outside the allowlist          → PERMISSION_DENIED + ErrorInfo
     ├── NoModelFits             no allowed model for a tier          → FAILED_PRECONDITION
@@ -10,12 +11,22 @@ google.rpc.Code space that gRPC shares); `server/api/status.py` turns an error i
     ├── CallerOverLimit         caller's own in-flight limit reached → RESOURCE_EXHAUSTED + QuotaFailure
     ├── DeadlineExceeded        caller deadline / request timeout    → DEADLINE_EXCEEDED
     └── ProviderError           anything a provider call raised (always names the provider)
-        ├── ProviderBadRequest  provider 400/404/413/422             → INVALID_ARGUMENT
-        ├── ProviderAuthError   provider refused the gateway's key   → INTERNAL
+        ├── ProviderBadRequest  provider 400/413/422                 → INVALID_ARGUMENT
+        │   └── ContextLengthExceeded  the prompt is over the model's context window
+        │                                                            → INVALID_ARGUMENT
+        ├── ProviderAuthError   provider refused the gateway's key   → UNAVAILABLE (failover; unhealthy)
+        ├── QuotaExhausted      billing / credit / daily quota gone  → RESOURCE_EXHAUSTED (failover)
+        ├── ModelRetired        the provider does not know the model → FAILED_PRECONDITION (failover)
         ├── ProviderRateLimited 429 after retries                    → RESOURCE_EXHAUSTED + RetryInfo
         ├── ProviderUnavailable 5xx, 529, connection failure         → UNAVAILABLE
         ├── CircuitOpen         provider cooling down after failures → UNAVAILABLE
         └── ProviderTimeout     the provider did not answer in time  → DEADLINE_EXCEEDED
+
+Only `ProviderRateLimited` and `ProviderUnavailable` are retried. Those marked (failover) and the
+retryable ones may move to an operator's fallback model (`server/core/gateway.py` FAILOVER_ERRORS): the
+provider, the key or the model cannot serve now, while the request itself is fine. Every
+`ProviderError` carries, where known, the model it was for and the provider's own request id (ErrorInfo
+metadata `model`, `provider_request_id`): the id support desks ask for.
 
 Messages never contain a key: adapters build them from the provider's error body, and
 `server/observability/redact.py` scrubs anything key-shaped on the way out all the same.
@@ -100,6 +111,20 @@ class MalformedRequest(GatewayError):
 
     def metadata(self) -> dict[str, str]:
         return {"message_type": self.message_type}
+
+
+class UnsupportedByModel(InvalidRequest):
+    """The request uses something the model does not accept (catalogue capability flags): refused
+    before any provider call rather than silently dropped or left to the provider to refuse."""
+
+    reason = "UNSUPPORTED_BY_MODEL"
+
+    def __init__(self, model: str, violations: Sequence[FieldViolation]) -> None:
+        self.model = model
+        super().__init__(violations)
+
+    def metadata(self) -> dict[str, str]:
+        return {**super().metadata(), "model": self.model}
 
 
 class ModelNotAllowed(GatewayError):
@@ -193,15 +218,31 @@ class ProviderError(GatewayError):
         *,
         status_code: int | None = None,
         retry_after: float | None = None,
+        request_id: str | None = None,
+        model: str | None = None,
     ) -> None:
         self.provider = provider
         self.status_code = status_code
         self.retry_after = retry_after
         """Seconds the provider asked us to wait (Retry-After / retry-after-ms), when it said."""
+        self.request_id = request_id
+        """The provider's own id of the failed request (x-request-id, request-id, ...), when it sent one."""
+        self.model = model
+        self.detail = message
         super().__init__(f"{provider}: {message}")
+
+    def for_model(self, model: str, context_window: int) -> None:
+        """Name the model the failed call was for (the facade knows it; the mapping of an SDK error
+        may not). Subclasses that state a model limit add it here."""
+        if self.model is None:
+            self.model = model
 
     def metadata(self) -> dict[str, str]:
         meta = {"provider": str(self.provider)}
+        if self.model:
+            meta["model"] = self.model
+        if self.request_id:
+            meta["provider_request_id"] = self.request_id
         if self.status_code is not None:
             meta["http_status"] = str(self.status_code)
         return meta
@@ -212,9 +253,49 @@ class ProviderBadRequest(ProviderError):
     code = Code.INVALID_ARGUMENT
 
 
+class ContextLengthExceeded(ProviderBadRequest):
+    """The prompt (with max_tokens, for some providers) does not fit the model's context window."""
+
+    reason = "CONTEXT_LENGTH_EXCEEDED"
+    code = Code.INVALID_ARGUMENT
+    context_window: int | None = None
+    """The model's limit, from the catalogue (set by `for_model`)."""
+
+    def for_model(self, model: str, context_window: int) -> None:
+        super().for_model(model, context_window)
+        if self.context_window is None:
+            self.context_window = context_window
+            self.message = (
+                f"{self.provider}: the prompt is longer than {model}'s context window of "
+                f"{context_window} tokens ({self.detail})"
+            )
+
+    def metadata(self) -> dict[str, str]:
+        meta = super().metadata()
+        if self.context_window is not None:
+            meta["context_window"] = str(self.context_window)
+        return meta
+
+
 class ProviderAuthError(ProviderError):
+    """The provider refused the gateway's own key: an operator must fix it; another provider may serve."""
+
     reason = "PROVIDER_AUTH_FAILED"
-    code = Code.INTERNAL
+    code = Code.UNAVAILABLE
+
+
+class QuotaExhausted(ProviderError):
+    """Billing, credit or a daily quota is used up: retrying within the call cannot help."""
+
+    reason = "QUOTA_EXHAUSTED"
+    code = Code.RESOURCE_EXHAUSTED
+
+
+class ModelRetired(ProviderError):
+    """The provider does not serve the model (retired, renamed, or never there): HTTP 404."""
+
+    reason = "MODEL_RETIRED"
+    code = Code.FAILED_PRECONDITION
 
 
 class ProviderRateLimited(ProviderError):

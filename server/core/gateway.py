@@ -24,15 +24,18 @@ from server.core.errors import (
     FieldViolation,
     InvalidRequest,
     ModelNotAllowed,
+    ModelRetired,
     Overloaded,
+    ProviderAuthError,
     ProviderBadRequest,
     ProviderError,
     ProviderRateLimited,
     ProviderUnavailable,
+    QuotaExhausted,
+    UnsupportedByModel,
 )
 from server.core.governance import Allowlist
 from server.core.limits import ANONYMOUS, Limiter, Standing, Ticket, Worst, micro_usd, prompt_token_bound
-from server.core.registry import ModelRegistry
 from server.core.retry import RetryPolicy, call_with_retries
 from server.core.types import (
     CallOptions,
@@ -45,7 +48,7 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.core.validation import MAX_MODEL_LENGTH, DraftRequest, Limits, check, to_request
+from server.core.validation import MAX_MODEL_LENGTH, DraftRequest, Limits, check, to_request, unsupported
 from server.observability.calls import CallRecord
 from server.observability.metrics import Metrics
 from server.providers.base import Provider
@@ -54,8 +57,17 @@ log = structlog.get_logger("llm_grpc.gateway")
 
 T = TypeVar("T")
 
-# Failover (when configured) only for errors that say "this provider cannot serve now".
-FAILOVER_ERRORS = (ProviderUnavailable, ProviderRateLimited, Overloaded, CircuitOpen)
+# Failover (when configured) only for errors that say "this provider, key or model cannot serve now",
+# never for one that says the request itself is wrong (another model would refuse it too).
+FAILOVER_ERRORS = (
+    ProviderUnavailable,
+    ProviderRateLimited,
+    Overloaded,
+    CircuitOpen,
+    ProviderAuthError,
+    QuotaExhausted,
+    ModelRetired,
+)
 
 
 @dataclass(slots=True)
@@ -90,7 +102,6 @@ class Gateway:
         self,
         *,
         allowlist: Allowlist,
-        registry: ModelRegistry,
         providers: Mapping[ProviderName, Provider],
         retry: RetryPolicy,
         limits: Limits,
@@ -108,7 +119,6 @@ class Gateway:
         self._circuit = circuit
         self.allowlist = allowlist
         self._admission = admission
-        self._registry = registry
         self._providers = dict(providers)
         self._retry = retry
         self._limits = limits
@@ -163,7 +173,7 @@ class Gateway:
         await self._limiter.settle(
             ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
         )
-        call.succeed(completion.usage, cost)
+        call.succeed(completion.usage, cost, completion.served_model, completion.request_id)
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost)
 
     async def stream(
@@ -231,16 +241,18 @@ class Gateway:
                             if call.first_token_ms is not None
                             else call.elapsed_ms(),
                             cost_usd=cost,
+                            served_model=event.served_model or call.model,
                         )
                     )
                 )
         except BaseException as error:
             # A failure after the stream opened counts too, unless the caller's own deadline ended it.
             self._circuit.record(opened.provider, error, trial=False, caller_deadline=caller_bound)
+            self._annotate(error, call.model)
             call.fail(error)
             await self._settle_cut(ticket, call.model, candidates[0][0], streamed)
             raise
-        call.succeed(event.usage, cost)
+        call.succeed(event.usage, cost, event.served_model, event.request_id)
 
     async def _open(
         self,
@@ -272,6 +284,7 @@ class Gateway:
                 )
             except BaseException as error:
                 await slot.aclose()
+                self._annotate(error, request.model)
                 call.fail(error)
                 if index + 1 == len(candidates) or not isinstance(error, FAILOVER_ERRORS):
                     raise
@@ -286,6 +299,11 @@ class Gateway:
             return _Opened(call, provider.name, result, slot)
         raise RuntimeError("no candidate model")  # pragma: no cover - candidates is never empty
 
+    def _annotate(self, error: BaseException, model: str) -> None:
+        """Name the model (and its limits) in a provider error, which an SDK error mapping cannot."""
+        if isinstance(error, ProviderError) and model in self.catalogue:
+            error.for_model(model, self.catalogue.get(model).context_window)
+
     def _candidates(self, draft: DraftRequest, ctx: RequestContext) -> list[tuple[ChatRequest, Provider]]:
         """The chosen model, then its configured fallbacks (those that can honour max_tokens)."""
         request, provider = self._prepare(draft, ctx)
@@ -293,14 +311,13 @@ class Gateway:
         for model in self._fallbacks.get(request.model, ()):
             if ctx.models is not None and model not in ctx.models:
                 continue  # never fail over to a model the caller's roles do not allow
-            if (
-                draft.max_tokens is not None
-                and draft.max_tokens > self.catalogue.get(model).max_output_tokens
+            info = self.catalogue.get(model)
+            if (draft.max_tokens is not None and draft.max_tokens > info.max_output_tokens) or unsupported(
+                draft, info
             ):
-                continue
-            provider_name = self._registry.provider_for(model)
-            if provider_name is not None and provider_name in self._providers:
-                candidates.append((to_request(draft, model), self._providers[provider_name]))
+                continue  # a fallback that would refuse the request is no fallback
+            if info.provider in self._providers:  # the catalogue is the truth
+                candidates.append((to_request(draft, info), self._providers[info.provider]))
         return candidates
 
     def _prepare(self, draft: DraftRequest, ctx: RequestContext) -> tuple[ChatRequest, Provider]:
@@ -311,11 +328,12 @@ class Gateway:
             raise InvalidRequest(
                 [FieldViolation("max_tokens", f"{model} produces at most {info.max_output_tokens} tokens")]
             )
-        provider_name = self._registry.provider_for(model)
-        if provider_name is None or provider_name not in self._providers:
+        if problems := unsupported(draft, info):
+            raise UnsupportedByModel(model, problems)
+        if info.provider not in self._providers:  # the catalogue is the truth; prefixes had to agree
             # The start-up check makes this unreachable for allowed models: reaching it is a bug.
             raise RuntimeError(f"allowed model {model!r} has no configured provider")
-        return to_request(draft, model), self._providers[provider_name]
+        return to_request(draft, info), self._providers[info.provider]
 
     def _choose_model(self, draft: DraftRequest, ctx: RequestContext) -> str:
         """An explicit model (if allowed) wins; then the tier; then the complexity; then the default."""
@@ -372,8 +390,12 @@ class Gateway:
         self, ticket: Ticket | None, model: str, request: ChatRequest, streamed: int
     ) -> None:
         """A stream cut before its usage arrived: settle an upper bound of what the provider will bill (the
-        prompt's bound, and one token per byte streamed)."""
+        prompt's bound, and one token per byte streamed). A reasoning model's thinking is billed but never
+        streamed: its reservation is kept whole."""
         if ticket is None:
+            return
+        if self.catalogue.get(model).capabilities.reasoning:
+            await self._limiter.keep(ticket)
             return
         prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
         cost = self.catalogue.get(model).cost(Usage(prompt_tokens=prompt, completion_tokens=streamed))

@@ -61,12 +61,19 @@ class HealthMonitor:
             self._task = None
 
     def snapshot(self) -> dict[ProviderName, ProviderState]:
-        """The last probe of each provider; NOT_SERVING while its circuit is open, whatever the probe said."""
+        """The last probe of each provider; NOT_SERVING while its circuit is open or after it refused the
+        gateway's key on a call, whatever the probe said."""
         states = dict(self._states)
         for name, state in states.items():
             if self._circuit.is_open(name):
                 states[name] = replace(
                     state, status=Health.NOT_SERVING, error="circuit open after repeated failures"
+                )
+            elif self._circuit.key_refused(name):
+                states[name] = replace(
+                    state,
+                    status=Health.NOT_SERVING,
+                    error="the provider refused the gateway's API key on a call (an operator must fix it)",
                 )
         return states
 
@@ -89,6 +96,7 @@ class HealthMonitor:
 
     async def _probe(self, name: ProviderName, provider: Provider) -> None:
         started = time.perf_counter()
+        started_at = self._circuit.now()
         error = ""
         try:
             async with asyncio.timeout(self._probe_timeout):
@@ -101,6 +109,8 @@ class HealthMonitor:
             error = f"probe failed: {type(exc).__name__}"
         latency_ms = (time.perf_counter() - started) * 1000
         status = Health.NOT_SERVING if error else Health.SERVING
+        if not error:
+            self._circuit.probe_passed(name, started_at)
         if status is not self._states[name].status:
             log.info("provider.health", provider=str(name), status=status.value, error=error or None)
         self._states[name] = ProviderState(status, latency_ms, error, time.time())

@@ -29,6 +29,26 @@ class ProviderName(enum.StrEnum):
 
 
 @dataclass(slots=True, frozen=True)
+class Capabilities:
+    """What a model accepts and does. The adapters and the facade read these flags, never model names."""
+
+    reasoning: bool = False
+    """Thinks before answering: its output tokens include thinking, so max_tokens needs room for it."""
+    temperature: bool = True
+    top_p: bool = True
+    stop_sequences: bool = True
+    tools: bool = True
+    structured_output: bool = True
+    image_input: bool = True
+    document_input: bool = False
+    prompt_caching: bool = False
+    assistant_prefill: bool = True
+    """Accepts a final assistant turn, which the model continues."""
+    blank_turns: bool = True
+    """Accepts a turn whose text is only whitespace."""
+
+
+@dataclass(slots=True, frozen=True)
 class Message:
     role: Role
     content: str
@@ -44,6 +64,10 @@ class ChatRequest:
     max_tokens: int | None = None
     top_p: float | None = None
     stop: tuple[str, ...] = ()
+    capabilities: Capabilities = field(default_factory=lambda: Capabilities())
+    """The model's, from the catalogue: what the adapter may send (never guessed from the name)."""
+    output_limit: int | None = None
+    """The model's maximum output tokens, from the catalogue."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -52,6 +76,10 @@ class Usage:
     completion_tokens: int = 0
     cached_prompt_tokens: int = 0
     """Of prompt_tokens, those the provider served from its prompt cache (priced lower)."""
+    cache_write_tokens: int = 0
+    """Of prompt_tokens, those the provider wrote to its prompt cache (priced higher by some)."""
+    estimated: bool = False
+    """The provider reported no usage; these counts are the gateway's estimate."""
 
     @property
     def total_tokens(self) -> int:
@@ -65,6 +93,11 @@ class Completion:
     content: str
     usage: Usage
     finish_reason: FinishReason
+    served_model: str = ""
+    """The model the provider says served the call (OpenAI/Anthropic `model`, Gemini `modelVersion`)."""
+    request_id: str = ""
+    """The provider's own id of the request (OpenAI `x-request-id`, Anthropic `request-id`, Gemini
+    `responseId`), for support cases and log correlation."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -80,6 +113,8 @@ class StreamEnd:
 
     usage: Usage
     finish_reason: FinishReason
+    served_model: str = ""
+    request_id: str = ""
 
 
 StreamEvent = TextDelta | StreamEnd
@@ -126,6 +161,11 @@ class Result:
     latency_ms: float
     cost_usd: float
 
+    @property
+    def served_model(self) -> str:
+        """What the provider says served the call; the requested model when it did not say."""
+        return self.completion.served_model or self.model
+
 
 @dataclass(slots=True, frozen=True)
 class StreamSummary:
@@ -138,3 +178,5 @@ class StreamSummary:
     latency_ms: float
     time_to_first_token_ms: float
     cost_usd: float
+    served_model: str = ""
+    """What the provider says served the stream; the requested model when it did not say."""

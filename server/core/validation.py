@@ -6,7 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from server.core.catalogue import Complexity, Tier
+from server.core.catalogue import Complexity, ModelInfo, Tier
 from server.core.errors import FieldViolation, InvalidRequest
 from server.core.types import ChatRequest, Message, Role
 
@@ -98,15 +98,50 @@ def check(draft: DraftRequest, limits: Limits) -> None:
         raise InvalidRequest(violations)
 
 
-def to_request(draft: DraftRequest, model: str) -> ChatRequest:
+def unsupported(draft: DraftRequest, model: ModelInfo) -> list[FieldViolation]:
+    """What in a checked draft `model` does not accept, by its catalogue flags (never by its name)."""
+    caps = model.capabilities
+    problems = [
+        FieldViolation(name, f"{model.id} does not accept {name}; leave it unset")
+        for name, value, accepted in (
+            ("temperature", draft.temperature, caps.temperature),
+            ("top_p", draft.top_p, caps.top_p),
+        )
+        if value is not None and not accepted
+    ]
+    if draft.stop and not caps.stop_sequences:
+        problems.append(FieldViolation("stop", f"{model.id} does not accept stop sequences"))
+    if not caps.blank_turns:
+        problems += [
+            FieldViolation(f"messages[{index}].content", f"{model.id} refuses a message of only whitespace")
+            for index, message in enumerate(draft.messages)
+            if message.content and not message.content.strip()
+        ]
+    if not caps.assistant_prefill:
+        turns = [
+            (index, m) for index, m in enumerate(draft.messages) if m.content and m.role is not Role.SYSTEM
+        ]
+        if turns and turns[-1][1].role is Role.ASSISTANT:
+            problems.append(
+                FieldViolation(
+                    f"messages[{turns[-1][0]}].role",
+                    f"{model.id} refuses a final assistant message (prefill); end with a user message",
+                )
+            )
+    return problems
+
+
+def to_request(draft: DraftRequest, model: ModelInfo) -> ChatRequest:
     """The request adapters see, for a checked draft and its resolved, allowed `model`."""
     return ChatRequest(
-        model=model,
+        model=model.id,
         messages=tuple(Message(m.role, m.content) for m in draft.messages if m.role is not None),
         temperature=draft.temperature,
         max_tokens=draft.max_tokens,
         top_p=draft.top_p,
         stop=tuple(draft.stop),
+        capabilities=model.capabilities,
+        output_limit=model.max_output_tokens,
     )
 
 

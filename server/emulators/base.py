@@ -17,6 +17,21 @@ stripped from the text the emulator echoes. Keys:
     echo_key=1          with `status`: the error message repeats every request header, credentials
                         included (a careless provider; for secret-leak tests)
     reply=some_words    reply with these words (underscores become spaces) instead of the echo
+    fail=quota          answer with the provider's own error of this kind, body and status as the real
+                        API sends them: quota (OpenAI 429 insufficient_quota, Anthropic 400 "credit
+                        balance is too low", Gemini 429 with a per-day QuotaFailure), billing (Anthropic
+                        402 billing_error), auth (the provider's refusal of a key), retired (the 404 of
+                        a model the provider no longer serves), rate_minute (Gemini 429 with a
+                        per-minute QuotaFailure). Honours `times` and `on` as `status` does
+    error=rate_limit    with `error_after`: the kind of the in-stream error event (overloaded,
+                        rate_limit, invalid_request, quota, server); default overloaded / server_error
+    context_window=50   refuse, as the provider does, a prompt of more tokens than this
+    no_usage=1          OpenAI: a reply without `usage` (a stream without the usage chunk even when
+                        include_usage asks for it)
+
+Every response carries the provider's request id where the real API sends one (OpenAI `x-request-id`,
+Anthropic `request-id`; Gemini names a served response in `responseId`), and names the model that
+served: a dated snapshot for an alias where the provider has one (`SNAPSHOTS` in each emulator).
 
 The reply is `emulator reply: <last user text>`, split into tokens at word boundaries, so tests can
 predict content, usage and where a stop sequence cuts it.
@@ -28,11 +43,12 @@ import asyncio
 import re
 import shlex
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 
@@ -54,6 +70,10 @@ class Directives:
     malformed_after: int | None = None
     echo_key: bool = False
     reply: str | None = None
+    fail: str | None = None
+    error: str | None = None
+    context_window: int | None = None
+    no_usage: bool = False
 
 
 def parse_directives(text: str) -> tuple[str, Directives]:
@@ -89,7 +109,20 @@ def parse_directives(text: str) -> tuple[str, Directives]:
                 directives.echo_key = value not in ("", "0", "false")
             case "reply":
                 directives.reply = value.replace("_", " ")
+            case "fail":
+                directives.fail = value
+            case "error":
+                directives.error = value
+            case "context_window":
+                directives.context_window = int(value)
+            case "no_usage":
+                directives.no_usage = value not in ("", "0", "false")
     return (text[: found.start()] + text[found.end() :]).strip(), directives
+
+
+def new_request_id() -> str:
+    """An id in the shape the providers use (`req_` and 24 base62-ish characters)."""
+    return f"req_{uuid.uuid4().hex[:24]}"
 
 
 def count_tokens(text: str) -> int:
@@ -161,8 +194,18 @@ class Emulator:
     """Streaming responses in progress right now."""
     stream_closed_at: list[float] = field(default_factory=list)
     """time.monotonic() of each streaming response's end (finished, failed, or the client went away)."""
+    served_as: dict[str, str] = field(default_factory=dict)
+    """The model the response names for a requested one (a dated snapshot of an alias); tests may add."""
+
+    def __post_init__(self) -> None:
+        self.served_as = {**self.default_snapshots(), **self.served_as}
+
+    def default_snapshots(self) -> dict[str, str]:
+        return {}
 
     name = "emulator"
+    request_id_header: ClassVar[str | None] = None
+    """The response header in which the provider names each request (None: it sends none)."""
 
     def routes(self) -> list[web.RouteDef]:
         raise NotImplementedError
@@ -170,7 +213,12 @@ class Emulator:
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.add_routes([*self.routes(), web.get("/_emulator/requests", self._request_log)])
+        app.on_response_prepare.append(self._stamp_request_id)
         return app
+
+    async def _stamp_request_id(self, _request: web.Request, response: web.StreamResponse) -> None:
+        if self.request_id_header is not None and self.request_id_header not in response.headers:
+            response.headers[self.request_id_header] = new_request_id()
 
     async def _request_log(self, _request: web.Request) -> web.Response:
         """The request log for tests in other processes (other languages); credentials left out."""
@@ -224,8 +272,9 @@ class Emulator:
         return body
 
     def should_fail(self, request: web.Request, directives: Directives) -> bool:
-        """Whether the directive's `status` applies to this request (honouring `times` per trace id)."""
-        if directives.status is None or directives.on not in (None, self.name):
+        """Whether the directive's `status` or `fail` applies to this request (honouring `times` per
+        trace id)."""
+        if (directives.status is None and directives.fail is None) or directives.on not in (None, self.name):
             return False
         if directives.times is None:
             return True

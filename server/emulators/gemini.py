@@ -18,7 +18,21 @@ from server.emulators.base import Directives, Emulator, Reply, parse_directives,
 
 # google-genai 3.x calls /v1 by default, older SDKs and the API reference /v1beta: both are served.
 API_VERSIONS = ("/v1", "/v1beta")
-MODELS = ("gemini-2.0-flash-exp", "gemini-1.5-pro", "gemini-2.5-flash", "gemini-2.5-pro")
+VERTEX = "/v1beta1"
+"""The API version google-genai speaks to Vertex AI."""
+PUBLISHER = "publishers/google/models"
+MODELS = ("gemini-3.1-flash-lite", "gemini-3.5-flash", "gemini-3.1-pro-preview")
+# Shut down: the API answers 404 NOT_FOUND ("models/... is not found for API version ...").
+RETIRED = frozenset(
+    {"gemini-1.0-pro", "gemini-1.5-pro", "gemini-1.5-flash", "gemini-2.0-flash-exp", "gemini-2.0-flash"}
+    | {"gemini-2.5-flash", "gemini-2.5-pro"}
+)
+# The model version each alias is served by, as the API names it in `modelVersion`.
+SNAPSHOTS = {"gemini-flash-latest": "gemini-3.5-flash", "gemini-flash-lite-latest": "gemini-3.1-flash-lite"}
+QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more information on "
+    "this error, head to: https://ai.google.dev/gemini-api/docs/rate-limits."
+)
 FINISH = {"stop": "STOP", "length": "MAX_TOKENS", "content_filter": "SAFETY"}
 STATUS_NAMES = {
     400: "INVALID_ARGUMENT",
@@ -194,10 +208,25 @@ class GeminiEmulator(Emulator):
 
     def routes(self) -> list[web.RouteDef]:
         generate = [web.post(f"{version}/models/{{call}}", self._generate) for version in API_VERSIONS]
-        return generate + [web.get(f"{version}/models", self._models) for version in API_VERSIONS]
+        vertex = [
+            # Gemini on Vertex AI: a project and a location in the path, an OAuth bearer token.
+            web.post(
+                f"{VERTEX}/projects/{{project}}/locations/{{location}}/{PUBLISHER}/{{call}}", self._generate
+            ),
+            web.get(f"{VERTEX}/{PUBLISHER}", self._models),
+        ]
+        return generate + [web.get(f"{version}/models", self._models) for version in API_VERSIONS] + vertex
+
+    def default_snapshots(self) -> dict[str, str]:
+        return dict(SNAPSHOTS)
 
     def _refusal(self, request: web.Request) -> web.Response | None:
-        """Gemini answers a missing key with 403 and a wrong one with 400 API_KEY_INVALID."""
+        """Gemini answers a missing key with 403 and a wrong one with 400 API_KEY_INVALID; Vertex AI a
+        wrong token with 401 UNAUTHENTICATED."""
+        if request.path.startswith(f"{VERTEX}/"):
+            if request.headers.get("Authorization") == f"Bearer {self.api_key}":
+                return None
+            return _error(401, "Request had invalid authentication credentials.")
         key = request.headers.get("x-goog-api-key") or request.query.get("key")
         if key is None:
             return _error(403, NO_KEY)
@@ -215,7 +244,10 @@ class GeminiEmulator(Emulator):
         except ValueError:
             return _error(400, "Invalid value for pageSize or pageToken.")
         page = MODELS[start : start + size]
-        body: dict[str, Any] = {"models": [_model(m) for m in page]}
+        if request.path.startswith(f"{VERTEX}/"):  # Vertex lists publisher models
+            body: dict[str, Any] = {"publisherModels": [{"name": f"{PUBLISHER}/{m}"} for m in page]}
+        else:
+            body = {"models": [_model(m) for m in page]}
         if start + size < len(MODELS):
             body["nextPageToken"] = str(start + size)
         return web.json_response(body)
@@ -227,20 +259,15 @@ class GeminiEmulator(Emulator):
         model, _, method = request.match_info["call"].partition(":")
         if method not in ("generateContent", "streamGenerateContent"):
             return _error(404, f"Method not found: {method}")
-        if not model.startswith("gemini-"):
-            return _error(
-                404,
-                f"models/{model} is not found for API version {request.path.split('/')[1]}, or is not "
-                f"supported for {method}. Call ListModels to see the list of available models and their "
-                "supported methods.",
-            )
+        if not model.startswith("gemini-") or model in RETIRED:
+            return _error(404, _not_found(model, request.path.split("/")[1], method))
         if (problem := _problem(body)) is not None:
             return _bad_request(*problem)
         contents = body["contents"]
         last_user = next((_parts_text(c) for c in reversed(contents) if c.get("role", "user") == "user"), "")
         last_user, directives = parse_directives(last_user)
         if self.should_fail(request, directives):
-            return self._failure(request, directives)
+            return self._failure(request, directives, model, request.path.split("/")[1], method)
         config = body.get("generationConfig", {})
         texts = [parse_directives(_parts_text(c))[0] for c in contents]
         texts += [_parts_text(body["systemInstruction"])] if "systemInstruction" in body else []
@@ -251,7 +278,13 @@ class GeminiEmulator(Emulator):
             max_tokens=config.get("maxOutputTokens"),
             stop=config.get("stopSequences", []),
         )
-        identity = {"modelVersion": model, "responseId": uuid.uuid4().hex[:20]}
+        if directives.context_window is not None and reply.prompt_tokens > directives.context_window:
+            return _error(
+                400,
+                f"The input token count ({reply.prompt_tokens}) exceeds the maximum number of tokens "
+                f"allowed ({directives.context_window}).",
+            )
+        identity = {"modelVersion": self.served_as.get(model, model), "responseId": uuid.uuid4().hex[:20]}
         if method == "generateContent":
             for _ in reply.tokens:
                 await self.pace(directives)
@@ -261,8 +294,20 @@ class GeminiEmulator(Emulator):
             return _error(400, "this emulator streams only with alt=sse")
         return await self._stream(request, reply, identity, directives)
 
-    def _failure(self, request: web.Request, directives: Directives) -> web.Response:
-        """The directive's error status in Google's shape; 429 carries a RetryInfo when a delay is set."""
+    def _failure(
+        self, request: web.Request, directives: Directives, model: str, version: str, method: str
+    ) -> web.Response:
+        """The directive's failure in Google's shape: a `fail` kind as the API sends it, else the bare
+        `status` (429 carries a RetryInfo when a delay is set)."""
+        match directives.fail:
+            case "quota" | "billing":
+                return _error(429, QUOTA_MESSAGE, _quota_details(model, per_day=True, directives=directives))
+            case "rate_minute":
+                return _error(429, QUOTA_MESSAGE, _quota_details(model, per_day=False, directives=directives))
+            case "auth":
+                return _key_invalid()
+            case "retired":
+                return _error(404, _not_found(model, version, method))
         assert directives.status is not None
         details: list[dict[str, Any]] = []
         if directives.status == 429 and directives.retry_after is not None:
@@ -302,8 +347,9 @@ class GeminiEmulator(Emulator):
                     await self.send_malformed(response)
                     return response
                 if directives.error_after is not None and index >= directives.error_after:
-                    error = {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}
-                    await send({"error": error})
+                    await send(
+                        {"error": _stream_error(directives.error or "overloaded", identity["modelVersion"])}
+                    )
                     await response.write_eof()
                     return response
                 await self.pace(directives)
@@ -315,6 +361,61 @@ class GeminiEmulator(Emulator):
                 await send(_response(reply, [], last=True) | identity)
             await response.write_eof()
         return response
+
+
+def _not_found(model: str, version: str, method: str) -> str:
+    return (
+        f"models/{model} is not found for API version {version}, or is not supported for {method}. Call "
+        "ListModels to see the list of available models and their supported methods."
+    )
+
+
+def _quota_details(model: str, *, per_day: bool, directives: Directives) -> list[dict[str, Any]]:
+    """google.rpc details of a 429 as the API sends them: a QuotaFailure naming the quota (per day or
+    per minute), a Help link, and a RetryInfo when a delay is set."""
+    period = "PerDay" if per_day else "PerMinute"
+    details: list[dict[str, Any]] = [
+        {
+            "@type": "type.googleapis.com/google.rpc.QuotaFailure",
+            "violations": [
+                {
+                    "quotaMetric": "generativelanguage.googleapis.com/generate_content_free_tier_requests",
+                    "quotaId": f"GenerateRequests{period}PerProjectPerModel-FreeTier",
+                    "quotaDimensions": {"location": "global", "model": model},
+                    "quotaValue": "50" if per_day else "10",
+                }
+            ],
+        },
+        {
+            "@type": "type.googleapis.com/google.rpc.Help",
+            "links": [
+                {
+                    "description": "Learn more about Gemini API quotas",
+                    "url": "https://ai.google.dev/gemini-api/docs/rate-limits",
+                }
+            ],
+        },
+    ]
+    if directives.retry_after is not None:
+        details.append(
+            {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": f"{directives.retry_after}s"}
+        )
+    return details
+
+
+def _stream_error(kind: str, model: str) -> dict[str, Any]:
+    """The `error` object of an in-stream error event, by kind."""
+    code, status, message = {
+        "overloaded": (503, "UNAVAILABLE", "The model is overloaded."),
+        "server": (500, "INTERNAL", "An internal error has occurred."),
+        "rate_limit": (429, "RESOURCE_EXHAUSTED", QUOTA_MESSAGE),
+        "quota": (429, "RESOURCE_EXHAUSTED", QUOTA_MESSAGE),
+        "invalid_request": (400, "INVALID_ARGUMENT", "Request contains an invalid argument."),
+    }[kind]
+    error: dict[str, Any] = {"code": code, "message": message, "status": status}
+    if kind in ("rate_limit", "quota"):
+        error["details"] = _quota_details(model, per_day=kind == "quota", directives=Directives())
+    return error
 
 
 def _response(reply: Reply, tokens: list[str], *, last: bool, sent: int | None = None) -> dict[str, Any]:

@@ -49,6 +49,42 @@ KNOWN_PARAMS = {
     "web_search_options",
 }
 FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter"}
+MODELS = (
+    "gpt-5.5",
+    "gpt-5.4",
+    "gpt-5.4-mini",
+    "gpt-5.4-nano",
+    "gpt-4.1",
+    "gpt-4.1-mini",
+    "gpt-5",
+    "gpt-5-mini",
+)
+# The model each alias is served by, as the API names it in `model`.
+SNAPSHOTS = {
+    "gpt-5.5": "gpt-5.5-2026-04-23",
+    "gpt-5.4-mini": "gpt-5.4-mini-2026-03-17",
+    "gpt-5.4-nano": "gpt-5.4-nano-2026-03-17",
+    "gpt-4.1": "gpt-4.1-2025-04-14",
+    "gpt-4.1-mini": "gpt-4.1-mini-2025-04-14",
+    "gpt-5": "gpt-5-2025-08-07",
+    "gpt-5-mini": "gpt-5-mini-2025-08-07",
+}
+# Shut down (openai SDK's ChatModel deprecation notes): the API answers 404 model_not_found.
+RETIRED = frozenset(
+    {"gpt-4-32k", "gpt-3.5-turbo-0613", "o1-preview", "o1-mini", "o1", "o3-mini", "o4-mini", "gpt-4.1-nano"}
+)
+QUOTA_MESSAGE = (
+    "You exceeded your current quota, please check your plan and billing details. For more information "
+    "on this error, read the docs: https://platform.openai.com/docs/guides/error-codes/api-errors."
+)
+# In-stream error events by kind: (message, type, code).
+STREAM_ERRORS = {
+    "server": ("The server had an error while processing your request.", "server_error", None),
+    "overloaded": ("The server had an error while processing your request.", "server_error", None),
+    "rate_limit": ("Rate limit reached for requests.", "requests", "rate_limit_exceeded"),
+    "invalid_request": ("Invalid request.", "invalid_request_error", None),
+    "quota": (QUOTA_MESSAGE, "insufficient_quota", "insufficient_quota"),
+}
 ERRORS = {
     400: ("invalid_request_error", None),
     404: ("invalid_request_error", "model_not_found"),
@@ -69,6 +105,8 @@ def _error(
     kind, default_code = ERRORS.get(
         status, ("server_error" if status >= 500 else "invalid_request_error", None)
     )
+    if code == "insufficient_quota":
+        kind = code
     body = {"error": {"message": message, "type": kind, "param": param, "code": code or default_code}}
     return web.json_response(body, status=status, headers=headers)
 
@@ -155,17 +193,38 @@ def _text(content: Any) -> str:
     return ""
 
 
+def _not_found(model: str) -> web.Response:
+    return _error(
+        404,
+        f"The model `{model}` does not exist or you do not have access to it.",
+        code="model_not_found",
+    )
+
+
 class OpenAIEmulator(Emulator):
     name = "openai"
+    request_id_header = "x-request-id"
+
+    def default_snapshots(self) -> dict[str, str]:
+        return dict(SNAPSHOTS)
 
     def url_for(self, host: str, port: int) -> str:
         return f"http://{host}:{port}/v1"
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/v1/chat/completions", self._chat), web.get("/v1/models", self._models)]
+        return [
+            web.post("/v1/chat/completions", self._chat),
+            web.get("/v1/models", self._models),
+            # Azure OpenAI: the deployment (the model id) in the path, api-version in the query.
+            web.post("/openai/deployments/{deployment}/chat/completions", self._azure_chat),
+            web.get("/openai/models", self._models),
+        ]
 
     def _authorised(self, request: web.Request) -> bool:
-        return request.headers.get("Authorization", "") == f"Bearer {self.api_key}"
+        """OpenAI takes `Authorization: Bearer <key>`, Azure OpenAI `api-key: <key>`."""
+        return request.headers.get("Authorization", "") == f"Bearer {self.api_key}" or (
+            request.path.startswith("/openai/") and request.headers.get("api-key") == self.api_key
+        )
 
     def _refuse_key(self, request: web.Request) -> web.Response:
         given = request.headers.get("Authorization", "").removeprefix("Bearer ")
@@ -181,30 +240,34 @@ class OpenAIEmulator(Emulator):
         await self.record(request)
         if not self._authorised(request):
             return self._refuse_key(request)
-        data = [
-            {"id": m, "object": "model", "created": 1700000000, "owned_by": "openai"}
-            for m in ("gpt-4.1", "gpt-4.1-mini", "gpt-5", "gpt-5-mini", "o3", "o4-mini")
-        ]
+        data = [{"id": m, "object": "model", "created": 1700000000, "owned_by": "openai"} for m in MODELS]
         return web.json_response({"object": "list", "data": data})
 
-    async def _chat(self, request: web.Request) -> web.StreamResponse:
+    async def _azure_chat(self, request: web.Request) -> web.StreamResponse:
         body = await self.record(request)
+        if "api-version" not in request.query:
+            return web.json_response({"error": {"code": "404", "message": "Resource not found"}}, status=404)
+        if isinstance(body, dict):
+            body["model"] = request.match_info["deployment"]  # the deployment decides, whatever the body says
+        return await self._answer(request, body)
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._answer(request, await self.record(request))
+
+    async def _answer(self, request: web.Request, body: Any) -> web.StreamResponse:
         if not self._authorised(request):
             return self._refuse_key(request)
         problem = _problems(body)
         if problem is not None:
             message, param, code = problem
             return _error(400, message, param=param, code=code)
+        if body["model"] in RETIRED:
+            return _not_found(body["model"])
         messages = body["messages"]
         last_user = next((_text(m.get("content")) for m in reversed(messages) if m["role"] == "user"), "")
         last_user, directives = parse_directives(last_user)
         if self.should_fail(request, directives):
-            assert directives.status is not None
-            return _error(
-                directives.status,
-                self.failure_message(request, directives, f"emulated failure {directives.status}"),
-                headers=self.retry_headers(directives),
-            )
+            return self._failure(request, directives, body["model"])
         stop = body.get("stop") or []
         reply = plan_reply(
             [parse_directives(_text(m.get("content")))[0] for m in messages],
@@ -213,6 +276,15 @@ class OpenAIEmulator(Emulator):
             max_tokens=body.get("max_completion_tokens", body.get("max_tokens")),
             stop=[stop] if isinstance(stop, str) else stop,
         )
+        if directives.context_window is not None and reply.prompt_tokens > directives.context_window:
+            return _error(
+                400,
+                f"This model's maximum context length is {directives.context_window} tokens. However, "
+                f"your messages resulted in {reply.prompt_tokens} tokens. Please reduce the length of the "
+                "messages.",
+                param="messages",
+                code="context_length_exceeded",
+            )
         usage = {
             "prompt_tokens": reply.prompt_tokens,
             "completion_tokens": reply.completion_tokens,
@@ -223,7 +295,7 @@ class OpenAIEmulator(Emulator):
         identity = {
             "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
             "created": int(time.time()),
-            "model": body["model"],
+            "model": self.served_as.get(body["model"], body["model"]),
             "system_fingerprint": "fp_emulator",
         }
         finish = FINISH.get(reply.finish, reply.finish)
@@ -236,12 +308,29 @@ class OpenAIEmulator(Emulator):
                 "logprobs": None,
                 "message": {"role": "assistant", "content": reply.text, "refusal": None},
             }
+            reported = {} if directives.no_usage else {"usage": usage}
             return web.json_response(
-                {**identity, "object": "chat.completion", "choices": [choice], "usage": usage}
+                {**identity, "object": "chat.completion", "choices": [choice], **reported}
             )
         include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
         return await self._stream(
             request, identity, reply.tokens, finish, usage if include_usage else None, directives
+        )
+
+    def _failure(self, request: web.Request, directives: Directives, model: str) -> web.Response:
+        """The directive's failure: a `fail` kind in the API's own shape, else the bare `status`."""
+        match directives.fail:
+            case "quota" | "billing":
+                return _error(429, QUOTA_MESSAGE, code="insufficient_quota")
+            case "auth":
+                return self._refuse_key(request)
+            case "retired":
+                return _not_found(model)
+        status = directives.status or 500
+        return _error(
+            status,
+            self.failure_message(request, directives, f"emulated failure {status}"),
+            headers=self.retry_headers(directives),
         )
 
     async def _stream(
@@ -277,21 +366,15 @@ class OpenAIEmulator(Emulator):
                     await self.send_malformed(response)
                     return response
                 if directives.error_after is not None and index >= directives.error_after:
-                    error = {
-                        "error": {
-                            "message": "The server had an error while processing your request.",
-                            "type": "server_error",
-                            "param": None,
-                            "code": None,
-                        }
-                    }
+                    message, kind, code = STREAM_ERRORS[directives.error or "server"]
+                    error = {"error": {"message": message, "type": kind, "param": None, "code": code}}
                     await response.write(f"data: {json.dumps(error)}\n\n".encode())
                     await response.write_eof()
                     return response
                 await self.pace(directives)
                 await send([choice({"content": token})])
             await send([choice({}, finish)])
-            if usage is not None:
+            if usage is not None and not directives.no_usage:
                 await send([], usage=usage)
             await response.write(b"data: [DONE]\n\n")
             await response.write_eof()

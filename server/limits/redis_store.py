@@ -4,8 +4,8 @@ several counters is all or nothing, whatever the other replicas do at the same m
 
 Keys carry the identity as a hash tag (`llm:{identity}:...`), so every key of one script lives in one
 slot of a Redis Cluster. Times come from the gateway's clock (replicas need synchronised clocks, as for
-any log timestamp); key lifetimes are set relative to it, so Redis's own clock does not matter. Redis unreachable or slow → StoreUnavailable; redis-py reconnects by itself on the
-next call once it is back.
+any log timestamp); key lifetimes are set relative to it, so Redis's own clock does not matter. Redis
+unreachable or slow → StoreUnavailable; redis-py reconnects by itself on the next call once it is back.
 """
 
 from __future__ import annotations

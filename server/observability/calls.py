@@ -7,7 +7,7 @@ import time
 
 import structlog
 
-from server.core.errors import GatewayError
+from server.core.errors import GatewayError, ProviderError
 from server.core.types import Usage
 from server.observability.metrics import Metrics
 
@@ -65,7 +65,8 @@ class CallRecord:
             max(0.0, self.first_token_ms / 1000 - self.provider_s)
         )
 
-    def succeed(self, usage: Usage, cost_usd: float) -> None:
+    def succeed(self, usage: Usage, cost_usd: float, served_model: str = "", request_id: str = "") -> None:
+        """`served_model` and `request_id`: what the provider says served the call, and its id for it."""
         elapsed_ms = self.elapsed_ms()
         m = self._metrics
         m.active.labels(self.provider).dec()
@@ -80,7 +81,9 @@ class CallRecord:
             "llm.call",
             method=self.method,
             model=self.model,
+            served_model=served_model or self.model,
             provider=self.provider,
+            provider_request_id=request_id or None,
             status="OK",
             latency_ms=round(elapsed_ms, 2),
             time_to_first_token_ms=_round(self.first_token_ms),
@@ -110,6 +113,8 @@ class CallRecord:
             provider=self.provider,
             status=status,
             error=message,
+            error_reason=error.reason if isinstance(error, GatewayError) else None,
+            provider_request_id=error.request_id if isinstance(error, ProviderError) else None,
             latency_ms=round(elapsed_ms, 2),
             time_to_first_token_ms=_round(self.first_token_ms),
             retries=self.retries,

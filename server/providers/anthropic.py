@@ -8,7 +8,8 @@ from typing import Any
 
 import anthropic
 import httpx2
-from anthropic import AsyncAnthropic, AsyncStream, DefaultAioHttpClient
+from anthropic import AsyncAnthropic, AsyncAnthropicVertex, AsyncStream, DefaultAioHttpClient
+from anthropic._response import AsyncAPIResponse
 from anthropic._types import RequestOptions
 
 from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
@@ -24,19 +25,25 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import ProviderSettings, map_stainless_error
+from server.providers.base import ProviderSettings, finish_reason, map_stainless_error
 
 # The SDK's own POST (auth, base URL, version header, timeouts, SSE decoding, error classes) with the
 # JSON body the Messages API documents: the typed `messages.create` costs CPU per call transforming
 # parameters and building objects (docs/benchmarks.md), and warns on every call to a deprecated model.
 MESSAGES = "/v1/messages"
-_STOP_REASONS = {
+REQUEST_ID_HEADER = "request-id"
+REASONING_DEFAULT_MAX_TOKENS = 16384
+"""max_tokens for a reasoning model when the caller sets none (LLM_DEFAULT_MAX_TOKENS if larger)."""
+# Every stop_reason the SDK defines (anthropic.types.StopReason). `pause_turn` (a long server-tool turn
+# paused, to be continued by another request) is not a finished answer: OTHER, never STOP.
+FINISH_REASONS = {
     "end_turn": FinishReason.STOP,
     "stop_sequence": FinishReason.STOP,
     "max_tokens": FinishReason.LENGTH,
     "model_context_window_exceeded": FinishReason.LENGTH,
     "refusal": FinishReason.CONTENT_FILTER,
     "tool_use": FinishReason.TOOL_CALLS,
+    "pause_turn": FinishReason.OTHER,
 }
 
 
@@ -49,25 +56,49 @@ class AnthropicProvider:
                 max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
             )
         )
-        self._client = AsyncAnthropic(
-            api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
-        )
+        self._client: AsyncAnthropic | AsyncAnthropicVertex
+        if settings.vertex_project is not None:
+            # Claude on Vertex AI: the SDK's own client sends a call for `model` to
+            # .../publishers/anthropic/models/{model}:rawPredict (or :streamRawPredict) with the Vertex
+            # API version in the body and an OAuth token (ADC, or the one given); the rest is the same.
+            self._client = AsyncAnthropicVertex(
+                project_id=settings.vertex_project,
+                region=settings.vertex_region,
+                access_token=settings.api_key or None,
+                base_url=settings.base_url,
+                max_retries=0,
+                http_client=http_client,
+            )
+        else:
+            self._client = AsyncAnthropic(
+                api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
+            )
         self._default_max_tokens = settings.default_max_tokens
+        self._probe_model = settings.probe_model
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(base_url={str(self._client.base_url)!r})"
 
     async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
         with self._errors():
-            message = await self._client.post(
-                MESSAGES, cast_to=object, body=self._params(request), options=_request_options(options)
+            # The SDK's response wrapper: its headers carry the provider's request id.
+            response = await self._client.post(
+                MESSAGES,
+                cast_to=AsyncAPIResponse[object],
+                body=self._params(request),
+                options=_request_options(options),
             )
+            message = await response.parse()
         body = message if isinstance(message, dict) else {}
         blocks = body.get("content") or []
         text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
         usage = body.get("usage") or {}
         return Completion(
-            text, _usage(usage, usage.get("output_tokens") or 0), _finish(body.get("stop_reason"))
+            text,
+            _usage(usage, usage.get("output_tokens") or 0),
+            _finish(body.get("stop_reason")),
+            served_model=_served_model(body),
+            request_id=response.headers.get(REQUEST_ID_HEADER) or "",
         )
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
@@ -82,11 +113,13 @@ class AnthropicProvider:
                 stream=True,
                 stream_cls=AsyncStream[object],
             )
+        request_id = events.response.headers.get(REQUEST_ID_HEADER) or ""
         try:
             start_usage: dict[str, Any] = {}
             output_tokens = 0
             stop_reason: str | None = None
-            with self._errors():
+            served = ""
+            with self._errors(request_id):
                 async for event in events:
                     if not isinstance(event, dict):
                         continue
@@ -96,22 +129,50 @@ class AnthropicProvider:
                         if delta.get("type") == "text_delta" and delta.get("text"):
                             yield TextDelta(delta["text"])
                     elif kind == "message_start":
-                        start_usage = (event.get("message") or {}).get("usage") or {}
+                        started = event.get("message") or {}
+                        start_usage = started.get("usage") or {}
+                        served = _served_model(started)
                     elif kind == "message_delta":
                         stop_reason = (event.get("delta") or {}).get("stop_reason")
-                        output_tokens = (event.get("usage") or {}).get("output_tokens") or 0
+                        # The usage of message_delta is cumulative (input and cache counts too, which
+                        # server tools can raise after message_start): it overrides message_start's.
+                        start_usage = {**start_usage, **(event.get("usage") or {})}
+                        output_tokens = start_usage.get("output_tokens") or 0
             if stop_reason is None:
                 raise ProviderUnavailable(self.name, "the stream ended without a stop reason")
-            yield StreamEnd(_usage(start_usage, output_tokens), _finish(stop_reason))
+            yield StreamEnd(_usage(start_usage, output_tokens), _finish(stop_reason), served, request_id)
         finally:
             await events.close()
 
     async def probe(self, timeout: float) -> None:
         with self._errors():
-            await self._client.models.list(limit=1, timeout=timeout)
+            if isinstance(self._client, AsyncAnthropicVertex):
+                # Vertex AI has no models list for Claude: count the tokens of a word, free of charge.
+                await self._client.post(
+                    "/v1/messages/count_tokens",
+                    cast_to=object,
+                    body={"model": self._probe_model, "messages": [{"role": "user", "content": "ping"}]},
+                    options={"timeout": timeout},
+                )
+            else:
+                await self._client.models.list(limit=1, timeout=timeout)
+
+    async def list_models(self, timeout: float) -> list[str]:
+        if isinstance(self._client, AsyncAnthropicVertex):
+            raise ProviderBadRequest(self.name, "Claude on Vertex AI offers no models list to check against")
+        with self._errors():
+            return [model.id async for model in self._client.models.list(limit=1000, timeout=timeout)]
 
     async def aclose(self) -> None:
         await self._client.close()
+
+    def _max_tokens(self, request: ChatRequest) -> int:
+        """The API requires max_tokens. The default leaves a reasoning model room to think (its thinking
+        counts against max_tokens), within the model's output limit."""
+        default = self._default_max_tokens
+        if request.capabilities.reasoning:
+            default = max(default, REASONING_DEFAULT_MAX_TOKENS)
+        return min(default, request.output_limit) if request.output_limit is not None else default
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         """The request as the Messages API takes it; refuses what the API would refuse."""
@@ -136,17 +197,15 @@ class AnthropicProvider:
         params: dict[str, Any] = {
             "model": request.model,
             "messages": turns,
-            "max_tokens": request.max_tokens if request.max_tokens is not None else self._default_max_tokens,
+            "max_tokens": request.max_tokens if request.max_tokens is not None else self._max_tokens(request),
         }
         if system:
             params["system"] = system
-        # API version 2026-10-21 (what SDK 2.x sends) refuses every sampling parameter, even at its
-        # default: say so rather than drop the caller's setting silently.
+        # API version 2026-10-21 (what SDK 2.x sends) refuses every sampling parameter: the catalogue
+        # says so for each Claude model, and the facade refused the request up front.
         for name, value in (("temperature", request.temperature), ("top_p", request.top_p)):
             if value is not None:
-                raise ProviderBadRequest(
-                    self.name, f"{name} is not supported by the Anthropic Messages API; leave it unset"
-                )
+                params[name] = value
         if request.stop:
             if any(not s.strip() for s in request.stop):
                 raise ProviderBadRequest(self.name, "stop sequences must contain non-whitespace characters")
@@ -154,14 +213,15 @@ class AnthropicProvider:
         return params
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Map every SDK error, at the call and during the stream, to the core's errors."""
+    def _errors(self, request_id: str = "") -> Iterator[None]:
+        """Map every SDK error, at the call and during the stream (`request_id`: the stream's), to the
+        core's errors."""
         try:
             yield
         except ProviderError:
             raise
         except Exception as error:
-            mapped = map_stainless_error(self.name, error, anthropic)
+            mapped = map_stainless_error(self.name, error, anthropic, request_id=request_id or None)
             if mapped is None:
                 raise
             raise mapped from None
@@ -171,14 +231,19 @@ def _request_options(options: CallOptions) -> RequestOptions:
     return {"headers": options.headers, "timeout": options.timeout}
 
 
+def _served_model(body: dict[str, Any]) -> str:
+    model = body.get("model")
+    return model if isinstance(model, str) else ""
+
+
 def _usage(usage: dict[str, Any], output_tokens: int) -> Usage:
     """Anthropic counts cached prompt tokens apart from input_tokens; the core counts them in."""
     cache_read = usage.get("cache_read_input_tokens") or 0
     cache_write = usage.get("cache_creation_input_tokens") or 0
-    return Usage((usage.get("input_tokens") or 0) + cache_read + cache_write, output_tokens, cache_read)
+    return Usage(
+        (usage.get("input_tokens") or 0) + cache_read + cache_write, output_tokens, cache_read, cache_write
+    )
 
 
 def _finish(reason: str | None) -> FinishReason:
-    if reason is None:
-        return FinishReason.UNSPECIFIED
-    return _STOP_REASONS.get(reason, FinishReason.OTHER)
+    return finish_reason(ProviderName.ANTHROPIC, reason, FINISH_REASONS)

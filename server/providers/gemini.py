@@ -28,6 +28,7 @@ import aiohttp
 from google import genai
 from google.genai import errors, types
 from google.genai.client import AsyncClient
+from google.oauth2.credentials import Credentials
 
 from server.core.errors import ProviderBadRequest, ProviderError, ProviderTimeout, ProviderUnavailable
 from server.core.types import (
@@ -42,27 +43,44 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import ProviderSettings, error_for_status, retry_after_seconds
+from server.providers.base import ProviderSettings, error_for_status, finish_reason, retry_after_seconds
 
 MAX_STOP_SEQUENCES = 5
 """GenerationConfig.stopSequences: "the set of character sequences (up to 5)" (API reference)."""
 
-_FINISH_REASONS = {
+FINISH_REASONS = {
     "FINISH_REASON_UNSPECIFIED": FinishReason.UNSPECIFIED,
     "STOP": FinishReason.STOP,
     "MAX_TOKENS": FinishReason.LENGTH,
+    # Stopped at the per-request token limit with more to say (automatic continuation is off): truncated.
+    "CONTINUATION": FinishReason.LENGTH,
     "SAFETY": FinishReason.CONTENT_FILTER,
     "RECITATION": FinishReason.CONTENT_FILTER,
     "BLOCKLIST": FinishReason.CONTENT_FILTER,
     "PROHIBITED_CONTENT": FinishReason.CONTENT_FILTER,
     "SPII": FinishReason.CONTENT_FILTER,
     "IMAGE_SAFETY": FinishReason.CONTENT_FILTER,
+    "IMAGE_PROHIBITED_CONTENT": FinishReason.CONTENT_FILTER,
+    "IMAGE_RECITATION": FinishReason.CONTENT_FILTER,
+    "ESCALATION": FinishReason.CONTENT_FILTER,
+    "MODEL_ARMOR": FinishReason.CONTENT_FILTER,
+    "PUP_LIMITED_DISABLED": FinishReason.CONTENT_FILTER,
+    # A tool call that failed is not a tool call the caller can act on.
     "MALFORMED_FUNCTION_CALL": FinishReason.OTHER,
+    "UNEXPECTED_TOOL_CALL": FinishReason.OTHER,
+    "TOO_MANY_TOOL_CALLS": FinishReason.OTHER,
+    "LANGUAGE": FinishReason.OTHER,
     "OTHER": FinishReason.OTHER,
+    "IMAGE_OTHER": FinishReason.OTHER,
+    "NO_IMAGE": FinishReason.OTHER,
+    "MISSING_THOUGHT_SIGNATURE": FinishReason.OTHER,
+    "MALFORMED_RESPONSE": FinishReason.OTHER,
 }
-"""Any reason not listed (LANGUAGE, UNEXPECTED_TOOL_CALL, new ones) is OTHER."""
+"""Every value of the SDK's `types.FinishReason`; only STOP is a complete answer."""
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
+REQUEST_ID_HEADERS = ("x-goog-request-id", "x-request-id")
+"""Where a Gemini error names its request, when it does (a success names it in `responseId`)."""
 
 
 class GeminiProvider:
@@ -84,7 +102,13 @@ class GeminiProvider:
             response = await self._aio().models.generate_content(
                 model=request.model, contents=contents, config=config
             )
-        return Completion(_text(response), _usage(response.usage_metadata), _finish(response))
+        return Completion(
+            _text(response),
+            _usage(response.usage_metadata),
+            _finish(response),
+            served_model=response.model_version or "",
+            request_id=response.response_id or "",
+        )
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
         contents, config = self._params(request, options)
@@ -94,6 +118,7 @@ class GeminiProvider:
             )
         usage: types.GenerateContentResponseUsageMetadata | None = None
         finish: FinishReason | None = None
+        served, request_id = "", ""
         opened: list[aiohttp.ClientResponse] = []
         try:
             with self._errors():
@@ -103,6 +128,8 @@ class GeminiProvider:
                         yield TextDelta(text)
                     if chunk.usage_metadata is not None:  # a running total: the last one counts
                         usage = chunk.usage_metadata
+                    served = served or chunk.model_version or ""
+                    request_id = request_id or chunk.response_id or ""
                     if (reason := _finish(chunk)) is not FinishReason.UNSPECIFIED:
                         finish = reason
                     chunk = await anext(chunks, None)
@@ -114,12 +141,19 @@ class GeminiProvider:
                 response.close()
         if finish is None:
             raise ProviderUnavailable(self.name, "the stream ended without a finish reason")
-        yield StreamEnd(_usage(usage), finish)
+        yield StreamEnd(_usage(usage), finish, served, request_id)
 
     async def probe(self, timeout: float) -> None:
         config = types.ListModelsConfig(page_size=1, http_options=types.HttpOptions(timeout=_ms(timeout)))
         with self._errors():
             await self._aio().models.list(config=config)  # the first page only
+
+    async def list_models(self, timeout: float) -> list[str]:
+        config = types.ListModelsConfig(page_size=1000, http_options=types.HttpOptions(timeout=_ms(timeout)))
+        with self._errors():
+            pager = await self._aio().models.list(config=config)
+            # `models/<id>` (Developer API) or `publishers/google/models/<id>` (Vertex AI).
+            return [model.name.rpartition("/")[2] async for model in pager if model.name]
 
     async def aclose(self) -> None:
         client, session = self._client, self._session
@@ -164,15 +198,29 @@ class GeminiProvider:
                 trust_env=True,
                 trace_configs=[tracing],
             )
-            self._client = genai.Client(
-                vertexai=False,  # the Developer API whatever GOOGLE_GENAI_USE_VERTEXAI says
-                api_key=self._settings.api_key,
-                http_options=types.HttpOptions(
-                    base_url=self._settings.base_url,
-                    retry_options=types.HttpRetryOptions(attempts=1),
-                    aiohttp_client=self._session,
-                ),
+            http_options = types.HttpOptions(
+                base_url=self._settings.base_url,
+                retry_options=types.HttpRetryOptions(attempts=1),
+                aiohttp_client=self._session,
             )
+            if self._settings.vertex_project is not None:
+                # Vertex AI: project and location from the settings (read once at start), credentials
+                # a given OAuth token or Application Default Credentials (google-auth).
+                token = self._settings.api_key
+                self._client = genai.Client(
+                    vertexai=True,
+                    project=self._settings.vertex_project or None,
+                    location=self._settings.vertex_region,
+                    # google-auth (a google-genai dependency) leaves this constructor untyped.
+                    credentials=Credentials(token=token) if token else None,  # type: ignore[no-untyped-call]
+                    http_options=http_options,
+                )
+            else:
+                self._client = genai.Client(
+                    vertexai=False,  # the Developer API whatever GOOGLE_GENAI_USE_VERTEXAI says
+                    api_key=self._settings.api_key,
+                    http_options=http_options,
+                )
         return self._client.aio
 
     def _params(
@@ -232,16 +280,25 @@ class GeminiProvider:
             raise ProviderUnavailable(self.name, f"connection failed ({type(error).__name__})") from None
 
     def _status_error(self, error: errors.APIError) -> ProviderError:
+        """An HTTP error status, or an error event inside a stream that began with HTTP 200 (classified
+        by the code it carries, as the same error would be at the call)."""
         message = error.message if isinstance(error.message, str) else ""
-        if _http_status(error.response) == 200:  # an error event inside a stream that began with HTTP 200
-            return ProviderUnavailable(self.name, f"stream failed: {message or 'an error event'}")
         code = error.code if isinstance(error.code, int) else 500
+        if _http_status(error.response) == 200:
+            message = f"stream failed: {message or 'an error event'}"
         if "API_KEY_INVALID" in _detail_values(error.details, "reason"):
             code = 401  # Gemini refuses a bad key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID
         headers = _headers(error.response)
         if retry_after_seconds(headers) is None and (delay := _retry_delay(error.details)) is not None:
             headers["retry-after"] = delay
-        return error_for_status(self.name, code, message, headers)
+        return error_for_status(
+            self.name,
+            code,
+            message,
+            headers,
+            request_id=next((headers[h] for h in REQUEST_ID_HEADERS if headers.get(h)), None),
+            quota_exhausted=code == 429 and _daily_quota(error.details),
+        )
 
 
 def _ms(seconds: float) -> int:
@@ -267,7 +324,7 @@ def _finish(response: types.GenerateContentResponse) -> FinishReason:
     if not response.candidates or response.candidates[0].finish_reason is None:
         return FinishReason.UNSPECIFIED
     reason = response.candidates[0].finish_reason
-    return _FINISH_REASONS.get(getattr(reason, "value", str(reason)), FinishReason.OTHER)
+    return finish_reason(ProviderName.GEMINI, getattr(reason, "value", str(reason)), FINISH_REASONS)
 
 
 def _usage(metadata: types.GenerateContentResponseUsageMetadata | None) -> Usage:
@@ -306,6 +363,22 @@ def _detail_values(body: Any, key: str, type_suffix: str = "") -> list[str]:
         for d in details
         if isinstance(d, dict) and key in d and str(d.get("@type", "")).endswith(type_suffix)
     ]
+
+
+def _daily_quota(body: Any) -> bool:
+    """Whether a 429 is a spent per-day quota (a google.rpc.QuotaFailure violation whose quotaId is per
+    day, e.g. `GenerateRequestsPerDayPerProjectPerModel-FreeTier`): waiting seconds will not help."""
+    inner = body.get("error", body) if isinstance(body, dict) else None
+    details = inner.get("details") if isinstance(inner, dict) else None
+    for detail in details if isinstance(details, list) else ():
+        if not isinstance(detail, dict) or not str(detail.get("@type", "")).endswith(
+            "google.rpc.QuotaFailure"
+        ):
+            continue
+        for violation in detail.get("violations") or ():
+            if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
+                return True
+    return False
 
 
 def _retry_delay(body: Any) -> str | None:

@@ -8,7 +8,9 @@ from typing import Any
 
 import httpx2
 import openai
-from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
+import structlog
+from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, DefaultAioHttpClient
+from openai._response import AsyncAPIResponse
 from openai._types import RequestOptions as FinalRequestOptionsInput
 
 from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
@@ -24,16 +26,16 @@ from server.core.types import (
     TextDelta,
     Usage,
 )
-from server.providers.base import ProviderSettings, map_stainless_error
+from server.providers.base import ProviderSettings, finish_reason, map_stainless_error
 
 # The SDK's own POST (its auth, base URL, headers and error classes) with the JSON body as the API
 # documents it: the typed `chat.completions.create` spends about a third of the gateway's CPU per call
 # transforming parameters and building response objects (docs/benchmarks.md).
 CHAT_COMPLETIONS = "/chat/completions"
-# Reasoning models take max_completion_tokens, only the default temperature/top_p, and no stop sequences.
-REASONING_PREFIXES = ("o1", "o3", "o4", "gpt-5")
 MAX_STOP_SEQUENCES = 4
-_FINISH_REASONS = {
+REQUEST_ID_HEADER = "x-request-id"
+# Every finish_reason the SDK defines (ChatCompletion.Choice.finish_reason).
+FINISH_REASONS = {
     "stop": FinishReason.STOP,
     "length": FinishReason.LENGTH,
     "content_filter": FinishReason.CONTENT_FILTER,
@@ -41,6 +43,8 @@ _FINISH_REASONS = {
     "function_call": FinishReason.TOOL_CALLS,
 }
 _ROLES = {Role.SYSTEM: "system", Role.USER: "user", Role.ASSISTANT: "assistant"}
+
+log = structlog.get_logger("llm_grpc.provider")
 
 
 class OpenAIProvider:
@@ -53,27 +57,48 @@ class OpenAIProvider:
                 max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
             )
         )
-        self._client = AsyncOpenAI(
-            api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
-        )
+        self._client: AsyncOpenAI
+        if settings.azure_endpoint is not None:
+            # Azure OpenAI: the SDK's own client maps `model` to /openai/deployments/{model}/..., adds
+            # api-version and sends the key as `api-key`; the rest of the adapter is the same.
+            self._client = AsyncAzureOpenAI(
+                azure_endpoint=settings.azure_endpoint,
+                api_version=settings.api_version,
+                api_key=settings.api_key,
+                max_retries=0,
+                http_client=http_client,
+            )
+        else:
+            self._client = AsyncOpenAI(
+                api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
+            )
 
     def __repr__(self) -> str:
         return f"OpenAIProvider(base_url={str(self._client.base_url)!r})"
 
     async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
         with self._errors():
-            body = await self._client.post(
+            # The SDK's response wrapper rather than the parsed body alone: its headers carry the
+            # provider's request id.
+            response = await self._client.post(
                 CHAT_COMPLETIONS,
-                cast_to=object,
+                cast_to=AsyncAPIResponse[object],
                 body=self._params(request),
                 options=_request_options(options),
             )
+            body = await response.parse()
         choice = _first_choice(body)
         message = choice.get("message") or {}
+        content = message.get("content") or ""
+        reported = body.get("usage") if isinstance(body, dict) else None
+        if not isinstance(reported, dict):  # never a silent zero cost: an estimate, marked as one
+            log.warning("provider.usage_missing", provider=str(self.name), model=request.model)
         return Completion(
-            content=message.get("content") or "",
-            usage=_usage(body.get("usage") if isinstance(body, dict) else None),
+            content=content,
+            usage=_usage(reported) if isinstance(reported, dict) else _estimated_usage(request, len(content)),
             finish_reason=_finish(choice.get("finish_reason")),
+            served_model=_served_model(body),
+            request_id=response.headers.get(REQUEST_ID_HEADER) or "",
         )
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
@@ -89,24 +114,34 @@ class OpenAIProvider:
                 stream=True,
                 stream_cls=AsyncStream[object],
             )
+        request_id = chunks.response.headers.get(REQUEST_ID_HEADER) or ""
         try:
             finish: str | None = None
             usage = Usage()
-            with self._errors():
+            served = ""
+            reported, generated = False, 0
+            with self._errors(request_id):
                 async for chunk in chunks:
                     if not isinstance(chunk, dict):
                         continue
+                    served = served or _served_model(chunk)
                     for choice in chunk.get("choices") or ():
                         text = (choice.get("delta") or {}).get("content")
                         if text:
+                            generated += len(text)
                             yield TextDelta(text)
                         if choice.get("finish_reason"):
                             finish = choice["finish_reason"]
                     if chunk.get("usage"):  # the last chunk, with include_usage
                         usage = _usage(chunk["usage"])
+                        reported = True
             if finish is None:
                 raise ProviderUnavailable(self.name, "the stream ended without a finish reason")
-            yield StreamEnd(usage, _finish(finish))
+            if not reported:
+                # Never a silent zero cost: an estimate, marked as one (Usage.usage_estimated).
+                usage = _estimated_usage(request, generated)
+                log.warning("provider.usage_missing", provider=str(self.name), model=request.model)
+            yield StreamEnd(usage, _finish(finish), served, request_id)
         finally:
             await chunks.close()
 
@@ -114,12 +149,16 @@ class OpenAIProvider:
         with self._errors():
             await self._client.models.list(timeout=timeout)
 
+    async def list_models(self, timeout: float) -> list[str]:
+        with self._errors():
+            return [model.id async for model in self._client.models.list(timeout=timeout)]
+
     async def aclose(self) -> None:
         await self._client.close()
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
-        """The request as the Chat Completions API takes it; refuses what the model would refuse."""
-        reasoning = request.model.startswith(REASONING_PREFIXES)
+        """The request as the Chat Completions API takes it. What the model does not accept (temperature
+        on a reasoning model, ...) the facade refused already, by the catalogue's flags."""
         params: dict[str, Any] = {
             "model": request.model,
             # Empty turns carry nothing; they are dropped as for the other providers.
@@ -131,15 +170,9 @@ class OpenAIProvider:
             # max_completion_tokens: the current name, and the only one reasoning models take.
             params["max_completion_tokens"] = request.max_tokens
         for name, value in (("temperature", request.temperature), ("top_p", request.top_p)):
-            if value is None:
-                continue
-            if reasoning and value != 1:
-                raise ProviderBadRequest(self.name, f"{request.model} supports only the default {name} (1)")
-            if not reasoning:
+            if value is not None:
                 params[name] = value
         if request.stop:
-            if reasoning:
-                raise ProviderBadRequest(self.name, f"{request.model} does not support stop sequences")
             if len(request.stop) > MAX_STOP_SEQUENCES:
                 raise ProviderBadRequest(
                     self.name, f"at most {MAX_STOP_SEQUENCES} stop sequences are supported"
@@ -148,14 +181,15 @@ class OpenAIProvider:
         return params
 
     @contextmanager
-    def _errors(self) -> Iterator[None]:
-        """Map every SDK error, at the call and during the stream, to the core's errors."""
+    def _errors(self, request_id: str = "") -> Iterator[None]:
+        """Map every SDK error, at the call and during the stream (whose `request_id` an in-stream
+        error event does not repeat), to the core's errors."""
         try:
             yield
         except ProviderError:
             raise
         except Exception as error:
-            mapped = map_stainless_error(self.name, error, openai)
+            mapped = map_stainless_error(self.name, error, openai, request_id=request_id or None)
             if mapped is None:
                 raise
             raise mapped from None
@@ -170,6 +204,17 @@ def _first_choice(body: object) -> dict[str, Any]:
     return choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
 
 
+def _estimated_usage(request: ChatRequest, generated_chars: int) -> Usage:
+    """About four characters a token (OpenAI's rule of thumb for English text), rounded up."""
+    prompt_chars = sum(len(m.content) for m in request.messages)
+    return Usage(-(-prompt_chars // 4), -(-generated_chars // 4), estimated=True)
+
+
+def _served_model(body: object) -> str:
+    model = body.get("model") if isinstance(body, dict) else None
+    return model if isinstance(model, str) else ""
+
+
 def _usage(usage: Any) -> Usage:
     if not isinstance(usage, dict):
         return Usage()
@@ -178,6 +223,4 @@ def _usage(usage: Any) -> Usage:
 
 
 def _finish(reason: str | None) -> FinishReason:
-    if reason is None:
-        return FinishReason.UNSPECIFIED
-    return _FINISH_REASONS.get(reason, FinishReason.OTHER)
+    return finish_reason(ProviderName.OPENAI, reason, FINISH_REASONS)

@@ -17,7 +17,7 @@ from openai import AsyncOpenAI, DefaultAioHttpClient
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 
-MODEL = "gpt-4.1-mini"
+MODEL = "gpt-5.4-mini"
 # 18 words, so the emulator's reply ("emulator reply: " + these) is 20 tokens.
 PROMPT = " ".join(f"w{i}" for i in range(18))
 

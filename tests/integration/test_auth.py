@@ -26,7 +26,7 @@ ISSUER = "https://auth.example.com"
 ROLES = {
     "agent": {
         "methods": ["Complete", "Stream", "ListModels"],
-        "models": ["gpt-4.1-mini", "gemini-2.0-flash-exp"],
+        "models": ["gpt-5.4-mini", "gemini-3.1-flash-lite"],
     },
     "ops": {"methods": ["CheckHealth", "GetMetrics"]},
 }
@@ -133,7 +133,7 @@ async def test_a_role_without_the_model_is_permission_denied(secured: App, emula
 
     assert details.code == grpc.StatusCode.PERMISSION_DENIED
     assert details.reason == "MODEL_NOT_ALLOWED"
-    assert details.metadata["allowed_models"] == "gpt-4.1-mini,gemini-2.0-flash-exp"
+    assert details.metadata["allowed_models"] == "gpt-5.4-mini,gemini-3.1-flash-lite"
     assert emulators.completions("anthropic") == []
 
 
@@ -143,7 +143,7 @@ async def test_list_models_shows_only_the_roles_models(secured: App) -> None:
             llm_pb2.ListModelsRequest(), metadata=(("authorization", f"Bearer {_token()}"),), timeout=10
         )
 
-    assert [m.id for m in response.models] == ["gpt-4.1-mini", "gemini-2.0-flash-exp"]
+    assert [m.id for m in response.models] == ["gpt-5.4-mini", "gemini-3.1-flash-lite"]
 
 
 async def test_health_and_reflection_stay_open(secured: App) -> None:
@@ -191,14 +191,14 @@ async def test_failover_never_reaches_a_model_outside_the_callers_role(
     app: App = await start_gateway(
         llm_auth_disabled=False,
         llm_jwt_hs256_secret=SECRET,
-        llm_roles=json.dumps({"agent": {"methods": ["*"], "models": ["gpt-4.1-mini"]}}),
-        llm_fallbacks={"gpt-4.1-mini": ["claude-3-5-haiku-20241022"]},
+        llm_roles=json.dumps({"agent": {"methods": ["*"], "models": ["gpt-5.4-mini"]}}),
+        llm_fallbacks={"gpt-5.4-mini": ["claude-haiku-4-5"]},
         llm_max_retries=0,
     )
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
             await llm_pb2_grpc.LLMServiceStub(channel).Complete(
-                llm_pb2.CompleteRequest(model="gpt-4.1-mini", messages=user("hi [[emulate: status=503]]")),
+                llm_pb2.CompleteRequest(model="gpt-5.4-mini", messages=user("hi [[emulate: status=503]]")),
                 metadata=(("authorization", f"Bearer {_token(aud=None, iss=None)}"),),
                 timeout=10,
             )

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
-from tests.conftest import MODELS, Emulators
+from tests.conftest import MODELS, SAMPLING_MODELS, Emulators
 from tests.helpers import user
 
 PROVIDERS = sorted(MODELS)
@@ -75,7 +75,8 @@ async def test_max_tokens_cuts_reply_with_finish_reason_length(
 async def test_stop_sequence_ends_reply_with_finish_reason_stop(
     stub: llm_pb2_grpc.LLMServiceAsyncStub, provider: str, streamed: bool
 ) -> None:
-    content, finish, _ = await _call(stub, streamed, MODELS[provider], "alpha beta END gamma", stop=["END"])
+    model = SAMPLING_MODELS[provider]
+    content, finish, _ = await _call(stub, streamed, model, "alpha beta END gamma", stop=["END"])
 
     assert content.strip() == "emulator reply: alpha beta"
     assert finish == llm_pb2.FINISH_REASON_STOP
@@ -97,7 +98,9 @@ async def test_system_prompt_and_sampling_reach_the_provider(
 ) -> None:
     sampling: dict[str, Any] = {} if provider == "anthropic" else {"temperature": 0.5, "top_p": 0.9}
     response = await stub.Complete(
-        llm_pb2.CompleteRequest(model=MODELS[provider], messages=user("hi", system="be brief"), **sampling),
+        llm_pb2.CompleteRequest(
+            model=SAMPLING_MODELS[provider], messages=user("hi", system="be brief"), **sampling
+        ),
         timeout=10,
     )
 
@@ -121,7 +124,7 @@ async def test_system_prompt_and_sampling_reach_the_provider(
 async def test_empty_model_uses_the_default_model(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> None:
     response = await stub.Complete(llm_pb2.CompleteRequest(messages=user("hi")), timeout=10)
 
-    assert response.model == "gpt-4.1-mini"
+    assert response.model == "gpt-5.4-mini"
     assert response.provider == "openai"
 
 

@@ -29,7 +29,7 @@ EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
 FLOATS = st.floats(allow_nan=True, allow_infinity=True, width=32)
 TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=200) | st.sampled_from(
-    ["", " ", "\x00", "x" * 2_000_000, "gpt-4.1-mini", "claude-3-5-haiku-20241022", "gemini-2.0-flash-exp"]
+    ["", " ", "\x00", "x" * 2_000_000, "gpt-5.4-mini", "claude-haiku-4-5", "gemini-3.1-flash-lite"]
 )
 MESSAGE = st.builds(
     lambda role, content: llm_pb2.Message(role=role, content=content), st.integers(0, 7), TEXT

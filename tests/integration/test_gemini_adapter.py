@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from server.core.errors import (
+    ModelRetired,
     ProviderAuthError,
     ProviderBadRequest,
     ProviderRateLimited,
@@ -33,7 +34,7 @@ from server.providers.base import ProviderSettings
 from server.providers.gemini import GeminiProvider
 
 KEY = "AIzaTest0123456789abcdefghijklmn"
-MODEL = "gemini-2.0-flash-exp"
+MODEL = "gemini-3.1-flash-lite"
 OPTIONS = CallOptions(headers={"X-Trace-ID": "trace-1"}, timeout=10)
 
 
@@ -82,7 +83,11 @@ async def test_stream_yields_a_delta_per_chunk_then_one_end_with_provider_usage(
 
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
     assert deltas == ["emulator ", "reply: ", "one ", "two ", "three"]
-    assert events[-1] == StreamEnd(Usage(prompt_tokens=3, completion_tokens=5), FinishReason.STOP)
+    end = events[-1]
+    assert isinstance(end, StreamEnd)
+    assert (end.usage, end.finish_reason) == (Usage(prompt_tokens=3, completion_tokens=5), FinishReason.STOP)
+    assert end.served_model == "gemini-3.1-flash-lite"
+    assert end.request_id  # the responseId
     assert sum(isinstance(e, StreamEnd) for e in events) == 1
 
 
@@ -140,7 +145,10 @@ async def test_prompt_blocked_outright_ends_empty_with_content_filter(provider: 
     events = await collect(provider, request)
 
     assert (completion.content, completion.finish_reason) == ("", FinishReason.CONTENT_FILTER)
-    assert events == [StreamEnd(Usage(prompt_tokens=1), FinishReason.CONTENT_FILTER)]
+    assert [(e.usage, e.finish_reason) for e in events if isinstance(e, StreamEnd)] == [
+        (Usage(prompt_tokens=1), FinishReason.CONTENT_FILTER)
+    ]
+    assert len(events) == 1
 
 
 # --- request translation --------------------------------------------------------------------------
@@ -236,10 +244,10 @@ async def test_provider_refusal_is_a_bad_request_with_the_providers_message(
     assert "temperature" in caught.value.message
 
 
-async def test_unknown_model_is_a_bad_request(provider: GeminiProvider) -> None:
+async def test_unknown_model_is_model_retired(provider: GeminiProvider) -> None:
     request = ChatRequest(model="no-such-model", messages=(Message(Role.USER, "hi"),))
 
-    with pytest.raises(ProviderBadRequest, match="not found") as caught:
+    with pytest.raises(ModelRetired, match="not found") as caught:
         await provider.complete(request, OPTIONS)
 
     assert caught.value.status_code == 404

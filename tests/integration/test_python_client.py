@@ -14,6 +14,7 @@ from llm_grpc_client import (
     InvalidArgument,
     LLMClient,
     ModelNotAllowed,
+    ProviderError,
     RateLimited,
 )
 
@@ -56,9 +57,17 @@ async def test_typed_errors_carry_the_rich_details(target: str) -> None:
         with pytest.raises(InvalidArgument) as invalid:
             await client.complete("hi", model=MODELS["openai"], temperature=9)
 
-    assert "gpt-4.1-mini" in refused.value.allowed_models
+    assert "gpt-5.4-mini" in refused.value.allowed_models
     assert limited.value.retry_delay == 90  # beyond the 60 s budget: refused at once, not waited out
     assert [field for field, _ in invalid.value.field_violations] == ["temperature"]
+
+
+async def test_refused_provider_key_is_a_provider_error(target: str) -> None:
+    async with AsyncLLMClient(target) as client:
+        with pytest.raises(ProviderError) as refused:
+            await client.complete("hi [[emulate: fail=auth]]", model=MODELS["anthropic"])
+
+    assert refused.value.reason == "PROVIDER_AUTH_FAILED"
 
 
 async def test_deadline_expiry_is_a_typed_error(target: str) -> None:

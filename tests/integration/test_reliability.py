@@ -87,7 +87,7 @@ async def test_no_task_outlives_its_rpc(stub: llm_pb2_grpc.LLMServiceAsyncStub) 
     assert not ours, ours
 
 
-FALLBACKS = {"claude-3-5-haiku-20241022": ["gpt-4.1-mini"]}
+FALLBACKS = {"claude-haiku-4-5": ["gpt-5.4-mini"]}
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
@@ -102,22 +102,22 @@ async def test_configured_failover_serves_from_the_fallback_and_says_so(
             events = [
                 e
                 async for e in stub.Stream(
-                    llm_pb2.StreamRequest(model="claude-3-5-haiku-20241022", messages=user(text)), timeout=10
+                    llm_pb2.StreamRequest(model="claude-haiku-4-5", messages=user(text)), timeout=10
                 )
             ]
             served = (events[-1].done.model, events[-1].done.provider)
             content = "".join(e.delta for e in events)
         else:
             response = await stub.Complete(
-                llm_pb2.CompleteRequest(model="claude-3-5-haiku-20241022", messages=user(text)), timeout=10
+                llm_pb2.CompleteRequest(model="claude-haiku-4-5", messages=user(text)), timeout=10
             )
             served, content = (response.model, response.provider), response.content
 
-    assert served == ("gpt-4.1-mini", "openai")
+    assert served == ("gpt-5.4-mini", "openai")
     assert content == "emulator reply: hi"
     assert len(emulators.completions("anthropic")) == 2  # the first try and one retry
     assert len(emulators.completions("openai")) == 1
-    assert app.metrics.failovers.labels("claude-3-5-haiku-20241022", "gpt-4.1-mini")._value.get() == 1
+    assert app.metrics.failovers.labels("claude-haiku-4-5", "gpt-5.4-mini")._value.get() == 1
 
 
 async def test_caller_errors_do_not_fail_over(
@@ -128,7 +128,7 @@ async def test_caller_errors_do_not_fail_over(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await llm_pb2_grpc.LLMServiceStub(channel).Complete(
                 llm_pb2.CompleteRequest(
-                    model="claude-3-5-haiku-20241022",
+                    model="claude-haiku-4-5",
                     messages=user("hi [[emulate: status=400 on=anthropic]]"),
                 ),
                 timeout=10,
@@ -147,7 +147,7 @@ async def test_a_stream_that_fails_after_its_first_token_does_not_fail_over(
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for event in llm_pb2_grpc.LLMServiceStub(channel).Stream(
                 llm_pb2.StreamRequest(
-                    model="claude-3-5-haiku-20241022", messages=user("a b c [[emulate: drop_after=2]]")
+                    model="claude-haiku-4-5", messages=user("a b c [[emulate: drop_after=2]]")
                 ),
                 timeout=10,
             ):
@@ -159,7 +159,7 @@ async def test_a_stream_that_fails_after_its_first_token_does_not_fail_over(
 
 
 def test_fallback_outside_the_allowlist_stops_the_start(emulators: Emulators) -> None:
-    settings = make_settings(emulators, llm_fallbacks={"gpt-4.1": ["gpt-4o"]})
+    settings = make_settings(emulators, llm_fallbacks={"gpt-5.4": ["gpt-4o"]})
 
     with pytest.raises(ConfigError, match="LLM_FALLBACKS names 'gpt-4o'"):
         build_app(settings, port=0)

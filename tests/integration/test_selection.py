@@ -22,9 +22,9 @@ from tests.helpers import details_of, user
 # The cheapest allowed model of each tier under the default allowlist and catalogue, pricing a typical
 # call as three prompt tokens per completion token.
 CHEAPEST = {
-    llm_pb2.TIER_FAST: ("gemini-2.0-flash-exp", "gemini"),
-    llm_pb2.TIER_BALANCED: ("gemini-1.5-pro", "gemini"),
-    llm_pb2.TIER_PREMIUM: ("gpt-5", "openai"),
+    llm_pb2.TIER_FAST: ("gemini-3.1-flash-lite", "gemini"),
+    llm_pb2.TIER_BALANCED: ("gemini-3.5-flash", "gemini"),
+    llm_pb2.TIER_PREMIUM: ("gemini-3.1-pro-preview", "gemini"),
 }
 COMPLEXITY_TIER = {
     llm_pb2.COMPLEXITY_SIMPLE: llm_pb2.TIER_FAST,
@@ -64,7 +64,7 @@ async def test_select_model_without_tier_or_complexity_is_invalid(
 
 
 async def test_tier_with_no_allowed_model_is_failed_precondition(start_gateway: Callable[..., Any]) -> None:
-    app: App = await start_gateway(allowed_models="gpt-4.1-mini", llm_default_model="gpt-4.1-mini")
+    app: App = await start_gateway(allowed_models="gpt-5.4-mini", llm_default_model="gpt-5.4-mini")
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await llm_pb2_grpc.LLMServiceStub(channel).SelectModel(
@@ -116,51 +116,56 @@ async def test_unknown_tier_is_invalid(stub: llm_pb2_grpc.LLMServiceAsyncStub) -
 
 async def test_complete_reports_cost_from_usage_and_catalogue(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> None:
     response = await stub.Complete(
-        llm_pb2.CompleteRequest(model="gpt-4.1-mini", messages=user("a b c")), timeout=10
+        llm_pb2.CompleteRequest(model="gpt-5.4-mini", messages=user("a b c")), timeout=10
     )
 
-    # 3 prompt tokens at $0.40/M + 5 completion tokens at $1.60/M
-    assert response.cost_usd == pytest.approx((3 * 0.40 + 5 * 1.60) / 1e6)
+    # 3 prompt tokens at $0.75/M + 5 completion tokens at $4.50/M
+    assert response.cost_usd == pytest.approx((3 * 0.75 + 5 * 4.50) / 1e6)
 
 
 async def test_stream_done_reports_cost(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> None:
     events = [
         e
         async for e in stub.Stream(
-            llm_pb2.StreamRequest(model="claude-3-5-haiku-20241022", messages=user("a b")), timeout=10
+            llm_pb2.StreamRequest(model="claude-haiku-4-5", messages=user("a b")), timeout=10
         )
     ]
 
-    # 2 prompt tokens at $0.80/M + 4 completion tokens at $4.00/M
-    assert events[-1].done.cost_usd == pytest.approx((2 * 0.80 + 4 * 4.00) / 1e6)
+    # 2 prompt tokens at $1.00/M + 4 completion tokens at $5.00/M
+    assert events[-1].done.cost_usd == pytest.approx((2 * 1.00 + 4 * 5.00) / 1e6)
 
 
 async def test_get_metrics_reports_cost_per_provider_and_model(
     stub: llm_pb2_grpc.LLMServiceAsyncStub,
 ) -> None:
-    await stub.Complete(llm_pb2.CompleteRequest(model="gpt-4.1-mini", messages=user("a b c")), timeout=10)
-    await stub.Complete(llm_pb2.CompleteRequest(model="gpt-4.1", messages=user("a b c")), timeout=10)
+    await stub.Complete(llm_pb2.CompleteRequest(model="gpt-5.4-mini", messages=user("a b c")), timeout=10)
+    await stub.Complete(llm_pb2.CompleteRequest(model="gpt-5.4", messages=user("a b c")), timeout=10)
 
     response = await stub.GetMetrics(llm_pb2.GetMetricsRequest(), timeout=10)
 
-    mini, full = (3 * 0.40 + 5 * 1.60) / 1e6, (3 * 2.00 + 5 * 8.00) / 1e6
+    mini, full = (3 * 0.75 + 5 * 4.50) / 1e6, (3 * 2.50 + 5 * 15.00) / 1e6
     assert response.total_cost_usd == pytest.approx(mini + full)
     assert {p.provider: p.cost_usd for p in response.providers}["openai"] == pytest.approx(mini + full)
     by_model = {m.model: m for m in response.models}
-    assert by_model["gpt-4.1-mini"].cost_usd == pytest.approx(mini)
-    assert by_model["gpt-4.1"].cost_usd == pytest.approx(full)
-    assert by_model["gpt-4.1"].provider == "openai"
+    assert by_model["gpt-5.4-mini"].cost_usd == pytest.approx(mini)
+    assert by_model["gpt-5.4"].cost_usd == pytest.approx(full)
+    assert by_model["gpt-5.4"].provider == "openai"
 
 
 async def test_list_models_carries_catalogue_facts(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> None:
     response = await stub.ListModels(llm_pb2.ListModelsRequest(), timeout=10)
 
-    haiku = {m.id: m for m in response.models}["claude-3-5-haiku-20241022"]
+    haiku = {m.id: m for m in response.models}["claude-haiku-4-5"]
     assert haiku.tier == llm_pb2.TIER_FAST
-    assert haiku.max_output_tokens == 8192
+    assert haiku.max_output_tokens == 64000
     assert haiku.context_window == 200000
-    assert (haiku.input_usd_per_million, haiku.output_usd_per_million) == (0.80, 4.00)
-    assert haiku.cached_input_usd_per_million == pytest.approx(0.08)
+    assert (haiku.input_usd_per_million, haiku.output_usd_per_million) == (1.00, 5.00)
+    assert haiku.cached_input_usd_per_million == pytest.approx(0.10)
+    assert haiku.cache_write_usd_per_million == pytest.approx(1.25)
+    assert haiku.capabilities.reasoning
+    assert haiku.capabilities.stop_sequences
+    assert not haiku.capabilities.temperature
+    assert not haiku.deprecated
 
 
 async def test_max_tokens_above_the_models_output_limit_is_refused_before_the_provider(
@@ -168,13 +173,13 @@ async def test_max_tokens_above_the_models_output_limit_is_refused_before_the_pr
 ) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.Complete(
-            llm_pb2.CompleteRequest(model="claude-3-5-haiku-20241022", messages=user("hi"), max_tokens=9000),
+            llm_pb2.CompleteRequest(model="claude-haiku-4-5", messages=user("hi"), max_tokens=64001),
             timeout=10,
         )
 
     details = details_of(caught.value)
     assert details.code == grpc.StatusCode.INVALID_ARGUMENT
-    assert "8192" in details.violations["max_tokens"]
+    assert "64000" in details.violations["max_tokens"]
     assert emulators.completions("anthropic") == []
 
 
@@ -217,21 +222,23 @@ def test_allowed_model_missing_from_the_catalogue_stops_the_start(
 ) -> None:
     path = tmp_path / "catalogue.toml"
     path.write_text(
-        "[models.'gpt-4.1-mini']\nprovider='openai'\ntier='fast'\ncontext_window=10\nmax_output_tokens=5\n"
+        "[models.'gpt-5.4-mini']\nprovider='openai'\ntier='fast'\ncontext_window=10\nmax_output_tokens=5\n"
         "input=1\noutput=1\n"
     )
-    settings = make_settings(emulators, allowed_models="gpt-4.1-mini,gpt-4.1", llm_catalogue_path=str(path))
+    settings = make_settings(
+        emulators, allowed_models="gpt-5.4-mini,gpt-9-unlisted", llm_catalogue_path=str(path)
+    )
 
-    with pytest.raises(ConfigError, match=re.escape("'gpt-4.1' is not in the model catalogue")):
+    with pytest.raises(ConfigError, match=re.escape("'gpt-9-unlisted' is not in the model catalogue")):
         build_app(settings, port=0)
 
 
 def test_selection_skips_models_whose_provider_is_not_configured() -> None:
     catalogue = load_catalogue(Path("server/catalogue.toml"))
-    allowed = ["gemini-2.0-flash-exp", "gpt-4.1-mini", "claude-3-5-sonnet-20241022"]
+    allowed = ["gemini-3.1-flash-lite", "gpt-5.4-mini", "claude-opus-4-7"]
 
     fast = catalogue.select(Tier.FAST, allowed, {ProviderName.OPENAI})
     with pytest.raises(NoModelFits, match="no configured provider"):
         catalogue.select(Tier.PREMIUM, allowed, {ProviderName.OPENAI})
 
-    assert fast.model.id == "gpt-4.1-mini"
+    assert fast.model.id == "gpt-5.4-mini"

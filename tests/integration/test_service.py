@@ -13,7 +13,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App
 from server.config import DEFAULT_ALLOWED_MODELS
-from tests.conftest import Emulators
+from tests.conftest import SAMPLING_MODELS, Emulators
 
 
 async def test_list_models_returns_every_allowed_model_with_its_provider(
@@ -22,16 +22,16 @@ async def test_list_models_returns_every_allowed_model_with_its_provider(
     response = await stub.ListModels(llm_pb2.ListModelsRequest(), timeout=10)
 
     models = {m.id: m.provider for m in response.models}
-    assert list(models) == list(DEFAULT_ALLOWED_MODELS)
-    assert models["gpt-5"] == "openai"
-    assert models["claude-3-5-sonnet-20241022"] == "anthropic"
-    assert models["gemini-1.5-pro"] == "gemini"
-    assert response.default_model == "gpt-4.1-mini"
+    assert list(models) == [*DEFAULT_ALLOWED_MODELS, SAMPLING_MODELS["openai"]]  # the tests' allowlist
+    assert models["gpt-5.5"] == "openai"
+    assert models["claude-sonnet-4-6"] == "anthropic"
+    assert models["gemini-3.5-flash"] == "gemini"
+    assert response.default_model == "gpt-5.4-mini"
 
 
 async def test_list_models_follows_the_configured_allowlist(start_gateway: Callable[..., Any]) -> None:
     app: App = await start_gateway(
-        allowed_models="gpt-4.1,gemini-1.5-pro", llm_default_model="gemini-1.5-pro"
+        allowed_models="gpt-5.4,gemini-3.5-flash", llm_default_model="gemini-3.5-flash"
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         response = await llm_pb2_grpc.LLMServiceStub(channel).ListModels(
@@ -39,10 +39,10 @@ async def test_list_models_follows_the_configured_allowlist(start_gateway: Calla
         )
 
     assert [(m.id, m.provider) for m in response.models] == [
-        ("gpt-4.1", "openai"),
-        ("gemini-1.5-pro", "gemini"),
+        ("gpt-5.4", "openai"),
+        ("gemini-3.5-flash", "gemini"),
     ]
-    assert response.default_model == "gemini-1.5-pro"
+    assert response.default_model == "gemini-3.5-flash"
 
 
 async def _health(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> llm_pb2.CheckHealthResponse:

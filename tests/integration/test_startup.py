@@ -44,15 +44,15 @@ def test_missing_key_stops_the_start_naming_it() -> None:
 
     assert result.returncode != 0
     assert "GOOGLE_API_KEY" in result.stderr
-    assert "gemini-1.5-pro" in result.stderr
+    assert "gemini-3.5-flash" in result.stderr
 
 
 def test_allowed_model_without_provider_stops_the_start() -> None:
     result = _serve(
         {
             "OPENAI_API_KEY": "sk-x",
-            "ALLOWED_MODELS": "gpt-4.1-mini,llama-3",
-            "LLM_DEFAULT_MODEL": "gpt-4.1-mini",
+            "ALLOWED_MODELS": "gpt-5.4-mini,llama-3",
+            "LLM_DEFAULT_MODEL": "gpt-5.4-mini",
         }
     )
 
@@ -62,11 +62,11 @@ def test_allowed_model_without_provider_stops_the_start() -> None:
 
 def test_default_model_outside_allowlist_stops_the_start() -> None:
     result = _serve(
-        {"OPENAI_API_KEY": "sk-x", "ALLOWED_MODELS": "gpt-4.1", "LLM_DEFAULT_MODEL": "gpt-4.1-mini"}
+        {"OPENAI_API_KEY": "sk-x", "ALLOWED_MODELS": "gpt-5.4", "LLM_DEFAULT_MODEL": "gpt-5.4-mini"}
     )
 
     assert result.returncode != 0
-    assert "LLM_DEFAULT_MODEL 'gpt-4.1-mini' is not in ALLOWED_MODELS" in result.stderr
+    assert "LLM_DEFAULT_MODEL 'gpt-5.4-mini' is not in ALLOWED_MODELS" in result.stderr
 
 
 def test_invalid_setting_stops_the_start_naming_it() -> None:
@@ -133,13 +133,13 @@ def test_demo_server_serves_grpcurl_and_stops_cleanly_on_sigterm(
     unary = json.loads(
         _grpcurl(
             "-d",
-            '{"model":"gpt-4.1-mini","messages":[{"role":"ROLE_USER","content":"hi"}]}',
+            '{"model":"gpt-5.4-mini","messages":[{"role":"ROLE_USER","content":"hi"}]}',
             address,
             "llm.v1.LLMService/Complete",
         )
     )
     assert (unary["content"], unary["provider"]) == ("emulator reply: hi", "openai")
-    for model in ("gpt-4.1-mini", "claude-3-5-haiku-20241022", "gemini-2.0-flash-exp"):
+    for model in ("gpt-5.4-mini", "claude-haiku-4-5", "gemini-3.1-flash-lite"):
         request = json.dumps({"model": model, "messages": [{"role": "ROLE_USER", "content": "hello"}]})
         events = _json_objects(_grpcurl("-d", request, address, "llm.v1.LLMService/Stream"))
         assert "".join(e.get("delta", "") for e in events) == "emulator reply: hello"
@@ -156,7 +156,7 @@ async def test_sigterm_drains_live_streams_refuses_new_calls_and_exits_zero(
     async with grpc.aio.insecure_channel(address) as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         request = llm_pb2.StreamRequest(
-            model="claude-3-5-haiku-20241022", messages=user("one two three [[emulate: token_delay_ms=150]]")
+            model="claude-haiku-4-5", messages=user("one two three [[emulate: token_delay_ms=150]]")
         )
         calls = [stub.Stream(request, timeout=30) for _ in range(50)]
         iterators = [aiter(call) for call in calls]

@@ -15,7 +15,7 @@ def test_longest_prefix_wins() -> None:
     registry = ModelRegistry([("gpt-", ProviderName.OPENAI), ("gpt-oss-", ProviderName.GEMINI)])
 
     assert registry.provider_for("gpt-oss-20b") is ProviderName.GEMINI
-    assert registry.provider_for("gpt-4.1") is ProviderName.OPENAI
+    assert registry.provider_for("gpt-5.4") is ProviderName.OPENAI
     assert registry.provider_for("llama-3") is None
 
 
@@ -52,8 +52,8 @@ def test_redactor_scrubs_configured_secrets_of_any_shape() -> None:
 
 
 def test_fallbacks_are_read_from_json_in_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LLM_FALLBACKS", '{"claude-3-5-sonnet-20241022": ["gpt-4.1", "gemini-1.5-pro"]}')
+    monkeypatch.setenv("LLM_FALLBACKS", '{"claude-sonnet-4-6": ["gpt-5.4", "gemini-3.5-flash"]}')
 
     settings = Settings()
 
-    assert settings.llm_fallbacks == {"claude-3-5-sonnet-20241022": ("gpt-4.1", "gemini-1.5-pro")}
+    assert settings.llm_fallbacks == {"claude-sonnet-4-6": ("gpt-5.4", "gemini-3.5-flash")}

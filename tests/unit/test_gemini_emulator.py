@@ -12,7 +12,7 @@ import pytest
 from server.emulators.gemini import GeminiEmulator
 
 KEY = "AIzaTest0123456789abcdefghijklmn"
-MODEL = "gemini-2.0-flash-exp"
+MODEL = "gemini-3.1-flash-lite"
 
 
 @pytest.fixture

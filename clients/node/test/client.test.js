@@ -60,7 +60,7 @@ after(() => {
 
 test('complete returns content, usage and who served', async () => {
   const client = new LLMClient(target);
-  const reply = await client.complete('hello node', { model: 'gemini-2.0-flash-exp' });
+  const reply = await client.complete('hello node', { model: 'gemini-3.1-flash-lite' });
   assert.equal(reply.content, 'emulator reply: hello node');
   assert.equal(reply.provider, 'gemini');
   assert.equal(reply.usage.total_tokens, reply.usage.prompt_tokens + reply.usage.completion_tokens);
@@ -70,7 +70,7 @@ test('complete returns content, usage and who served', async () => {
 
 test('stream yields deltas as an async iterator, then exposes done', async () => {
   const client = new LLMClient(target);
-  const stream = client.stream('one two three', { model: 'claude-3-5-haiku-20241022' });
+  const stream = client.stream('one two three', { model: 'claude-haiku-4-5' });
   const deltas = [];
   for await (const delta of stream) deltas.push(delta);
   assert.equal(deltas.join(''), 'emulator reply: one two three');
@@ -82,7 +82,7 @@ test('stream yields deltas as an async iterator, then exposes done', async () =>
 
 test('a2a metadata reaches the provider as headers', async () => {
   const client = new LLMClient(target, { sourceAgent: 'node-agent', sessionId: 'node-session' });
-  const reply = await client.complete('hi', { model: 'gpt-4.1-mini', traceId: 'node-trace-1' });
+  const reply = await client.complete('hi', { model: 'gpt-5.4-mini', traceId: 'node-trace-1' });
   assert.equal(reply.trace_id, 'node-trace-1');
   const log = await (await fetch(`${emulatorUrl}/_emulator/requests`)).json();
   const seen = log.filter((r) => r.method === 'POST').at(-1).headers;
@@ -98,7 +98,7 @@ test('a model outside the allowlist is a typed error with the allowed models', a
     assert.ok(error instanceof LLMError);
     assert.equal(error.codeName, 'PERMISSION_DENIED');
     assert.equal(error.reason, 'MODEL_NOT_ALLOWED');
-    assert.ok(error.errorMetadata.allowed_models.split(',').includes('gpt-4.1-mini'));
+    assert.ok(error.errorMetadata.allowed_models.split(',').includes('gpt-5.4-mini'));
     return true;
   });
   client.close();
@@ -106,7 +106,7 @@ test('a model outside the allowlist is a typed error with the allowed models', a
 
 test('a rate limit is a typed error with the retry delay', async () => {
   const client = new LLMClient(target);
-  await assert.rejects(client.complete('hi [[emulate: status=429 retry_after=7]]', { model: 'gpt-4.1-mini' }), (error) => {
+  await assert.rejects(client.complete('hi [[emulate: status=429 retry_after=7]]', { model: 'gpt-5.4-mini' }), (error) => {
     assert.equal(error.codeName, 'RESOURCE_EXHAUSTED');
     assert.equal(error.reason, 'PROVIDER_RATE_LIMITED');
     assert.equal(error.retryDelaySeconds, 7);
@@ -117,7 +117,7 @@ test('a rate limit is a typed error with the retry delay', async () => {
 
 test('an invalid request lists its field violations', async () => {
   const client = new LLMClient(target);
-  await assert.rejects(client.complete('hi', { model: 'gpt-4.1-mini', temperature: 5 }), (error) => {
+  await assert.rejects(client.complete('hi', { model: 'gpt-5.4-mini', temperature: 5 }), (error) => {
     assert.equal(error.codeName, 'INVALID_ARGUMENT');
     assert.deepEqual(error.fieldViolations.map((v) => v.field), ['temperature']);
     return true;
@@ -127,7 +127,7 @@ test('an invalid request lists its field violations', async () => {
 
 test('the deadline expires as DEADLINE_EXCEEDED', async () => {
   const client = new LLMClient(target);
-  const stream = client.stream('a b c [[emulate: token_delay_ms=400]]', { model: 'gpt-4.1-mini', timeoutMs: 300 });
+  const stream = client.stream('a b c [[emulate: token_delay_ms=400]]', { model: 'gpt-5.4-mini', timeoutMs: 300 });
   await assert.rejects(async () => {
     for await (const _ of stream) { /* drain */ }
   }, (error) => {

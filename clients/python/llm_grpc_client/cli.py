@@ -1,6 +1,6 @@
 """`llm-grpc`: call the gateway from a terminal. Streamed tokens print as they arrive.
 
-    llm-grpc stream "Tell me a joke" --model claude-3-5-haiku-20241022
+    llm-grpc stream "Tell me a joke" --model claude-haiku-4-5
     echo "Summarise this" | llm-grpc complete --json
     llm-grpc models
     llm-grpc health

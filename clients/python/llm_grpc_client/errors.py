@@ -59,7 +59,11 @@ _BY_CODE: dict[grpc.StatusCode, type[LLMError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceeded,
     grpc.StatusCode.INTERNAL: ProviderError,
 }
-_BY_REASON: dict[str, type[LLMError]] = {"MODEL_NOT_ALLOWED": ModelNotAllowed}
+_BY_REASON: dict[str, type[LLMError]] = {
+    "MODEL_NOT_ALLOWED": ModelNotAllowed,
+    # UNAVAILABLE since the gateway stopped calling a refused key INTERNAL: still the operator's problem.
+    "PROVIDER_AUTH_FAILED": ProviderError,
+}
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> LLMError:
