@@ -206,4 +206,10 @@ def test_the_redis_for_shared_limits_is_reachable_where_the_docs_say() -> None:
     assert service["spec"]["ports"][0]["port"] == 6379
     assert service["spec"]["selector"].items() <= redis["spec"]["template"]["metadata"]["labels"].items()
     assert "noeviction" in container["args"]
+    policy = _one("NetworkPolicy", "llm-grpc-redis")
+    gateway_labels = _one("Deployment", "llm-grpc")["spec"]["template"]["metadata"]["labels"]
+    assert (
+        policy["spec"]["ingress"][0]["from"][0]["podSelector"]["matchLabels"].items()
+        <= gateway_labels.items()
+    )
     assert "redis://llm-grpc-redis:6379/0" in (MANIFESTS.parents[2] / "docs" / "limits.md").read_text()
