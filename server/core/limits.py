@@ -287,6 +287,7 @@ class Limiter:
         self._on_unavailable = on_unavailable
         self._on_budget = on_budget
         self._settling: set[asyncio.Task[None]] = set()
+        self._releasing: set[asyncio.Task[None]] = set()
 
     @property
     def active(self) -> bool:
@@ -444,8 +445,8 @@ class Limiter:
             # Given up: the charges stay until their windows end (the safe side), the lease mark lapses.
 
         task = asyncio.ensure_future(release())
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     async def standing(self, identity: str, roles: Sequence[str], model: str, tier: str) -> list[Standing]:
         """Where the caller stands against each limit that applies to `model`."""
@@ -480,8 +481,11 @@ class Limiter:
         ]
 
     async def aclose(self) -> None:
-        if self._settling:
-            await asyncio.gather(*self._settling, return_exceptions=True)
+        """Finish the settlements under way; stop retrying to give back lost reservations (they stay
+        charged until their windows end: the safe side)."""
+        for task in self._releasing:
+            task.cancel()
+        await asyncio.gather(*self._settling, *self._releasing, return_exceptions=True)
         await self._store.aclose()
 
 
