@@ -22,6 +22,7 @@ import pytest
 import redis.asyncio as redis
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
+from llm_grpc_client import AsyncLLMClient, QuotaExceeded
 from pydantic import SecretStr
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
@@ -619,3 +620,19 @@ async def test_a_fallback_models_own_limits_apply_when_it_serves_and_are_given_b
     details = details_of(caught.value)
     assert details.reason == "RATE_LIMIT_EXCEEDED"
     assert details.metadata["scope"] == f"model:{fallback}"
+
+
+async def test_the_python_client_reads_quotas_and_raises_quota_exceeded(limited: Callable[..., Any]) -> None:
+    app: App = await limited({"default": {"requests_per_minute": 1}}, clock=FakeClock())
+
+    async with AsyncLLMClient(f"127.0.0.1:{app.port}", source_agent="py-agent") as client:
+        await client.complete("hi", model=MODEL)
+        quota = await client.get_quota()
+        with pytest.raises(QuotaExceeded) as caught:
+            await client.complete("hi", model=MODEL)
+
+    assert quota.identity == "py-agent"
+    assert [(q.limit, q.used) for q in quota.quotas] == [(1, 1)]
+    assert caught.value.reason == "RATE_LIMIT_EXCEEDED"
+    assert caught.value.quota_violations == [("py-agent", "requests_per_minute of 1 for scope all")]
+    assert caught.value.retry_delay == pytest.approx(60.0)

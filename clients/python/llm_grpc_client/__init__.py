@@ -7,6 +7,7 @@ from llm_grpc_client.errors import (
     LLMError,
     ModelNotAllowed,
     ProviderError,
+    QuotaExceeded,
     RateLimited,
     Unavailable,
 )
@@ -19,6 +20,7 @@ __all__ = [
     "LLMError",
     "ModelNotAllowed",
     "ProviderError",
+    "QuotaExceeded",
     "RateLimited",
     "TokenStream",
     "Unavailable",

@@ -221,6 +221,16 @@ class AsyncLLMClient:
             raise from_rpc_error(error) from None
         return response
 
+    async def get_quota(self, model: str = "") -> llm_pb2.GetQuotaResponse:
+        """This caller's rate limits and budgets: limit, used, remaining, reset time (for `model`, or all)."""
+        try:
+            response: llm_pb2.GetQuotaResponse = await self._stub.GetQuota(
+                llm_pb2.GetQuotaRequest(model=model), metadata=self._metadata(None), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
 
 class LLMClient:
     """The blocking twin of AsyncLLMClient, for scripts and threads without an event loop."""
@@ -303,6 +313,18 @@ class LLMClient:
         try:
             response: llm_pb2.CheckHealthResponse = self._stub.CheckHealth(
                 llm_pb2.CheckHealthRequest(), metadata=self._context.metadata(None), timeout=self._timeout
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
+    def get_quota(self, model: str = "") -> llm_pb2.GetQuotaResponse:
+        """This caller's rate limits and budgets: limit, used, remaining, reset time (for `model`, or all)."""
+        try:
+            response: llm_pb2.GetQuotaResponse = self._stub.GetQuota(
+                llm_pb2.GetQuotaRequest(model=model),
+                metadata=self._context.metadata(None),
+                timeout=self._timeout,
             )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None

@@ -19,6 +19,8 @@ class LLMError(Exception):
     metadata: dict[str, str] = field(default_factory=dict)
     field_violations: list[tuple[str, str]] = field(default_factory=list)
     retry_delay: float | None = None
+    quota_violations: list[tuple[str, str]] = field(default_factory=list)
+    """google.rpc.QuotaFailure: (subject, description) pairs: who reached which limit."""
 
     def __str__(self) -> str:
         return f"{self.code.name}: {self.message}"
@@ -38,6 +40,11 @@ class ModelNotAllowed(LLMError):
 
 class RateLimited(LLMError):
     """The provider still rate-limits after the gateway's retries; wait `retry_delay` seconds."""
+
+
+class QuotaExceeded(RateLimited):
+    """The caller's own rate limit, concurrency limit or budget is used up (see `quota_violations`, and
+    GetQuota); wait `retry_delay` seconds."""
 
 
 class Unavailable(LLMError):
@@ -63,12 +70,18 @@ _BY_REASON: dict[str, type[LLMError]] = {
     "MODEL_NOT_ALLOWED": ModelNotAllowed,
     # UNAVAILABLE since the gateway stopped calling a refused key INTERNAL: still the operator's problem.
     "PROVIDER_AUTH_FAILED": ProviderError,
+    "RATE_LIMIT_EXCEEDED": QuotaExceeded,
+    "TOKEN_RATE_LIMIT_EXCEEDED": QuotaExceeded,
+    "CONCURRENCY_LIMIT_EXCEEDED": QuotaExceeded,
+    "BUDGET_EXCEEDED": QuotaExceeded,
+    "CALLER_CONCURRENCY_LIMIT": QuotaExceeded,
 }
 
 
 def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> LLMError:
     """The typed exception for a failed call, with every rich detail the status carried."""
     reason, metadata, violations, retry_delay = "", {}, [], None
+    quota: list[tuple[str, str]] = []
     status: status_pb2.Status | None = rpc_status.from_call(error)  # type: ignore[arg-type]
     for detail in status.details if status is not None else ():
         if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
@@ -79,6 +92,10 @@ def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> LLMError:
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations = [(v.field, v.description) for v in bad.field_violations]
+        elif detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR):
+            failure = error_details_pb2.QuotaFailure()
+            detail.Unpack(failure)
+            quota = [(v.subject, v.description) for v in failure.violations]
         elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
@@ -92,4 +109,5 @@ def from_rpc_error(error: grpc.aio.AioRpcError | grpc.RpcError) -> LLMError:
         metadata=metadata,
         field_violations=violations,
         retry_delay=retry_delay,
+        quota_violations=quota,
     )
