@@ -164,13 +164,17 @@ def _limits_problems(settings: Settings) -> list[str]:
     ]
 
 
-def build_limiter(settings: Settings, metrics: Metrics, clock: Callable[[], float] = time.time) -> Limiter:
-    """Caller limits on Redis when LLM_REDIS_URL is set (shared by every replica), else in process."""
-    store: LimitStore = (
-        RedisLimitStore(settings.llm_redis_url.get_secret_value(), settings.llm_redis_timeout)
-        if settings.llm_redis_url is not None
-        else MemoryLimitStore()
-    )
+def build_limit_store(settings: Settings) -> LimitStore:
+    """On Redis when LLM_REDIS_URL is set (shared by every replica), else in process."""
+    if settings.llm_redis_url is not None:
+        return RedisLimitStore(settings.llm_redis_url.get_secret_value(), settings.llm_redis_timeout)
+    return MemoryLimitStore()
+
+
+def build_limiter(
+    settings: Settings, metrics: Metrics, store: LimitStore, clock: Callable[[], float] = time.time
+) -> Limiter:
+    """The caller limits of LLM_LIMITS_FILE, counted in `store`."""
 
     def unavailable(error: BaseException) -> None:
         metrics.limit_store_errors.inc()
@@ -366,6 +370,7 @@ def build_app(
     providers: dict[ProviderName, Provider] | None = None,
     reuse_port: bool = False,
     clock: Callable[[], float] = time.time,
+    limit_store: LimitStore | None = None,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     needed = check_settings(settings)
@@ -374,7 +379,8 @@ def build_app(
     providers = providers if providers is not None else build_providers(settings, needed)
     redactor = redactor_for(settings)
     metrics = Metrics()
-    limiter = build_limiter(settings, metrics, clock)
+    store = limit_store if limit_store is not None else build_limit_store(settings)
+    limiter = build_limiter(settings, metrics, store, clock)
     circuit = CircuitBreaker(
         list(providers),
         settings.llm_circuit_failures,

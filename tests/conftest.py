@@ -13,6 +13,7 @@ import pytest
 from llm_grpc.v1 import llm_pb2_grpc
 from server.app import App, build_app
 from server.config import DEFAULT_ALLOWED_MODELS, Settings
+from server.core.limits import LimitStore
 from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.base import Emulator, RecordedRequest
 from server.emulators.gemini import GeminiEmulator
@@ -87,7 +88,10 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
     apps: list[App] = []
 
     async def start(
-        metrics_port: int | None = None, clock: Callable[[], float] = time.time, **overrides: Any
+        metrics_port: int | None = None,
+        clock: Callable[[], float] = time.time,
+        limit_store: LimitStore | None = None,
+        **overrides: Any,
     ) -> App:
         app = build_app(
             make_settings(emulators, **overrides),
@@ -95,6 +99,7 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
             port=0,
             metrics_port=metrics_port,
             clock=clock,
+            limit_store=limit_store,
         )
         await app.start()
         apps.append(app)

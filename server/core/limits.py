@@ -25,10 +25,10 @@ import calendar
 import enum
 import math
 import uuid
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from server.core.errors import Code, GatewayError
 
@@ -288,6 +288,9 @@ class Limiter:
         self._on_budget = on_budget
         self._settling: set[asyncio.Task[None]] = set()
         self._releasing: set[asyncio.Task[None]] = set()
+        self._open_tickets = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @property
     def active(self) -> bool:
@@ -361,15 +364,17 @@ class Limiter:
         except asyncio.CancelledError:
             self._release(checks, lease)
             raise
-        if refusal is not None:
-            check = checks[refusal.index]
-            retry_after = refusal.retry_after
-            if check.kind in BUDGETS:
-                retry_after = max(0.0, check.expires_at - now)
-            refused = CallerLimitReached(identity, check, retry_after)
-            self._on_refused(refused)
-            raise refused
-        return Ticket(identity, tuple(checks), lease)
+        if refusal is None:
+            self._open_tickets += 1
+            self._idle.clear()
+            return Ticket(identity, tuple(checks), lease)
+        check = checks[refusal.index]
+        retry_after = refusal.retry_after
+        if check.kind in BUDGETS:
+            retry_after = max(0.0, check.expires_at - now)
+        refused = CallerLimitReached(identity, check, retry_after)
+        self._on_refused(refused)
+        raise refused
 
     async def settle(
         self, ticket: Ticket | None, tokens: int, micro_usd: int, served: Collection[str] = ("all",)
@@ -415,9 +420,7 @@ class Limiter:
 
     async def _settle_once(self, ticket: Ticket, deltas: list[int]) -> None:
         ticket.settled = True
-        task = asyncio.ensure_future(self._settle(ticket, deltas))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        task = self._background(self._settling, self._settle(ticket, deltas))
         await asyncio.shield(task)
 
     async def _settle(self, ticket: Ticket, deltas: list[int]) -> None:
@@ -426,6 +429,8 @@ class Limiter:
         except StoreUnavailable as error:  # the leases lapse by themselves; budgets keep the reservation
             self._on_unavailable(error)
             return
+        finally:
+            self._open_tickets -= 1
         for check, amount in zip(ticket.checks, spent, strict=True):
             if check.kind in BUDGETS and check.scope == "all":
                 self._on_budget(ticket.identity, check, amount)
@@ -444,9 +449,28 @@ class Limiter:
                     return
             # Given up: the charges stay until their windows end (the safe side), the lease mark lapses.
 
-        task = asyncio.ensure_future(release())
-        self._releasing.add(task)
-        task.add_done_callback(self._releasing.discard)
+        self._background(self._releasing, release())
+
+    def _background(
+        self, tasks: set[asyncio.Task[None]], work: Coroutine[Any, Any, None]
+    ) -> asyncio.Task[None]:
+        """Run `work` to its end whatever happens to the caller's task, kept in `tasks` until done."""
+        task = asyncio.ensure_future(work)
+        tasks.add(task)
+        self._idle.clear()
+
+        def done(finished: asyncio.Task[None]) -> None:
+            tasks.discard(finished)
+            if not self._open_tickets and not self._settling and not self._releasing:
+                self._idle.set()
+
+        task.add_done_callback(done)
+        return task
+
+    async def idle(self) -> None:
+        """Return once every reservation made so far is settled or given back (tests and shutdown wait on
+        this, instead of on time)."""
+        await self._idle.wait()
 
     async def standing(self, identity: str, roles: Sequence[str], model: str, tier: str) -> list[Standing]:
         """Where the caller stands against each limit that applies to `model`."""

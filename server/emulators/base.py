@@ -196,6 +196,8 @@ class Emulator:
     """time.monotonic() of each streaming response's end (finished, failed, or the client went away)."""
     served_as: dict[str, str] = field(default_factory=dict)
     """The model the response names for a requested one (a dated snapshot of an alias); tests may add."""
+    _recorded: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set at each recorded request, so a test can wait for one instead of polling."""
 
     def __post_init__(self) -> None:
         self.served_as = {**self.default_snapshots(), **self.served_as}
@@ -269,7 +271,14 @@ class Emulator:
                 body=body,
             )
         )
+        self._recorded.set()
         return body
+
+    async def wait_for_requests(self, count: int, method: str = "POST") -> None:
+        """Return once `count` requests with `method` have been recorded (tests wait on this)."""
+        while sum(r.method == method for r in self.requests) < count:
+            self._recorded.clear()
+            await self._recorded.wait()
 
     def should_fail(self, request: web.Request, directives: Directives) -> bool:
         """Whether the directive's `status` or `fail` applies to this request (honouring `times` per

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
-from tests.integration.test_startup import BASE_ENV, _free_port
+from tests.integration.test_startup import BASE_ENV
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "150"))
 INT32 = st.integers(min_value=-(2**31), max_value=2**31 - 1)
@@ -45,15 +46,31 @@ METADATA = st.lists(
 
 
 def _server(log_path: Path, *args: str, env: dict[str, str] | None = None) -> Iterator[grpc.Channel]:
-    """A real `llm-gateway serve` process and a blocking channel to it, ready."""
-    port = _free_port()
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--port", str(port), "--metrics-port", "-1", *args],
-            env=BASE_ENV | {"LLM_LOG_LEVEL": "error", "LLM_MAX_RETRIES": "0"} | (env or {}),
-            stderr=log_file,
-        )
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=[("grpc.max_send_message_length", 64 << 20)])
+    """A real `llm-gateway serve` process on a port it picks itself (0), and a blocking channel to it."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "server", "serve", "--port", "0", "--metrics-port", "-1", *args],
+        env=BASE_ENV | {"LLM_LOG_LEVEL": "info", "LLM_MAX_RETRIES": "0"} | (env or {}),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    address: list[str] = []
+    ready = threading.Event()
+
+    def drain() -> None:
+        """Copy the server's log to a file (a full pipe would block it); note the address it serves on."""
+        assert process.stderr is not None
+        with log_path.open("w") as log:
+            for line in process.stderr:
+                log.write(line)
+                if not address and '"serving"' in line:
+                    address.append(json.loads(line)["address"])
+                    ready.set()
+        ready.set()  # the process ended
+
+    threading.Thread(target=drain, daemon=True).start()
+    assert ready.wait(60), "the gateway did not start within 60 s"
+    assert address, f"the gateway exited during start:\n{log_path.read_text()}"
+    channel = grpc.insecure_channel(address[0], options=[("grpc.max_send_message_length", 64 << 20)])
     grpc.channel_ready_future(channel).result(timeout=30)
     yield channel
     channel.close()

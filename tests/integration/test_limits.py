@@ -12,14 +12,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
 import jwt
 import pytest
-import redis.asyncio as redis
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 from llm_grpc_client import AsyncLLMClient, QuotaExceeded
@@ -28,8 +27,9 @@ from pydantic import SecretStr
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App, ConfigError, check_settings
 from server.config import DEFAULT_CATALOGUE, Settings, load_catalogue
-from server.core.limits import prompt_token_bound
+from server.core.limits import Check, Refusal, StoreUnavailable, prompt_token_bound
 from server.core.types import Usage
+from server.limits.redis_store import RedisLimitStore
 from tests.conftest import MODELS, Emulators
 from tests.helpers import details_of, user
 
@@ -67,7 +67,6 @@ class RedisServer:
             [
                 *(self._binary, "--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"),
                 *("--save", "", "--appendonly", "no", "--dir", str(self._dir)),
-                *("--enable-debug-command", "local"),  # DEBUG SLEEP: a Redis that answers too late
             ],
             stdout=subprocess.PIPE,
             text=True,
@@ -259,21 +258,20 @@ async def test_concurrent_calls_are_capped_per_identity_and_freed_when_calls_end
         other = await _complete(app, "agent-b")
         for call in held:
             call.cancel()
-        await _until_no_calls_in_flight(app, "agent-a")
+        await _settled(app, "agent-a", reserved=0)
         after = await _complete(app, "agent-a")
 
     assert refused.reason == "CONCURRENCY_LIMIT_EXCEEDED"
     assert other.content == after.content == "emulator reply: hi"
 
 
-async def _until_no_calls_in_flight(app: App, agent: str) -> None:
-    """Wait until the gateway has ended the caller's cancelled calls, asking GetQuota (no sleeping)."""
-    for _ in range(10_000):
-        quota = await _quota(app, agent)
-        if all(q.used == 0 for q in quota.quotas if q.kind == llm_pb2.QUOTA_KIND_CONCURRENT_CALLS):
-            return
-        await asyncio.sleep(0)
-    pytest.fail("the cancelled calls still hold their concurrency leases")
+async def _settled(app: App, agent: str, reserved: int) -> None:
+    """Wait until the gateway has settled every reservation (the cancelled calls' included): on the
+    limiter's own signal, then its count of calls in flight must be `reserved`."""
+    await asyncio.wait_for(app.limiter.idle(), 30)
+    quota = await _quota(app, agent)
+    in_flight = [q.used for q in quota.quotas if q.kind == llm_pb2.QUOTA_KIND_CONCURRENT_CALLS]
+    assert in_flight == [reserved]
 
 
 def _worst_case_usd(max_tokens: int, text: str = "hi") -> float:
@@ -495,25 +493,34 @@ async def test_redis_down_fails_closed_and_recovers_by_itself(
     assert apps[1].metrics.registry.get_sample_value("llm_limit_store_errors_total") >= 1
 
 
-async def test_a_reservation_whose_answer_came_too_late_is_given_back(
-    replicas: Callable[..., Any], redis_server: RedisServer
+class AnswerLost(RedisLimitStore):
+    """The real Redis store, whose first reservation runs on Redis but whose answer never arrives (as when
+    Redis answers after LLM_REDIS_TIMEOUT)."""
+
+    lost = False
+
+    async def reserve(self, checks: Sequence[Check], lease: str, now: float, until: float) -> Refusal | None:
+        refusal = await super().reserve(checks, lease, now, until)
+        if not self.lost:
+            self.lost = True
+            raise StoreUnavailable("redis: TimeoutError")
+        return refusal
+
+
+async def test_a_reservation_whose_answer_was_lost_is_given_back(
+    start_gateway: Callable[..., Any], redis_server: RedisServer, tmp_path: Path
 ) -> None:
-    apps = await replicas({"default": {"requests_per_minute": 1}}, FakeClock(), llm_redis_timeout=0.1)
-    blocker = redis.Redis.from_url(redis_server.url)
-    asleep = asyncio.create_task(blocker.execute_command("DEBUG", "SLEEP", "0.5"))  # type: ignore[no-untyped-call]
-    await asyncio.sleep(0.05)  # ordering only: DEBUG SLEEP first, then the call that Redis answers late
+    app: App = await start_gateway(
+        clock=FakeClock(),
+        llm_limits_file=_policy(tmp_path, {"default": {"requests_per_minute": 1}}),
+        limit_store=AnswerLost(redis_server.url, 1.0),
+    )
 
-    late = details_of(await _refused(apps[0], "agent-a"))
-    await asleep
-    await blocker.aclose()
-    for _ in range(200):  # the gateway gives the lost reservation back in the background
-        rpm = (await _quota(apps[0], "agent-a")).quotas[0]
-        if rpm.used == 0:
-            break
-        await asyncio.sleep(0.05)
-    served = await _complete(apps[1], "agent-a")
+    lost = details_of(await _refused(app, "agent-a"))
+    await asyncio.wait_for(app.limiter.idle(), 30)  # the gateway gives it back in the background
+    served = await _complete(app, "agent-a")
 
-    assert late.reason == "LIMITS_UNAVAILABLE"
+    assert lost.reason == "LIMITS_UNAVAILABLE"
     assert served.content == "emulator reply: hi"
 
 

@@ -178,11 +178,7 @@ async def _start_unread_streams(
     once the provider has received each (so each holds an admission slot)."""
     request = llm_pb2.StreamRequest(model=MODELS["openai"], messages=user(_LARGE_REPLY))
     calls = [stub.Stream(request) for _ in range(count)]
-    for _ in range(200):
-        if len(emulators.completions("openai")) == count:
-            break
-        await asyncio.sleep(0.05)
-    assert len(emulators.completions("openai")) == count
+    await asyncio.wait_for(emulators.openai.wait_for_requests(count), 30)
     return calls
 
 
