@@ -139,9 +139,7 @@ class Gateway:
 
     def _allowed(self, ctx: RequestContext | None) -> tuple[str, ...]:
         """The allowlist, narrowed by the caller's roles when they narrow it."""
-        if ctx is None or ctx.models is None:
-            return self.allowlist.models
-        return tuple(m for m in self.allowlist.models if m in ctx.models)
+        return self.allowlist.allowed_for(ctx.models if ctx is not None else None)
 
     async def complete(
         self, draft: DraftRequest, ctx: RequestContext, time_remaining: float | None
@@ -341,15 +339,11 @@ class Gateway:
             tier = Tier(draft.tier) if draft.tier else TIER_FOR_COMPLEXITY[Complexity(draft.complexity)]
             return self.select(tier, ctx).model.id
         try:
-            model = self.allowlist.resolve(draft.model)
-            if ctx.models is not None and model not in ctx.models:
-                raise ModelNotAllowed(model, ())
-            return model
-        except ModelNotAllowed as refused:
+            return self.allowlist.resolve(draft.model, ctx.models)
+        except ModelNotAllowed:
             self._metrics.governance_violation(draft.model, ctx.source_agent)
             log.warning("governance.violation", model=draft.model, source_agent=ctx.source_agent)
-            # Name only what this caller may use, never the rest of the allowlist.
-            raise ModelNotAllowed(refused.model, self._allowed(ctx)) from None
+            raise
 
     async def _reserve(
         self, ctx: RequestContext, candidates: list[tuple[ChatRequest, Provider]]

@@ -13,10 +13,14 @@ class Allowlist:
         self.default_model = default_model
         self._allowed = frozenset(self.models)
 
-    def resolve(self, model: str) -> str:
-        """The model to use for a request: the default for an empty name; refused when not allowed."""
-        if not model:
-            return self.default_model
-        if model not in self._allowed:
-            raise ModelNotAllowed(model, self.models)
-        return model
+    def allowed_for(self, models: frozenset[str] | None) -> tuple[str, ...]:
+        """The allowlist, narrowed to `models` (what a caller's roles allow) when given."""
+        return self.models if models is None else tuple(m for m in self.models if m in models)
+
+    def resolve(self, model: str, models: frozenset[str] | None) -> str:
+        """The model to use for a request: the default for an empty name. Refused when it is outside the
+        allowlist or the caller's `models`, naming only what this caller may use."""
+        chosen = model or self.default_model
+        if chosen not in self._allowed or (models is not None and chosen not in models):
+            raise ModelNotAllowed(chosen, self.allowed_for(models))
+        return chosen
