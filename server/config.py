@@ -146,6 +146,8 @@ class Settings(BaseSettings):
     """With Redis unreachable, admit calls unlimited instead of refusing them (UNAVAILABLE)."""
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
     llm_log_format: Literal["json", "console"] = "json"
+    llm_event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    """`auto`: uvloop when installed (more throughput under load, docs/benchmarks.md), else asyncio's."""
 
     @field_validator("allowed_models", mode="before")
     @classmethod
