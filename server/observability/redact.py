@@ -24,13 +24,29 @@ _LABELLED = re.compile(
 )
 
 
+# Every match of the two patterns above contains one of these (lower-cased): text without any of them
+# and without a configured secret has nothing to redact, which is found without running the patterns.
+_TRIGGERS = ("sk-", "aiza", "bearer", "key", "authorization")
+
+
 class Redactor:
     """Replaces configured secret values and anything shaped like a provider key with [REDACTED]."""
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         self._secrets = tuple(sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True))
 
+    def clean(self, text: str) -> bool:
+        """Whether `text` certainly holds nothing to redact: no configured secret, and none of the
+        substrings every key shape or credential label contains. A few substring scans instead of the
+        patterns (a log line's values: ~1 µs instead of ~20 µs)."""
+        lowered = text.lower()
+        return not any(trigger in lowered for trigger in _TRIGGERS) and not any(
+            secret in text for secret in self._secrets
+        )
+
     def __call__(self, text: str) -> str:
+        if self.clean(text):
+            return text
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)
