@@ -19,6 +19,7 @@ class CallRecord:
 
     __slots__ = (
         "_metrics",
+        "_series",
         "first_token_ms",
         "method",
         "model",
@@ -38,7 +39,8 @@ class CallRecord:
         self.first_token_ms: float | None = None
         self.provider_s = 0.0
         """Seconds spent waiting on the provider (attempts and retry waits): not gateway overhead."""
-        metrics.active.labels(provider).inc()
+        self._series = metrics.series(provider, model, method)
+        self._series.active.inc()
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
@@ -58,25 +60,21 @@ class CallRecord:
 
     def first_token(self) -> None:
         self.first_token_ms = self.elapsed_ms()
-        self._metrics.time_to_first_token.labels(self.provider, self.model).observe(
-            self.first_token_ms / 1000
-        )
-        self._metrics.overhead.labels(self.method).observe(
-            max(0.0, self.first_token_ms / 1000 - self.provider_s)
-        )
+        self._series.time_to_first_token.observe(self.first_token_ms / 1000)
+        self._series.overhead.observe(max(0.0, self.first_token_ms / 1000 - self.provider_s))
 
     def succeed(self, usage: Usage, cost_usd: float, served_model: str = "", request_id: str = "") -> None:
         """`served_model` and `request_id`: what the provider says served the call, and its id for it."""
         elapsed_ms = self.elapsed_ms()
-        m = self._metrics
-        m.active.labels(self.provider).dec()
-        m.requests.labels(self.provider, self.model, self.method, "OK").inc()
-        m.duration.labels(self.provider, self.model, self.method).observe(elapsed_ms / 1000)
-        m.tokens.labels(self.provider, self.model, "prompt").inc(usage.prompt_tokens)
-        m.tokens.labels(self.provider, self.model, "completion").inc(usage.completion_tokens)
-        m.cost.labels(self.provider, self.model).inc(cost_usd)
+        series = self._series
+        series.active.dec()
+        series.ok.inc()
+        series.duration.observe(elapsed_ms / 1000)
+        series.prompt_tokens.inc(usage.prompt_tokens)
+        series.completion_tokens.inc(usage.completion_tokens)
+        series.cost.inc(cost_usd)
         if self.first_token_ms is None:  # unary: all of the call but the provider's part
-            m.overhead.labels(self.method).observe(max(0.0, elapsed_ms / 1000 - self.provider_s))
+            series.overhead.observe(max(0.0, elapsed_ms / 1000 - self.provider_s))
         log.info(
             "llm.call",
             method=self.method,
@@ -102,9 +100,9 @@ class CallRecord:
         else:
             status, error_type, message = "INTERNAL", "internal", type(error).__name__
         m = self._metrics
-        m.active.labels(self.provider).dec()
+        self._series.active.dec()
         m.requests.labels(self.provider, self.model, self.method, status).inc()
-        m.duration.labels(self.provider, self.model, self.method).observe(elapsed_ms / 1000)
+        self._series.duration.observe(elapsed_ms / 1000)
         m.errors.labels(self.provider, self.model, error_type).inc()
         log.warning(
             "llm.call",
