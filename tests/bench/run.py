@@ -77,9 +77,11 @@ class Plan:
     """What the gateway variants (asyncio loop, 2 workers) run each round."""
     many_streams: int
     warmup: int
+    variants: bool = True
+    """Whether to run the gateway variants (asyncio loop, 2 workers) beside the main one."""
 
 
-def plan(scale: float, rounds: int, many_streams: int) -> Plan:
+def plan(scale: float, rounds: int, many_streams: int, variants: bool = True) -> Plan:
     def n(calls: int) -> int:
         return max(8, int(calls * scale))
 
@@ -96,6 +98,7 @@ def plan(scale: float, rounds: int, many_streams: int) -> Plan:
         variant_scenarios=("unary_c8", "unary_c64"),
         many_streams=many_streams,
         warmup=n(100),
+        variants=variants,
     )
 
 
@@ -108,6 +111,11 @@ class Server:
     def __init__(self, name: str, process: subprocess.Popen[Any]) -> None:
         self.name = name
         self.process = process
+        self._cpu_at_stop: float | None = None
+
+    def spent(self) -> float:
+        """CPU seconds used since start, also once stopped."""
+        return self._cpu_at_stop if self._cpu_at_stop is not None else self.cpu_seconds()
 
     def pids(self) -> list[int]:
         found, todo = [], [self.process.pid]
@@ -135,6 +143,8 @@ class Server:
         return total * PAGE / 2**20
 
     def stop(self) -> None:
+        if self._cpu_at_stop is None:
+            self._cpu_at_stop = self.cpu_seconds()
         if self.process.poll() is None:
             self.process.terminate()
             try:
@@ -338,35 +348,31 @@ async def many_streams(target: Target, server: Server, count: int) -> dict[str, 
 
 async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
     started = time.time()
-    busy_before, wall_before = busy_seconds(), time.monotonic()
+    busy_before, own_before, wall_before = busy_seconds(), _own_cpu(), time.monotonic()
     emulators, urls = start_emulators()
     floor, floor_address = start_floor()
     servers: list[Server] = [emulators, floor]
     log = (workdir / "gateways.log").open("wb")
     env = gateway_env(urls, the_plan.many_streams)
     targets: dict[str, Target] = {}
+    server_of: dict[str, Server] = {"floor": floor}
     try:
-        with reserved_port() as p1, reserved_port() as p2, reserved_port() as p3:
-            gateway, address = start_gateway("gateway", env, p1, log)
-            asyncio_gw, asyncio_address = start_gateway("gateway_asyncio", env, p2, log, loop="asyncio")
-            workers_gw, workers_address = start_gateway("gateway_2_workers", env, p3, log, workers=2)
-            servers += [gateway, asyncio_gw, workers_gw]
-            await wait_serving(address)
-            await wait_serving(asyncio_address)
-            await wait_serving(workers_address, workers=2)
-        targets = {
-            "sdk": SdkTarget(urls["openai"], KEY),
-            "floor": GrpcTarget(floor_address),
-            "gateway": GrpcTarget(address),
-            "gateway_asyncio": GrpcTarget(asyncio_address),
-            "gateway_2_workers": GrpcTarget(workers_address),
-        }
-        server_of = {
-            "floor": floor,
-            "gateway": gateway,
-            "gateway_asyncio": asyncio_gw,
-            "gateway_2_workers": workers_gw,
-        }
+        variants = (
+            {"gateway_asyncio": {"loop": "asyncio"}, "gateway_2_workers": {"workers": 2}}
+            if the_plan.variants
+            else {}
+        )
+        addresses: dict[str, str] = {}
+        with contextlib.ExitStack() as ports:
+            for name, options in {"gateway": {}, **variants}.items():
+                port = ports.enter_context(reserved_port())
+                server_of[name], addresses[name] = start_gateway(name, env, port, log, **options)  # type: ignore[arg-type]
+                servers.append(server_of[name])
+            for name, address in addresses.items():
+                await wait_serving(address, workers=2 if name == "gateway_2_workers" else 1)
+        targets = {"sdk": SdkTarget(urls["openai"], KEY), "floor": GrpcTarget(floor_address)}
+        targets |= {name: GrpcTarget(address) for name, address in addresses.items()}
+        gateway = server_of["gateway"]
         by_name = {s.name: s for s in the_plan.scenarios}
         # Warm every side: connections, caches, the SDK's lazy imports.
         for target in targets.values():
@@ -388,9 +394,10 @@ async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
                     await measure(side, targets[side], by_name[name], server_of.get(side), measured)
             print(f"round {round_index + 1}/{the_plan.rounds} done", file=sys.stderr, flush=True)
         rss = {name: server.rss_mb() for name, server in server_of.items()}
-        for name in ("gateway_asyncio", "gateway_2_workers"):
+        for name in variants:
             server_of[name].stop()
         streams = await many_streams(targets["gateway"], gateway, the_plan.many_streams)
+        ours = sum(server.spent() for server in servers) + _own_cpu() - own_before
     finally:
         for target in targets.values():
             await target.aclose()
@@ -403,6 +410,7 @@ async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": wall,
         "machine_busy_cores": (busy_seconds() - busy_before) / wall,
+        "other_processes_cores": max(0.0, busy_seconds() - busy_before - ours) / wall,
         "plan": {
             "rounds": the_plan.rounds,
             "scenarios": [s.__dict__ for s in the_plan.scenarios],
@@ -458,10 +466,11 @@ def figures(raw: dict[str, Any]) -> dict[str, Any]:
         "cpu_per_unary_call_c64": stats.ratio(cpu["gateway"]["unary_c64"], cpu["floor"]["unary_c64"]),
         "cpu_per_stream_c8": stats.ratio(cpu["gateway"]["stream_c8"], cpu["floor"]["stream_c8"]),
         "cpu_per_streamed_token": stats.ratio(per_token["gateway"], per_token["floor"]),
-        "cpu_per_unary_call_c8_asyncio_vs_uvloop": stats.ratio(
-            cpu["gateway_asyncio"]["unary_c8"], cpu["gateway"]["unary_c8"]
-        ),
     }
+    if "gateway_asyncio" in cpu:
+        out["ratios"]["cpu_per_unary_call_c8_asyncio_vs_uvloop"] = stats.ratio(
+            cpu["gateway_asyncio"]["unary_c8"], cpu["gateway"]["unary_c8"]
+        )
     for side, by_scenario in m.throughput.items():
         for scenario, values in by_scenario.items():
             out["throughput"].setdefault(side, {})[scenario] = stats.per_round(values)
@@ -508,7 +517,9 @@ def report(raw: dict[str, Any], fig: dict[str, Any]) -> str:
         f"grpcio {mach['grpcio']}. Load average {mach['load_average_at_start'][0]:.2f} at start, "
         f"{mach['load_average_at_end'][0]:.2f} at end; the whole machine was busy "
         f"{raw['machine_busy_cores']:.2f} cores on average during the run "
-        f"({raw['seconds']:.0f} s, {raw['plan']['rounds']} alternating rounds).",
+        f"({raw['seconds']:.0f} s, {raw['plan']['rounds']} alternating rounds), "
+        f"{raw['other_processes_cores']:.2f} of them processes other than this benchmark's"
+        + (" (figures are contaminated by that load)." if raw["other_processes_cores"] > 0.2 else "."),
         "",
         "Figures: value [95% bootstrap interval]; `noise (why)` where the spread makes it meaningless.",
         "",
@@ -590,6 +601,8 @@ def report(raw: dict[str, Any], fig: dict[str, Any]) -> str:
         ("gateway_asyncio", "asyncio loop, 1 worker"),
         ("gateway_2_workers", "uvloop, 2 workers"),
     ):
+        if side not in cpu:
+            continue
         lines.append(
             f"| {label} | {cpu[side]['unary_c8_per_call'].show()} | "
             f"{fig['throughput'][side]['unary_c64'].show(1.0, '/s', 0)} |"
@@ -609,8 +622,12 @@ def report(raw: dict[str, Any], fig: dict[str, Any]) -> str:
         f"- Gateway RSS: {streams['rss_idle_mb']:.0f} MB before, {streams['rss_peak_mb']:.0f} MB peak.",
         f"- Time to first token p50 {streams['ttft_p50_s'] * 1000:.0f} ms, "
         f"p99 {streams['ttft_p99_s'] * 1000:.0f} ms (the load generator shares the 2 cores).",
-        f"- RSS after the rounds: gateway {rss['gateway']:.0f} MB, floor {rss['floor']:.0f} MB, "
-        f"2 workers together {rss['gateway_2_workers']:.0f} MB.",
+        f"- RSS after the rounds: gateway {rss['gateway']:.0f} MB, floor {rss['floor']:.0f} MB"
+        + (
+            f", 2 workers with their supervisor {rss['gateway_2_workers']:.0f} MB."
+            if "gateway_2_workers" in rss
+            else "."
+        ),
         "",
         f"Errors during the rounds: {json.dumps(raw['measured'].errors)}.",
     ]
@@ -643,8 +660,11 @@ def main() -> None:
     parser.add_argument("--streams", type=int, default=5000, help="concurrent streams of the memory test")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument(
+        "--no-variants", action="store_true", help="skip the asyncio-loop and 2-worker gateways"
+    )
     args = parser.parse_args()
-    the_plan = plan(args.scale, args.rounds, args.streams)
+    the_plan = plan(args.scale, args.rounds, args.streams, variants=not args.no_variants)
     with (
         tempfile.TemporaryDirectory() as workdir,
         asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
