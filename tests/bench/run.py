@@ -357,7 +357,7 @@ async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
     targets: dict[str, Target] = {}
     server_of: dict[str, Server] = {"floor": floor}
     try:
-        variants = (
+        variants: dict[str, dict[str, Any]] = (
             {"gateway_asyncio": {"loop": "asyncio"}, "gateway_2_workers": {"workers": 2}}
             if the_plan.variants
             else {}
@@ -366,7 +366,7 @@ async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
         with contextlib.ExitStack() as ports:
             for name, options in {"gateway": {}, **variants}.items():
                 port = ports.enter_context(reserved_port())
-                server_of[name], addresses[name] = start_gateway(name, env, port, log, **options)  # type: ignore[arg-type]
+                server_of[name], addresses[name] = start_gateway(name, env, port, log, **options)
                 servers.append(server_of[name])
             for name, address in addresses.items():
                 await wait_serving(address, workers=2 if name == "gateway_2_workers" else 1)
