@@ -41,6 +41,9 @@ def _usage(prompt: str, tokens: int) -> llm_pb2.Usage:
 
 
 class Floor(llm_pb2_grpc.LLMServiceServicer):
+    def __init__(self, writer: bool = False) -> None:
+        self._writer = writer
+
     async def Complete(
         self, request: llm_pb2.CompleteRequest, context: ServicerContext
     ) -> llm_pb2.CompleteResponse:
@@ -61,8 +64,12 @@ class Floor(llm_pb2_grpc.LLMServiceServicer):
         self, request: llm_pb2.StreamRequest, context: ServicerContext
     ) -> AsyncIterator[llm_pb2.StreamResponse]:
         tokens = _reply_tokens(request)
-        for token in tokens:
-            yield llm_pb2.StreamResponse(delta=token)
+        if self._writer:  # the gateway's way: context.write, awaited (see LLMServicer.Stream)
+            for token in tokens:
+                await context.write(llm_pb2.StreamResponse(delta=token))
+        else:
+            for token in tokens:
+                yield llm_pb2.StreamResponse(delta=token)
         yield llm_pb2.StreamResponse(
             done=llm_pb2.StreamDone(
                 usage=_usage(request.messages[-1].content, len(tokens)),
@@ -78,10 +85,10 @@ class Floor(llm_pb2_grpc.LLMServiceServicer):
         )
 
 
-async def _serve(loop_name: str) -> None:
+async def _serve(writer: bool) -> None:
     server = grpc.aio.server()
     # The other methods answer UNIMPLEMENTED (the generated base class); the stubs call them abstract.
-    llm_pb2_grpc.add_LLMServiceServicer_to_server(Floor(), server)  # type: ignore[abstract]
+    llm_pb2_grpc.add_LLMServiceServicer_to_server(Floor(writer), server)  # type: ignore[abstract]
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     print(port, flush=True)
@@ -95,6 +102,7 @@ async def _serve(loop_name: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--writer", action="store_true", help="stream deltas with context.write")
     args = parser.parse_args()
     factory = None
     if args.loop == "uvloop":
@@ -102,7 +110,7 @@ def main() -> None:
 
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(_serve(args.loop))
+        runner.run(_serve(args.writer))
 
 
 if __name__ == "__main__":

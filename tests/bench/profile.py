@@ -31,7 +31,8 @@ async def _profile(args: argparse.Namespace, workdir: Path) -> None:
         await wait_serving(address)
     target = GrpcTarget(address)
     try:
-        call = target.stream(prompt(SHORT)) if stream else target.unary(prompt(SHORT))
+        text = prompt(args.tokens)
+        call = target.stream(text) if stream else target.unary(text)
         await load.run(call, concurrency=8, calls=200)
         spy = subprocess.Popen(  # noqa: ASYNC220 - py-spy runs beside the load, never awaited on
             [
@@ -59,6 +60,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20)
     parser.add_argument("--rate", type=int, default=250)
     parser.add_argument("--stream", action="store_true")
+    parser.add_argument("--tokens", type=int, default=SHORT, help="reply length in tokens")
     parser.add_argument("--native", action="store_true", help="C frames too (grpc core, uvloop)")
     parser.add_argument("--format", choices=("flamegraph", "raw", "speedscope"), default="flamegraph")
     args = parser.parse_args()
