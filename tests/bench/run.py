@@ -88,12 +88,12 @@ def plan(scale: float, rounds: int, many_streams: int, variants: bool = True) ->
     return Plan(
         rounds=rounds,
         scenarios=(
-            Scenario("unary_c1", False, SHORT, 1, n(300)),
-            Scenario("unary_c8", False, SHORT, 8, n(800)),
-            Scenario("unary_c64", False, SHORT, 64, n(1280)),
-            Scenario("stream_c1", True, SHORT, 1, n(200)),
-            Scenario("stream_c8", True, SHORT, 8, n(480)),
-            Scenario("stream_long_c8", True, LONG, 8, n(160)),
+            Scenario("unary_c1", False, SHORT, 1, n(240)),
+            Scenario("unary_c8", False, SHORT, 8, n(600)),
+            Scenario("unary_c64", False, SHORT, 64, n(960)),
+            Scenario("stream_c1", True, SHORT, 1, n(160)),
+            Scenario("stream_c8", True, SHORT, 8, n(360)),
+            Scenario("stream_long_c8", True, LONG, 8, n(120)),
         ),
         variant_scenarios=("unary_c8", "unary_c64"),
         many_streams=many_streams,
