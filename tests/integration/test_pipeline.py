@@ -81,7 +81,9 @@ async def test_a_malformed_request_is_counted_and_logged_as_the_callers(
     app: App, stub: llm_pb2_grpc.LLMServiceAsyncStub
 ) -> None:
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-        raw = channel.unary_unary("/llm.v1.LLMService/Complete")
+        raw = channel.unary_unary(
+            "/llm.v1.LLMService/Complete", request_serializer=None, response_deserializer=None
+        )
         with capture_logs() as logs, pytest.raises(grpc.aio.AioRpcError) as refused:
             await raw(b"\xff\xff\xff", timeout=10)
 
