@@ -198,6 +198,9 @@ class ProviderRecord:
         self._metrics.overhead.labels(self.method).observe(
             max(0.0, self.first_token_ms / 1000 - self.provider_s)
         )
+        self._metrics.genai_time_to_first_token.labels("chat", self.provider, self.model).observe(
+            self.first_token_ms / 1000
+        )
         annotate(time_to_first_token_ms=round(self.first_token_ms, 2))
 
     def succeed(
@@ -211,6 +214,11 @@ class ProviderRecord:
         m.tokens.labels(self.provider, self.model, "prompt").inc(usage.prompt_tokens)
         m.tokens.labels(self.provider, self.model, "completion").inc(usage.completion_tokens)
         m.cost.labels(self.provider, self.model).inc(cost_usd)
+        m.genai_token_usage.labels("chat", self.provider, self.model, "input").observe(usage.prompt_tokens)
+        m.genai_token_usage.labels("chat", self.provider, self.model, "output").observe(
+            usage.completion_tokens
+        )
+        m.genai_operation_duration.labels("chat", self.provider, self.model, "").observe(elapsed_ms / 1000)
         if self.first_token_ms is None:  # unary: all of the call but the provider's part
             m.overhead.labels(self.method).observe(max(0.0, elapsed_ms / 1000 - self.provider_s))
         annotate(
@@ -231,6 +239,9 @@ class ProviderRecord:
         m.active.labels(self.provider).dec()
         m.requests.labels(self.provider, self.model, self.method, code.name).inc()
         m.duration.labels(self.provider, self.model, self.method).observe(self.elapsed_ms() / 1000)
+        m.genai_operation_duration.labels("chat", self.provider, self.model, reason or "").observe(
+            self.elapsed_ms() / 1000
+        )
         if origin is Origin.PROVIDER and reason is not None:  # only what the provider caused
             m.errors.labels(self.provider, self.model, reason.lower()).inc()
         annotate(model=self.model, provider=self.provider, retries=self.retries)
