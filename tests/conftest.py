@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
+import structlog
 
 from llm_grpc.v1 import llm_pb2_grpc
 from server.app import App, build_app
@@ -18,6 +20,8 @@ from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.base import Emulator, RecordedRequest
 from server.emulators.gemini import GeminiEmulator
 from server.emulators.openai import OpenAIEmulator
+from server.observability.logging import configure_logging
+from server.observability.redact import Redactor
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
@@ -125,3 +129,25 @@ async def channel(gateway: App) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> llm_pb2_grpc.LLMServiceAsyncStub:
     return llm_pb2_grpc.LLMServiceStub(channel)
+
+
+RenderedLogs = Callable[[], str]
+
+
+@pytest.fixture
+def rendered_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[Redactor], RenderedLogs]]:
+    """Log through the real `configure_logging` chain (JSON renderer, redaction, contextvars) and read
+    back what it wrote to stderr. Call it with the redactor; it returns a reader of the output so far."""
+    showwarning = warnings.showwarning
+
+    def configure(redactor: Redactor) -> RenderedLogs:
+        configure_logging("debug", "json", redactor)
+        # The production chain caches each logger on first use; a test must not leave loggers bound to
+        # its captured stderr behind, so only that one setting is turned off.
+        structlog.configure(cache_logger_on_first_use=False)
+        capsys.readouterr()
+        return lambda: capsys.readouterr().err
+
+    yield configure
+    structlog.reset_defaults()
+    warnings.showwarning = showwarning
