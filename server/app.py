@@ -371,6 +371,7 @@ def build_app(
     reuse_port: bool = False,
     clock: Callable[[], float] = time.time,
     limit_store: LimitStore | None = None,
+    circuit_clock: Callable[[], float] = time.monotonic,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     needed = check_settings(settings)
@@ -386,6 +387,7 @@ def build_app(
         settings.llm_circuit_failures,
         settings.llm_circuit_cooldown,
         min_trial_seconds=min(MIN_TRIAL_SECONDS, settings.llm_request_timeout),
+        clock=circuit_clock,
     )
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),

@@ -95,6 +95,7 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
         metrics_port: int | None = None,
         clock: Callable[[], float] = time.time,
         limit_store: LimitStore | None = None,
+        circuit_clock: Callable[[], float] = time.monotonic,
         **overrides: Any,
     ) -> App:
         app = build_app(
@@ -104,6 +105,7 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
             metrics_port=metrics_port,
             clock=clock,
             limit_store=limit_store,
+            circuit_clock=circuit_clock,
         )
         await app.start()
         apps.append(app)
@@ -151,3 +153,16 @@ def rendered_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[Reda
     yield configure
     structlog.reset_defaults()
     warnings.showwarning = showwarning
+
+
+class FakeClock:
+    """A clock that moves only when a test moves it (for cool-downs and windows)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds

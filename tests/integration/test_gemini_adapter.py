@@ -32,6 +32,7 @@ from server.emulators.base import Directives
 from server.emulators.gemini import GeminiEmulator
 from server.providers.base import ProviderSettings
 from server.providers.gemini import GeminiProvider
+from tests.helpers import open_streams_reach
 
 KEY = "AIzaTest0123456789abcdefghijklmn"
 MODEL = "gemini-3.1-flash-lite"
@@ -389,17 +390,13 @@ async def test_closing_the_stream_closes_the_http_response(
     assert emulator.open_streams == 1
 
     await events.aclose()
-    for _ in range(100):
-        if emulator.open_streams == 0:
-            break
-        await asyncio.sleep(0.01)
 
-    assert emulator.open_streams == 0
+    await open_streams_reach(emulator, 0)
 
 
-async def test_cancellation_passes_through(provider: GeminiProvider) -> None:
+async def test_cancellation_passes_through(provider: GeminiProvider, emulator: GeminiEmulator) -> None:
     call = asyncio.create_task(provider.complete(ask("a b c [[emulate: token_delay_ms=500]]"), OPTIONS))
-    await asyncio.sleep(0.1)
+    await asyncio.wait_for(emulator.wait_for_requests(1), 30)  # the request is at the provider
 
     call.cancel()
 
