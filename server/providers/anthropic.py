@@ -8,9 +8,14 @@ from typing import Any
 
 import anthropic
 import httpx2
-from anthropic import AsyncAnthropic, AsyncAnthropicVertex, AsyncStream, DefaultAioHttpClient
-from anthropic._response import AsyncAPIResponse
-from anthropic._types import RequestOptions
+from anthropic import (
+    AsyncAnthropic,
+    AsyncAnthropicVertex,
+    AsyncAPIResponse,
+    AsyncStream,
+    DefaultAioHttpClient,
+    RequestOptions,
+)
 
 from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
 from server.core.types import (

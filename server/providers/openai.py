@@ -9,9 +9,14 @@ from typing import Any
 import httpx2
 import openai
 import structlog
-from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, DefaultAioHttpClient
-from openai._response import AsyncAPIResponse
-from openai._types import RequestOptions as FinalRequestOptionsInput
+from openai import (
+    AsyncAPIResponse,
+    AsyncAzureOpenAI,
+    AsyncOpenAI,
+    AsyncStream,
+    DefaultAioHttpClient,
+    RequestOptions,
+)
 
 from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
 from server.core.types import (
@@ -195,7 +200,7 @@ class OpenAIProvider:
             raise mapped from None
 
 
-def _request_options(options: CallOptions) -> FinalRequestOptionsInput:
+def _request_options(options: CallOptions) -> RequestOptions:
     return {"headers": options.headers, "timeout": options.timeout}
 
 
