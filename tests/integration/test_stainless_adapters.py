@@ -91,7 +91,7 @@ async def emulator(kind: Kind) -> AsyncIterator[Emulator]:
 @pytest.fixture
 async def adapter(kind: Kind, emulator: Emulator) -> AsyncIterator[Any]:
     built = kind.adapter(
-        ProviderSettings(api_key=kind.key, base_url=emulator.base_url, default_max_tokens=321)
+        ProviderSettings(name=kind.name, api_key=kind.key, base_url=emulator.base_url, default_max_tokens=321)
     )
     yield built
     await built.aclose()
@@ -270,7 +270,7 @@ async def test_a_refused_key_is_an_auth_error_that_never_carries_the_key(
     kind: Kind, emulator: Emulator
 ) -> None:
     wrong = kind.key[:-6] + "WRONG0"
-    adapter = kind.adapter(ProviderSettings(api_key=wrong, base_url=emulator.base_url))
+    adapter = kind.adapter(ProviderSettings(name=kind.name, api_key=wrong, base_url=emulator.base_url))
     try:
         with pytest.raises(ProviderAuthError) as caught:
             await adapter.complete(ask(kind, "hi [[emulate: echo_key=1]]"), OPTIONS)
@@ -286,7 +286,7 @@ async def test_a_refused_key_is_an_auth_error_that_never_carries_the_key(
 async def test_a_refused_connection_is_unavailable(kind: Kind, emulator: Emulator) -> None:
     url = emulator.base_url
     await emulator.stop()  # nothing listens there any more
-    adapter = kind.adapter(ProviderSettings(api_key=kind.key, base_url=url))
+    adapter = kind.adapter(ProviderSettings(name=kind.name, api_key=kind.key, base_url=url))
     try:
         with pytest.raises(ProviderUnavailable):
             await adapter.complete(ask(kind, "hi"), OPTIONS)

@@ -11,6 +11,7 @@ from typing import Any
 import structlog
 
 from server.observability.redact import REDACTED, Redactor
+from server.providers.registry import SPECS
 from tests.conftest import RenderedLogs
 
 CONFIGURED = "my-own-proxy-secret-0123456789"
@@ -20,12 +21,17 @@ OPENAI_SHAPED = "sk-proj-abcdefghijklmnopqrstuvwx"
 Configure = Callable[[Redactor], RenderedLogs]
 
 
+def _redactor() -> Redactor:
+    """As the gateway builds it: the configured secrets, and every provider spec's key shape."""
+    return Redactor([CONFIGURED], [spec.key_pattern for spec in SPECS.values()])
+
+
 def _lines(output: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in output.splitlines() if line.strip()]
 
 
 def test_a_configured_secret_and_a_key_shape_in_the_event_are_scrubbed(rendered_logs: Configure) -> None:
-    read = rendered_logs(Redactor([CONFIGURED]))
+    read = rendered_logs(_redactor())
 
     structlog.get_logger("test").warning(
         "provider.error", message=f"refused key {CONFIGURED}", detail=f"Incorrect API key: {OPENAI_SHAPED}"
@@ -41,7 +47,7 @@ def test_a_configured_secret_and_a_key_shape_in_the_event_are_scrubbed(rendered_
 
 
 def test_values_bound_in_contextvars_are_scrubbed(rendered_logs: Configure) -> None:
-    read = rendered_logs(Redactor([CONFIGURED]))
+    read = rendered_logs(_redactor())
 
     with structlog.contextvars.bound_contextvars(source_agent=f"agent {CONFIGURED}"):
         structlog.get_logger("test").info("call")
@@ -51,7 +57,7 @@ def test_values_bound_in_contextvars_are_scrubbed(rendered_logs: Configure) -> N
 
 
 def test_an_exception_traceback_is_rendered_and_scrubbed(rendered_logs: Configure) -> None:
-    read = rendered_logs(Redactor([CONFIGURED]))
+    read = rendered_logs(_redactor())
 
     try:
         raise RuntimeError(f"header x-api-key: {CONFIGURED}")
@@ -65,7 +71,7 @@ def test_an_exception_traceback_is_rendered_and_scrubbed(rendered_logs: Configur
 
 
 def test_keys_nested_in_structured_values_are_scrubbed(rendered_logs: Configure) -> None:
-    read = rendered_logs(Redactor([CONFIGURED]))
+    read = rendered_logs(_redactor())
 
     structlog.get_logger("test").info(
         "request", headers={"authorization": f"Bearer {CONFIGURED}"}, keys=[OPENAI_SHAPED]
@@ -79,7 +85,7 @@ def test_keys_nested_in_structured_values_are_scrubbed(rendered_logs: Configure)
 
 
 def test_a_library_warning_becomes_one_scrubbed_log_line(rendered_logs: Configure) -> None:
-    read = rendered_logs(Redactor([CONFIGURED]))
+    read = rendered_logs(_redactor())
 
     warnings.warn_explicit(f"key {CONFIGURED} is short", UserWarning, "lib.py", 7)
 

@@ -17,9 +17,8 @@ from server.core.errors import (
     QuotaExhausted,
 )
 from server.core.retry import RetryPolicy, call_with_retries
-from server.core.types import ProviderName
 
-OPENAI = ProviderName.OPENAI
+OPENAI = "openai"
 POLICY = RetryPolicy(max_retries=3, base_delay=0.5, max_delay=8.0)
 FAR = 1000.0
 """Seconds to a deadline no test reaches."""

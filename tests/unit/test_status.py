@@ -38,10 +38,9 @@ from server.core.errors import (
     UnsupportedByModel,
 )
 from server.core.limits import CallerLimitReached, Check, LimitKind, LimitsUnavailable
-from server.core.types import ProviderName
 from server.observability.redact import REDACTED, Redactor
 
-OPENAI = ProviderName.OPENAI
+OPENAI = "openai"
 KEY = "sk-test-openai-0123456789abcdef"
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from server.core.catalogue import ModelInfo, Tier
 from server.core.errors import FieldViolation, InvalidRequest
-from server.core.types import Capabilities, ProviderName, Role
+from server.core.types import Capabilities, Role
 from server.core.validation import (
     MAX_MODEL_LENGTH,
     DraftMessage,
@@ -32,7 +32,7 @@ LIMITS = Limits(
 HELLO = DraftRequest(model="m", messages=[DraftMessage(Role.USER, "hello")])
 STRICT = ModelInfo(
     id="strict-1",
-    provider=ProviderName.OPENAI,
+    provider="openai",
     tier=Tier.FAST,
     context_window=1000,
     max_output_tokens=100,
