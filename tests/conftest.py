@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -166,3 +167,12 @@ class FakeClock:
 
     def advance(self, seconds: float) -> None:
         self.now += seconds
+
+
+@pytest.fixture
+def refusing_url() -> Iterator[str]:
+    """An http:// URL whose connections are refused, for as long as the test runs: a port bound but never
+    listening (it stays ours, so no other process can start listening there meanwhile)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{held.getsockname()[1]}"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -321,16 +320,8 @@ async def test_stream_error_surfaces_at_the_first_event(
     assert len(generation_requests(emulator)) == 1
 
 
-def _closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
-
-
-async def test_refused_connection_is_unavailable() -> None:
-    url = f"http://127.0.0.1:{_closed_port()}"
-    provider = GeminiProvider(ProviderSettings(name="gemini", api_key=KEY, base_url=url))
+async def test_refused_connection_is_unavailable(refusing_url: str) -> None:
+    provider = GeminiProvider(ProviderSettings(name="gemini", api_key=KEY, base_url=refusing_url))
     try:
         with pytest.raises(ProviderUnavailable, match="connection failed"):
             await provider.complete(ask("hi"), OPTIONS)
@@ -417,11 +408,9 @@ async def test_probe_lists_one_page_of_models(provider: GeminiProvider, emulator
     assert sent.path.endswith("/models")
 
 
-async def test_probe_maps_errors_like_calls(emulator: GeminiEmulator) -> None:
+async def test_probe_maps_errors_like_calls(emulator: GeminiEmulator, refusing_url: str) -> None:
     wrong = GeminiProvider(ProviderSettings(name="gemini", api_key="AIzaWrong", base_url=emulator.base_url))
-    unreachable = GeminiProvider(
-        ProviderSettings(name="gemini", api_key=KEY, base_url=f"http://127.0.0.1:{_closed_port()}")
-    )
+    unreachable = GeminiProvider(ProviderSettings(name="gemini", api_key=KEY, base_url=refusing_url))
     try:
         with pytest.raises(ProviderAuthError):
             await wrong.probe(timeout=5)
