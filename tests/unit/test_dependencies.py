@@ -5,6 +5,7 @@ private modules."""
 from __future__ import annotations
 
 import ast
+import functools
 import importlib.metadata
 import re
 import sys
@@ -52,10 +53,21 @@ def _normalise(name: str) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+@functools.cache
+def _packages_distributions() -> dict[str, list[str]]:
+    """Top-level module → distributions (slow: it reads every installed distribution's file list)."""
+    return dict(importlib.metadata.packages_distributions())
+
+
+@functools.cache
+def _files(distribution: str) -> tuple[str, ...]:
+    return tuple(str(f) for f in importlib.metadata.files(distribution) or ())
+
+
 def _distributions(module: str) -> set[str]:
     """The installed distributions that provide `module` (a namespace package such as `google` has
     several: the most specific submodule decides)."""
-    providers = importlib.metadata.packages_distributions()
+    providers = _packages_distributions()
     parts = module.split(".")
     top = parts[0]
     candidates = {_normalise(d) for d in providers.get(top, [])}
@@ -63,11 +75,7 @@ def _distributions(module: str) -> set[str]:
         return candidates
     # google.*: find which distribution ships the submodule's files
     prefix = "/".join(parts[:2])
-    return {
-        _normalise(dist)
-        for dist in providers[top]
-        if any(str(f).startswith(prefix) for f in importlib.metadata.files(dist) or ())
-    }
+    return {_normalise(dist) for dist in providers[top] if any(f.startswith(prefix) for f in _files(dist))}
 
 
 @pytest.mark.parametrize(("folders", "pyproject"), PROJECTS.items(), ids=["server", "client"])
