@@ -22,7 +22,6 @@ from server.app import (
     build_app,
     build_providers,
     check_settings,
-    load_checked_catalogue,
     redactor_for,
 )
 from server.config import Settings
@@ -95,10 +94,9 @@ async def verify_models(settings: Settings, timeout: float, demo: bool = False) 
     settings = settings.model_copy(update={"llm_allow_plaintext": True, "llm_auth_disabled": True})
     providers = {}
     try:
-        needed = check_settings(settings)
-        load_checked_catalogue(settings)
-        providers = build_providers(settings, needed)
-        results = await verify(providers, needed, timeout)
+        plan = check_settings(settings)
+        providers = build_providers(settings, plan)
+        results = await verify(providers, plan.needed, timeout)
     finally:
         await asyncio.gather(*(provider.aclose() for provider in providers.values()))
         for emulator in emulators:

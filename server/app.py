@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -15,6 +15,7 @@ import jwt
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import start_http_server
 from pydantic import SecretStr
 
@@ -30,8 +31,8 @@ from server.core.gateway import Gateway
 from server.core.governance import Allowlist
 from server.core.health import HealthMonitor
 from server.core.lifecycle import retiring
-from server.core.limits import MICRO, Check, Limiter, LimitKind, LimitStore
-from server.core.ports import Provider
+from server.core.limits import MICRO, NO_LIMITS, Check, Limiter, LimitKind, LimitStore, Policy
+from server.core.ports import Clock, Provider
 from server.core.retry import RetryPolicy
 from server.core.types import ProviderName
 from server.core.validation import Limits
@@ -40,6 +41,7 @@ from server.limits.redis_store import RedisLimitStore
 from server.observability.calls import MetricsObserver
 from server.observability.metrics import Metrics
 from server.observability.redact import Redactor
+from server.observability.tracing import Tracing, build_tracer_provider
 from server.providers.base import ProviderSettings, ProviderSpec
 from server.providers.registry import SPECS
 
@@ -55,22 +57,6 @@ METHODS = frozenset(m.name for m in llm_pb2.DESCRIPTOR.services_by_name["LLMServ
 
 class ConfigError(Exception):
     """The settings cannot make a working gateway; the message lists every problem."""
-
-
-def load_checked_catalogue(settings: Settings) -> Catalogue:
-    """The catalogue, with every allowed model in it under the provider its name routes to."""
-    try:
-        catalogue = load_catalogue(settings.llm_catalogue_path)
-    except ValueError as error:
-        raise ConfigError(f"cannot start:\n  - {error}") from None
-    problems = [
-        f"allowed model {model!r} is not in the model catalogue ({_catalogue_name(settings)})"
-        for model in settings.allowed_models
-        if model not in catalogue
-    ]
-    if problems:
-        raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
-    return catalogue
 
 
 def _catalogue_name(settings: Settings) -> str:
@@ -166,30 +152,41 @@ def _standard_instance(settings: Settings, spec: ProviderSpec) -> ProviderInstan
     return standard
 
 
-def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
-    """The provider instances the allowlist needs, with their models; ConfigError naming every problem
-    otherwise: an allowed model whose instance is not configured, a needed key missing, the default not
-    allowed, limits, transport and auth problems."""
+@dataclass(slots=True, frozen=True)
+class Plan:
+    """What the settings make, each part read and built once (check_settings)."""
+
+    catalogue: Catalogue
+    needed: dict[ProviderName, list[str]]
+    """The provider instances the allowlist needs, with their allowed models."""
+    instances: dict[ProviderName, ProviderInstance]
+    authenticator: Authenticator | None
+    policy: Policy
+
+
+def check_settings(settings: Settings) -> Plan:
+    """The plan of the gateway the settings describe; ConfigError naming every problem otherwise: the
+    catalogue, an allowed model missing from it or served by an instance not configured, a needed key
+    missing, the default or a fallback not allowed, limits, transport, authentication and roles."""
     problems: list[str] = []
-    needed: dict[ProviderName, list[str]] = {}
     if not settings.allowed_models:
         problems.append("ALLOWED_MODELS is empty: allow at least one model")
     try:
         catalogue: Catalogue | None = load_catalogue(settings.llm_catalogue_path)
-    except ValueError:
-        catalogue = None  # load_checked_catalogue names the problem
+    except ValueError as error:
+        catalogue = None
+        problems.append(str(error))
     instances = provider_instances(settings)
-    for model in settings.allowed_models:
-        if catalogue is None:
-            continue  # load_checked_catalogue names the problem
-        if model not in catalogue:
+    needed: dict[ProviderName, list[str]] = {}
+    listed = {m: info.provider for m, info in catalogue.models().items()} if catalogue is not None else {}
+    for model in settings.allowed_models if catalogue is not None else ():
+        provider = listed.get(model)
+        if provider is None:
             problems.append(
                 f"allowed model {model!r} is not in the model catalogue ({_catalogue_name(settings)}): "
                 "add it with LLM_CATALOGUE_PATH"
             )
-            continue
-        provider = catalogue.get(model).provider
-        if provider not in instances:
+        elif provider not in instances:
             problems.append(
                 f"allowed model {model!r} is served by provider {provider!r}, which is not configured "
                 f"(known: {', '.join(instances)}; add it to LLM_PROVIDERS)"
@@ -208,13 +205,13 @@ def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
                 problems.append(f"LLM_FALLBACKS names {name!r}, which is not in ALLOWED_MODELS")
     if settings.llm_default_model not in settings.allowed_models:
         problems.append(f"LLM_DEFAULT_MODEL {settings.llm_default_model!r} is not in ALLOWED_MODELS")
-    problems += _limits_problems(settings)
+    policy = _limit_policy(settings, problems)
     problems += _transport_problems(settings)
-    problems += _auth_problems(settings)
+    authenticator = _authenticator(settings, problems)
     problems += _roles_problems(settings)
-    if problems:
+    if problems or catalogue is None:
         raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
-    return needed
+    return Plan(catalogue, needed, instances, authenticator, policy)
 
 
 def _roles_problems(settings: Settings) -> list[str]:
@@ -234,20 +231,23 @@ def _roles_problems(settings: Settings) -> list[str]:
     return problems
 
 
-def _limits_problems(settings: Settings) -> list[str]:
+def _limit_policy(settings: Settings, problems: list[str]) -> Policy:
+    """LLM_LIMITS_FILE's policy; its problems (and models it names outside the allowlist) appended."""
     try:
         policy = load_limit_policy(settings.llm_limits_file)
     except ValueError as error:
-        return [str(error)]
+        problems.append(str(error))
+        return NO_LIMITS
     named = {
         model
         for scoped in (policy.default, *policy.roles.values(), *policy.identities.values())
         for model in scoped.models
     }
-    return [
+    problems += [
         f"LLM_LIMITS_FILE sets limits for model {model!r}, which is not in ALLOWED_MODELS"
         for model in sorted(named - set(settings.allowed_models))
     ]
+    return policy
 
 
 def build_limit_store(settings: Settings) -> LimitStore:
@@ -258,9 +258,9 @@ def build_limit_store(settings: Settings) -> LimitStore:
 
 
 def build_limiter(
-    settings: Settings, metrics: Metrics, store: LimitStore, clock: Callable[[], float] = time.time
+    settings: Settings, policy: Policy, metrics: Metrics, store: LimitStore, clock: Clock = time.time
 ) -> Limiter:
-    """The caller limits of LLM_LIMITS_FILE, counted in `store`."""
+    """The caller limits of LLM_LIMITS_FILE (`policy`), counted in `store`."""
 
     def unavailable(error: BaseException) -> None:
         metrics.limit_store_errors.inc()
@@ -271,7 +271,7 @@ def build_limiter(
         metrics.budget(identity, period, spent / MICRO, check.limit / MICRO)
 
     return Limiter(
-        load_limit_policy(settings.llm_limits_file),
+        policy,
         store,
         fail_open=settings.llm_limits_fail_open,
         lease_seconds=settings.llm_request_timeout + 30,
@@ -298,26 +298,27 @@ def _transport_problems(settings: Settings) -> list[str]:
     return [f"cannot read TLS file {path}" for path in unreadable]
 
 
-def _auth_problems(settings: Settings) -> list[str]:
+def _authenticator(settings: Settings, problems: list[str]) -> Authenticator | None:
+    """The caller authentication (None when off); its problems appended."""
     if settings.llm_auth_disabled:
-        return []
+        return None
     secret = settings.llm_jwt_hs256_secret
     sources = (secret, settings.llm_jwt_public_key_file, settings.llm_jwt_jwks_file)
     if not any(sources):
-        return [
+        problems.append(
             "authentication is on but has no key: set LLM_JWT_HS256_SECRET, LLM_JWT_PUBLIC_KEY_FILE or "
             "LLM_JWT_JWKS_FILE, or LLM_AUTH_DISABLED=true"
-        ]
-    problems = []
+        )
+        return None
     if secret is not None and (problem := secret_problem(secret.get_secret_value())) is not None:
         problems.append(problem)
     try:
-        build_authenticator(settings)
+        return build_authenticator(settings)
     except OSError as error:
         problems.append(f"cannot read {error.filename}: {error.strerror}")
     except (ValueError, TypeError, jwt.PyJWTError) as error:
         problems.append(f"cannot load the JWT key settings: {_one_line(error)}")
-    return problems
+    return None
 
 
 def _one_line(error: BaseException) -> str:
@@ -327,7 +328,7 @@ def _one_line(error: BaseException) -> str:
 
 def build_authenticator(settings: Settings) -> Authenticator | None:
     """None when authentication is off. Raises OSError, ValueError or jwt.PyJWTError for an unusable key
-    file, JWKS or LLM_ROLES (check_settings turns those into start-up problems)."""
+    file or JWKS (check_settings turns those into start-up problems)."""
     if settings.llm_auth_disabled:
         return None
     secret = settings.llm_jwt_hs256_secret
@@ -358,14 +359,11 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def build_providers(
-    settings: Settings, needed: Mapping[ProviderName, Sequence[str]]
-) -> dict[ProviderName, Provider]:
+def build_providers(settings: Settings, plan: Plan) -> dict[ProviderName, Provider]:
     """One adapter per needed provider instance, built by its kind's spec."""
-    instances = provider_instances(settings)
     providers: dict[ProviderName, Provider] = {}
-    for name, models in needed.items():
-        instance = instances[name]
+    for name, models in plan.needed.items():
+        instance = plan.instances[name]
         providers[name] = instance.spec.factory(
             ProviderSettings(
                 name=name,
@@ -402,6 +400,8 @@ class App:
     limiter: Limiter
     metrics_address: tuple[str, int] | None
     """Where to serve /metrics (port 0 picks one); None serves no metrics endpoint."""
+    tracer_provider: TracerProvider | None = None
+    """The tracer provider the app built (and flushes at stop); None when traces are off or injected."""
     metrics_port: int | None = None
     _metrics_server: Any = None
 
@@ -423,6 +423,8 @@ class App:
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
         await self.limiter.aclose()
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(self.tracer_provider.shutdown)  # flushes the spans still queued
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -436,19 +438,25 @@ def build_app(
     metrics_port: int | None = None,
     providers: dict[ProviderName, Provider] | None = None,
     reuse_port: bool = False,
-    clock: Callable[[], float] = time.time,
+    clock: Clock = time.time,
     limit_store: LimitStore | None = None,
-    circuit_clock: Callable[[], float] = time.monotonic,
+    tracer_provider: TracerProvider | None = None,
+    circuit_clock: Clock = time.monotonic,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
-    needed = check_settings(settings)
-    catalogue = load_checked_catalogue(settings)
+    plan = check_settings(settings)
+    catalogue = plan.catalogue
     warn_of_retiring_models(catalogue, settings.allowed_models)
-    providers = providers if providers is not None else build_providers(settings, needed)
+    providers = providers if providers is not None else build_providers(settings, plan)
     redactor = redactor_for(settings)
     metrics = Metrics()
+    endpoint = settings.traces_endpoint()
+    owned_tracer = None
+    if tracer_provider is None and endpoint is not None:
+        tracer_provider = owned_tracer = build_tracer_provider(settings.otel_service_name, endpoint)
+    tracing = Tracing(tracer_provider) if tracer_provider is not None else None
     store = limit_store if limit_store is not None else build_limit_store(settings)
-    limiter = build_limiter(settings, metrics, store, clock)
+    limiter = build_limiter(settings, plan.policy, metrics, store, clock)
     circuit = CircuitBreaker(
         list(providers),
         settings.llm_circuit_failures,
@@ -470,7 +478,7 @@ def build_app(
             max_metadata_value_length=settings.llm_max_metadata_value_length,
         ),
         request_timeout=settings.llm_request_timeout,
-        observer=MetricsObserver(metrics),
+        observer=MetricsObserver(metrics, tracing),
         admission=Admission(
             list(providers),
             settings.llm_max_in_flight,
@@ -499,7 +507,7 @@ def build_app(
         ]
     )
     pipeline = Pipeline(
-        metrics, redactor, build_authenticator(settings), settings.llm_max_metadata_value_length
+        metrics, redactor, plan.authenticator, settings.llm_max_metadata_value_length, tracing=tracing
     )
     add_to_server(LLMServicer(gateway, monitor, metrics, redactor), pipeline, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
@@ -521,4 +529,15 @@ def build_app(
     if bound == 0:
         raise ConfigError(f"cannot listen on {host}:{port}")
     metrics_address = None if metrics_port is None else (host, metrics_port)
-    return App(server, bound, gateway, monitor, health_servicer, providers, metrics, limiter, metrics_address)
+    return App(
+        server,
+        bound,
+        gateway,
+        monitor,
+        health_servicer,
+        providers,
+        metrics,
+        limiter,
+        metrics_address,
+        owned_tracer,
+    )

@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 import structlog
+from opentelemetry.sdk.trace import TracerProvider
 
 from llm_grpc.v1 import llm_pb2_grpc
 from server.app import App, build_app
@@ -96,6 +97,7 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
         metrics_port: int | None = None,
         clock: Callable[[], float] = time.time,
         limit_store: LimitStore | None = None,
+        tracer_provider: TracerProvider | None = None,
         circuit_clock: Callable[[], float] = time.monotonic,
         **overrides: Any,
     ) -> App:
@@ -106,6 +108,7 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
             metrics_port=metrics_port,
             clock=clock,
             limit_store=limit_store,
+            tracer_provider=tracer_provider,
             circuit_clock=circuit_clock,
         )
         await app.start()
