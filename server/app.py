@@ -441,6 +441,7 @@ def build_app(
     clock: Clock = time.time,
     limit_store: LimitStore | None = None,
     tracer_provider: TracerProvider | None = None,
+    circuit_clock: Clock = time.monotonic,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     plan = check_settings(settings)
@@ -461,6 +462,7 @@ def build_app(
         settings.llm_circuit_failures,
         settings.llm_circuit_cooldown,
         min_trial_seconds=min(MIN_TRIAL_SECONDS, settings.llm_request_timeout),
+        clock=circuit_clock,
     )
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
