@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
-
-# Only to start this same program as --workers, with an argv built here (no caller input).
-import subprocess  # nosec B404
 import sys
 from collections.abc import Callable, Sequence
 
@@ -24,16 +22,14 @@ from server.app import (
     build_app,
     build_providers,
     check_settings,
-    load_checked_catalogue,
     redactor_for,
 )
 from server.config import Settings
 from server.core.lifecycle import verify
-from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.base import Emulator
-from server.emulators.gemini import GeminiEmulator
-from server.emulators.openai import OpenAIEmulator
 from server.observability.logging import configure_logging
+from server.providers.registry import SPECS
+from server.workers import RestartPolicy, Supervisor, reserve_port
 
 log = structlog.get_logger("llm_grpc.main")
 
@@ -104,10 +100,9 @@ async def verify_models(settings: Settings, timeout: float, demo: bool = False) 
     settings = settings.model_copy(update={"llm_allow_plaintext": True, "llm_auth_disabled": True})
     providers = {}
     try:
-        needed = check_settings(settings)
-        load_checked_catalogue(settings)
-        providers = build_providers(settings, needed)
-        results = await verify(providers, needed, timeout)
+        plan = check_settings(settings)
+        providers = build_providers(settings, plan)
+        results = await verify(providers, plan.needed, timeout)
     finally:
         await asyncio.gather(*(provider.aclose() for provider in providers.values()))
         for emulator in emulators:
@@ -140,27 +135,15 @@ async def _check_health(target: str, timeout: float) -> int:
 
 
 async def _start_demo(settings: Settings) -> tuple[Settings, list[Emulator]]:
-    """Start the three emulators on loopback and point every provider at them."""
-    emulators: list[Emulator] = [
-        OpenAIEmulator(api_key=DEMO_KEY),
-        AnthropicEmulator(api_key=DEMO_KEY),
-        GeminiEmulator(api_key=DEMO_KEY),
-    ]
-    urls = [await emulator.start("127.0.0.1", 0) for emulator in emulators]
-    key = SecretStr(DEMO_KEY)
-    demo = settings.model_copy(
-        update={
-            "llm_allow_plaintext": True,
-            "llm_auth_disabled": True,
-            "openai_api_key": key,
-            "anthropic_api_key": key,
-            "google_api_key": key,
-            "openai_base_url": urls[0],
-            "anthropic_base_url": urls[1],
-            "gemini_base_url": urls[2],
-        }
-    )
-    return demo, emulators
+    """Start every registered provider's emulator on loopback and point its standard instance at it."""
+    update: dict[str, object] = {"llm_allow_plaintext": True, "llm_auth_disabled": True}
+    emulators: list[Emulator] = []
+    for spec in SPECS.values():
+        emulator = spec.emulator(DEMO_KEY)
+        emulators.append(emulator)
+        update[spec.base_url_setting.lower()] = await emulator.start("127.0.0.1", 0)
+        update[spec.key_settings[0].lower()] = SecretStr(DEMO_KEY)
+    return settings.model_copy(update=update), emulators
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -182,7 +165,12 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
         _warn_if_insecure(settings)
     await app.start()
     log.info(
-        "serving", address=f"{args.host}:{app.port}", models=list(settings.allowed_models), demo=args.demo
+        "serving",
+        address=f"{args.host}:{app.port}",
+        metrics_port=app.metrics_port,
+        pid=os.getpid(),
+        models=list(settings.allowed_models),
+        demo=args.demo,
     )
 
     stopping = asyncio.Event()
@@ -242,33 +230,29 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 def _run_workers(args: argparse.Namespace) -> int:
-    """Start `args.workers` server processes on one port and pass SIGTERM/SIGINT on to them.
+    """Start `args.workers` server processes on one port and keep them running (server/workers.py).
 
-    The kernel spreads connections over the processes (SO_REUSEPORT). Each worker keeps its own
-    metrics, on its own port (--metrics-port + i): Prometheus scrapes each, and sums add up.
+    Each worker keeps its own metrics, on its own port (--metrics-port + i; with 0, each picks a free
+    one and logs it): Prometheus scrapes each, and sums add up.
     """
-    if args.port == 0:
-        sys.exit("llm-gateway: --workers needs a fixed --port")
-    children = []
-    for index in range(args.workers):
-        command = [sys.executable, "-m", "server", "serve", "--host", args.host, "--port", str(args.port)]
-        command += ["--metrics-port", str(args.metrics_port + index if args.metrics_port >= 0 else -1)]
-        command += ["--shutdown-grace", str(args.shutdown_grace), "--reuse-port"]
-        command += ["--demo"] if args.demo else []
-        command += ["--log-format", args.log_format] if args.log_format else []
-        command += ["--loop", args.loop] if args.loop else []
-        # The argv is built here from our own flags: no caller input reaches it.
-        children.append(subprocess.Popen(command))  # nosec B603
-    log.info("workers", pids=[child.pid for child in children])
+    held = reserve_port(args.host, args.port)
+    port = held.getsockname()[1]
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            child.send_signal(signum)
+    def command(index: int) -> list[str]:
+        argv = [sys.executable, "-m", "server", "serve", "--host", args.host, "--port", str(port)]
+        argv += [
+            "--metrics-port",
+            str(args.metrics_port + index if args.metrics_port > 0 else args.metrics_port),
+        ]
+        argv += ["--shutdown-grace", str(args.shutdown_grace), "--reuse-port"]
+        argv += ["--demo"] if args.demo else []
+        argv += ["--log-format", args.log_format] if args.log_format else []
+        argv += ["--loop", args.loop] if args.loop else []
+        return argv
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return 0 if all(code == 0 for code in codes) else 1
+    log.info("supervising", address=f"{args.host}:{port}", workers=args.workers)
+    with held:
+        return Supervisor(command, args.workers, RestartPolicy()).run()
 
 
 def _loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:

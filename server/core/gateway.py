@@ -13,8 +13,6 @@ from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import structlog
-
 from server.core.admission import Admission
 from server.core.catalogue import TIER_FOR_COMPLEXITY, Catalogue, Complexity, ModelInfo, Selection, Tier
 from server.core.circuit import CircuitBreaker
@@ -36,6 +34,7 @@ from server.core.errors import (
 )
 from server.core.governance import Allowlist
 from server.core.limits import ANONYMOUS, Limiter, Standing, Ticket, Worst, micro_usd, prompt_token_bound
+from server.core.ports import CallObserver, Provider, ProviderCall
 from server.core.retry import RetryPolicy, call_with_retries
 from server.core.types import (
     CallOptions,
@@ -49,11 +48,6 @@ from server.core.types import (
     Usage,
 )
 from server.core.validation import MAX_MODEL_LENGTH, DraftRequest, Limits, check, to_request, unsupported
-from server.observability.calls import CallRecord
-from server.observability.metrics import Metrics
-from server.providers.base import Provider
-
-log = structlog.get_logger("llm_grpc.gateway")
 
 T = TypeVar("T")
 
@@ -74,7 +68,7 @@ FAILOVER_ERRORS = (
 class _Opened(Generic[T]):
     """A call that got through: its accounting, who serves it, what the attempt returned, its slot."""
 
-    call: CallRecord
+    call: ProviderCall
     provider: ProviderName
     result: T
     slot: AsyncExitStack
@@ -106,7 +100,7 @@ class Gateway:
         retry: RetryPolicy,
         limits: Limits,
         request_timeout: float,
-        metrics: Metrics,
+        observer: CallObserver,
         admission: Admission,
         circuit: CircuitBreaker,
         catalogue: Catalogue,
@@ -123,7 +117,7 @@ class Gateway:
         self._retry = retry
         self._limits = limits
         self._request_timeout = request_timeout
-        self._metrics = metrics
+        self._observer = observer
 
     @property
     def limits(self) -> Limits:
@@ -158,8 +152,8 @@ class Gateway:
                 _caller_bound(time_remaining, self._request_timeout),
                 started,
                 spend,
-                lambda request, provider, seconds_left: provider.complete(
-                    request, _options(ctx, seconds_left)
+                lambda request, provider, seconds_left, trace: provider.complete(
+                    request, _options(ctx, seconds_left, trace)
                 ),
             )
             await opened.slot.aclose()
@@ -171,7 +165,13 @@ class Gateway:
         await self._limiter.settle(
             ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
         )
-        call.succeed(completion.usage, cost, completion.served_model, completion.request_id)
+        call.succeed(
+            completion.usage,
+            cost,
+            completion.served_model,
+            completion.request_id,
+            completion.finish_reason.name,
+        )
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost)
 
     async def stream(
@@ -203,8 +203,8 @@ class Gateway:
                 caller_bound,
                 started,
                 spend,
-                lambda request, provider, seconds_left: _open_stream(
-                    provider, request, _options(ctx, seconds_left)
+                lambda request, provider, seconds_left, trace: _open_stream(
+                    provider, request, _options(ctx, seconds_left, trace)
                 ),
             )
         except BaseException:
@@ -250,7 +250,7 @@ class Gateway:
             call.fail(error)
             await self._settle_cut(ticket, call.model, candidates[0][0], streamed)
             raise
-        call.succeed(event.usage, cost, event.served_model, event.request_id)
+        call.succeed(event.usage, cost, event.served_model, event.request_id, event.finish_reason.name)
 
     async def _open(
         self,
@@ -261,12 +261,12 @@ class Gateway:
         caller_bound: bool,
         started: float,
         spend: _Spend,
-        attempt: Callable[[ChatRequest, Provider, float], Awaitable[T]],
+        attempt: Callable[[ChatRequest, Provider, float, Mapping[str, str]], Awaitable[T]],
     ) -> _Opened[T]:
         """Run `attempt` on the first candidate, with retries; on UNAVAILABLE or RESOURCE_EXHAUSTED move
         to the next (an operator's explicit fallback chain). The caller owns the returned slot."""
         for index, (request, provider) in enumerate(candidates):
-            call = CallRecord(self._metrics, method, request.model, provider.name, started)
+            call = self._observer.provider_call(method, request.model, provider.name, started)
             slot = AsyncExitStack()
             try:
                 await slot.enter_async_context(
@@ -278,7 +278,7 @@ class Gateway:
                     deadline,
                     caller_bound,
                     spend,
-                    lambda seconds_left, r=request, p=provider: attempt(r, p, seconds_left),  # type: ignore[misc]
+                    lambda seconds_left, trace, r=request, p=provider: attempt(r, p, seconds_left, trace),  # type: ignore[misc]
                 )
             except BaseException as error:
                 await slot.aclose()
@@ -286,13 +286,7 @@ class Gateway:
                 call.fail(error)
                 if index + 1 == len(candidates) or not isinstance(error, FAILOVER_ERRORS):
                     raise
-                self._metrics.failover(request.model, candidates[index + 1][0].model)
-                log.warning(
-                    "provider.failover",
-                    from_model=request.model,
-                    to_model=candidates[index + 1][0].model,
-                    reason=error.reason,
-                )
+                self._observer.failover(request.model, candidates[index + 1][0].model, error.reason)
                 continue
             return _Opened(call, provider.name, result, slot)
         raise RuntimeError("no candidate model")  # pragma: no cover - candidates is never empty
@@ -341,8 +335,7 @@ class Gateway:
         try:
             return self.allowlist.resolve(draft.model, ctx.models)
         except ModelNotAllowed:
-            self._metrics.governance_violation(draft.model, ctx.source_agent)
-            log.warning("governance.violation", model=draft.model, source_agent=ctx.source_agent)
+            self._observer.governance_violation(draft.model, ctx.source_agent)
             raise
 
     async def _reserve(
@@ -419,24 +412,25 @@ class Gateway:
 
     async def _with_retries(
         self,
-        call: CallRecord,
+        call: ProviderCall,
         provider: ProviderName,
         deadline: float,
         caller_bound: bool,
         spend: _Spend,
-        attempt: Callable[[float], Awaitable[T]],
+        attempt: Callable[[float, Mapping[str, str]], Awaitable[T]],
     ) -> T:
         async def timed_attempt(seconds_left: float) -> T:
             trial = self._circuit.before_call(provider, seconds_left)
             started = time.perf_counter()
             try:
-                result = await attempt(seconds_left)
+                with call.attempt() as trace:
+                    result = await attempt(seconds_left, trace)
             except BaseException as error:
                 self._circuit.record(provider, error, trial=trial, caller_deadline=caller_bound)
                 spend.after_failed_attempt(error)
                 raise
             finally:
-                call.provider_s += time.perf_counter() - started
+                call.waited_on_provider(time.perf_counter() - started)
             self._circuit.record(provider, None, trial=trial)
             return result
 
@@ -457,8 +451,8 @@ def _seconds_until(deadline: float) -> float:
     return deadline - asyncio.get_running_loop().time()
 
 
-def _options(ctx: RequestContext, seconds_left: float) -> CallOptions:
-    return CallOptions(headers=ctx.provider_headers(), timeout=seconds_left)
+def _options(ctx: RequestContext, seconds_left: float, trace: Mapping[str, str]) -> CallOptions:
+    return CallOptions(headers={**ctx.provider_headers(), **trace}, timeout=seconds_left)
 
 
 async def _open_stream(

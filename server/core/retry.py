@@ -20,9 +20,11 @@ T = TypeVar("T")
 
 @dataclass(slots=True, frozen=True)
 class RetryPolicy:
-    max_retries: int = 3
-    base_delay: float = 0.5
-    max_delay: float = 8.0
+    """Values from configuration (LLM_MAX_RETRIES, LLM_RETRY_BASE_DELAY, LLM_RETRY_MAX_DELAY)."""
+
+    max_retries: int
+    base_delay: float
+    max_delay: float
 
     def backoff(self, retry: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random, capped at max_delay."""
@@ -36,12 +38,15 @@ async def call_with_retries(
     policy: RetryPolicy,
     deadline: float,
     on_retry: Callable[[ProviderError, float], None],
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Run `attempt(seconds_left)` until it succeeds, retrying retryable provider errors.
 
     `deadline` is in event-loop time. Gives up with the provider's own error (so a rate limit still
     reaches the caller as RESOURCE_EXHAUSTED with the provider's retry delay) when the retries are used
     up or the next wait would overrun the deadline, and with DeadlineExceeded when the time runs out.
+    `sleep` waits between attempts (tests pass a fake that records the delays and returns at once).
     """
     loop = asyncio.get_running_loop()
     retries = 0
@@ -61,5 +66,5 @@ async def call_with_retries(
             if loop.time() + delay >= deadline:
                 raise
             on_retry(error, delay)
-            await asyncio.sleep(delay)
+            await sleep(delay)
             retries += 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from collections.abc import MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any
 
 import structlog
@@ -14,7 +14,8 @@ from server.observability.redact import Redactor
 
 
 class RedactProcessor:
-    """Scrubs every string value of the event (exception text included) just before rendering."""
+    """Scrubs every string of the event (exception text included, and strings nested in dicts, lists and
+    tuples: a logged header map is as likely to hold a key as a message) just before rendering."""
 
     def __init__(self, redactor: Redactor) -> None:
         self._redact = redactor
@@ -22,14 +23,33 @@ class RedactProcessor:
     def __call__(
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
-        # One check of all the string values together: the usual line has nothing to redact, and a
-        # secret or key shape in any value is in their join too (a NUL never occurs in a secret).
-        if self._redact.clean("\0".join(v for v in event.values() if isinstance(v, str))):
+        # One check of all the strings together (nested ones included): the usual line has nothing to
+        # redact, and a secret or key shape in any string is in their join too (a NUL is in no secret).
+        if self._redact.clean("\0".join(_strings(event.values()))):
             return event
         for key, value in event.items():
-            if isinstance(value, str):
-                event[key] = self._redact(value)
+            event[key] = self._scrub(value)
         return event
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, Mapping):
+            return {key: self._scrub(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub(item) for item in value]
+        return value
+
+
+def _strings(values: Iterable[Any]) -> Iterator[str]:
+    """Every string among `values`, and in the dicts, lists and tuples among them, as `_scrub` visits."""
+    for value in values:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, Mapping):
+            yield from _strings(value.values())
+        elif isinstance(value, list | tuple):
+            yield from _strings(value)
 
 
 def configure_logging(level: str, fmt: str, redactor: Redactor) -> None:

@@ -17,6 +17,44 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 OTHER = "other"
 # LLM latencies: 50 ms to 120 s.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+# The OpenTelemetry GenAI semantic conventions' metrics, under their Prometheus names, with the buckets
+# the conventions advise (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/).
+GENAI_LABELS = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
+TOKEN_BUCKETS = tuple(float(4**n) for n in range(14))  # 1 .. 67,108,864
+GENAI_DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+GENAI_TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -49,6 +87,10 @@ class CallSeries:
     cost: Any
     overhead: Any
     time_to_first_token: Any
+    genai_input_tokens: Any
+    genai_output_tokens: Any
+    genai_duration_ok: Any
+    genai_time_to_first_token: Any
 
 
 class Metrics:
@@ -63,8 +105,23 @@ class Metrics:
         self._refused_model = BoundedLabel(max_refused_models)
         self._source_agent = BoundedLabel(max_source_agents, known=("",))
         r = self.registry
+        self.calls = Counter(
+            "llm_calls_total",
+            "Every RPC, once, by its final gRPC code and who caused it (caller, gateway, provider)",
+            ["method", "code", "origin"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "llm_refusals_total",
+            "RPCs refused before or instead of a provider call, by the ErrorInfo reason",
+            ["method", "reason"],
+            registry=r,
+        )
         self.requests = Counter(
-            "llm_requests_total", "Calls by outcome", ["provider", "model", "method", "status"], registry=r
+            "llm_requests_total",
+            "Provider calls by outcome (a failover makes one per model tried)",
+            ["provider", "model", "method", "status"],
+            registry=r,
         )
         self.duration = Histogram(
             "llm_request_duration_seconds",
@@ -93,7 +150,10 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter(
-            "llm_errors_total", "Failed calls by error type", ["provider", "model", "error_type"], registry=r
+            "llm_errors_total",
+            "Provider calls failed by the provider, by error type",
+            ["provider", "model", "error_type"],
+            registry=r,
         )
         self.active = Gauge("llm_active_requests", "Calls in flight", ["provider"], registry=r)
         self.retries = Counter(
@@ -116,6 +176,28 @@ class Metrics:
             "Time spent in the gateway outside the provider call",
             ["method"],
             buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+
+        self.genai_token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "OTel GenAI: tokens used per provider call, by token type (input, output)",
+            [*GENAI_LABELS, "gen_ai_token_type"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.genai_operation_duration = Histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "OTel GenAI: duration of provider calls (error_type empty on success)",
+            [*GENAI_LABELS, "error_type"],
+            buckets=GENAI_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.genai_time_to_first_token = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "OTel GenAI: time to the first token of a stream",
+            GENAI_LABELS,
+            buckets=GENAI_TTFT_BUCKETS,
             registry=r,
         )
 
@@ -160,6 +242,10 @@ class Metrics:
                 cost=self.cost.labels(provider, model),
                 overhead=self.overhead.labels(method),
                 time_to_first_token=self.time_to_first_token.labels(provider, model),
+                genai_input_tokens=self.genai_token_usage.labels("chat", provider, model, "input"),
+                genai_output_tokens=self.genai_token_usage.labels("chat", provider, model, "output"),
+                genai_duration_ok=self.genai_operation_duration.labels("chat", provider, model, ""),
+                genai_time_to_first_token=self.genai_time_to_first_token.labels("chat", provider, model),
             )
         return found
 

@@ -38,10 +38,11 @@ import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tests.bench import load, stats
-from tests.bench.emulators import KEY
 from tests.bench.load import GrpcTarget, SdkTarget, Target, prompt
+from tests.processes import start_emulators as start_emulator_process
 
 PYTHON = sys.executable
+KEY = "bench-key-not-secret"
 TICKS = os.sysconf("SC_CLK_TCK")
 TIMES = "\N{MULTIPLICATION SIGN}"
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -178,11 +179,9 @@ def _env() -> dict[str, str]:
 
 
 def start_emulators() -> tuple[Server, dict[str, str]]:
-    process = subprocess.Popen(
-        [PYTHON, "-m", "tests.bench.emulators"], stdout=subprocess.PIPE, text=True, env=_env()
-    )
-    assert process.stdout is not None
-    urls: dict[str, str] = json.loads(process.stdout.readline())
+    """The provider emulators on ports of their own choosing; their base URLs by environment name
+    (OPENAI_BASE_URL, ...). A request sets its own token delay with `[[emulate: token_delay_ms=N]]`."""
+    process, urls = start_emulator_process(KEY, env=_env())
     return Server("emulators", process), urls
 
 
@@ -203,9 +202,7 @@ def gateway_env(urls: dict[str, str], streams: int) -> dict[str, str]:
         "OPENAI_API_KEY": KEY,
         "ANTHROPIC_API_KEY": KEY,
         "GOOGLE_API_KEY": KEY,
-        "OPENAI_BASE_URL": urls["openai"],
-        "ANTHROPIC_BASE_URL": urls["anthropic"],
-        "GEMINI_BASE_URL": urls["gemini"],
+        **urls,
         "LLM_ALLOW_PLAINTEXT": "true",
         "LLM_AUTH_DISABLED": "true",
         "LLM_MAX_IN_FLIGHT": capacity,
@@ -401,7 +398,7 @@ async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
                 servers.append(server_of[name])
             for name, address in addresses.items():
                 await wait_serving(address, workers=2 if name == "gateway_2_workers" else 1)
-        targets = {"sdk": SdkTarget(urls["openai"], KEY), "floor": GrpcTarget(floor_address)}
+        targets = {"sdk": SdkTarget(urls["OPENAI_BASE_URL"], KEY), "floor": GrpcTarget(floor_address)}
         targets |= {name: GrpcTarget(address) for name, address in addresses.items()}
         gateway = server_of["gateway"]
         by_name = {s.name: s for s in the_plan.scenarios}

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.observability import redact
 from server.observability.logging import RedactProcessor
-from server.observability.redact import Redactor
+from server.observability.redact import Redactor, literal_prefix
+from server.providers.registry import SPECS
 
 SECRET = "configured-secret-value"
 PIECES = st.sampled_from(
@@ -35,26 +38,46 @@ PIECES = st.sampled_from(
 TEXTS = st.lists(PIECES | st.text(max_size=8), max_size=12).map("".join)
 
 
+SHAPES = [spec.key_pattern for spec in SPECS.values()]
+
+
+class PatternsOnly(Redactor):
+    """The redactor without its fast path: what it did before it had one."""
+
+    def clean(self, text: str) -> bool:
+        return False
+
+
 def _patterns_only(text: str) -> str:
-    """What the redactor did before it had a fast path."""
-    text = text.replace(SECRET, redact.REDACTED)
-    text = redact._KEY_SHAPES.sub(redact.REDACTED, text)
-    return redact._LABELLED.sub(lambda match: match.group("label") + redact.REDACTED, text)
+    return PatternsOnly([SECRET], SHAPES)(text)
 
 
 @settings(max_examples=500)
 @given(TEXTS)
 def test_redactor_scrubs_as_the_patterns_alone_do(text: str) -> None:
-    assert Redactor([SECRET])(text) == _patterns_only(text)
+    assert Redactor([SECRET], SHAPES)(text) == _patterns_only(text)
 
 
 @settings(max_examples=300)
 @given(st.lists(TEXTS, min_size=1, max_size=6))
 def test_log_processor_scrubs_each_value_as_the_patterns_alone_do(values: list[str]) -> None:
-    event = {f"field{i}": value for i, value in enumerate(values)} | {"count": 3}
-    scrubbed = RedactProcessor(Redactor([SECRET]))(None, "info", dict(event))
-    assert scrubbed == {k: _patterns_only(v) if isinstance(v, str) else v for k, v in event.items()}
+    event: dict[str, Any] = {f"field{i}": value for i, value in enumerate(values)}
+    event |= {"count": 3, "headers": {"nested": values[0], "list": [values[-1]]}}
+    fast = RedactProcessor(Redactor([SECRET], SHAPES))(None, "info", dict(event))
+    slow = RedactProcessor(PatternsOnly([SECRET], SHAPES))(None, "info", dict(event))
+    assert fast == slow
 
 
 def test_a_canonical_call_line_is_clean() -> None:
-    assert Redactor([SECRET]).clean("llm.call\0Complete\0gpt-5.4-mini\0openai\0OK\0req_0123456789")
+    line = "llm.call\0Complete\0gpt-5.4-mini\0openai\0OK\0req_0123456789"
+    assert Redactor([SECRET], SHAPES).clean(line)
+
+
+def test_every_provider_key_shape_has_a_literal_prefix_to_look_for() -> None:
+    assert all(literal_prefix(shape) for shape in SHAPES)
+
+
+def test_a_shape_without_a_literal_prefix_turns_the_fast_path_off() -> None:
+    redactor = Redactor([SECRET], [re.compile(r"[0-9a-f]{40}")])
+    assert not redactor.clean("nothing here")
+    assert redactor("sha " + "a" * 40) == "sha [REDACTED]"

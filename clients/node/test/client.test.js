@@ -3,8 +3,8 @@
 const { test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
 const path = require('node:path');
-const net = require('node:net');
-const { spawn, spawnSync } = require('node:child_process');
+const readline = require('node:readline');
+const { spawn } = require('node:child_process');
 const { LLMClient, LLMError } = require('..');
 
 const ROOT = path.resolve(__dirname, '..', '..', '..');
@@ -14,44 +14,58 @@ const processes = [];
 let target;
 let emulatorUrl;
 
-function freePort() {
-  return new Promise((resolve) => {
-    const server = net.createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
+// Wait for a line the child prints once it is ready (no polling, no timer): resolves with the `collect`
+// result once it says done, rejects with the output so far if the child exits first.
+function readUntil(child, stream, collect, what) {
+  return new Promise((resolve, reject) => {
+    const lines = readline.createInterface({ input: stream });
+    const seen = [];
+    const onExit = (code) => reject(new Error(`${what} exited (code ${code}) before it was ready:\n${seen.join('\n')}`));
+    child.once('exit', onExit);
+    lines.on('line', (line) => {
+      seen.push(line);
+      const result = collect(line);
+      if (result !== undefined) {
+        child.off('exit', onExit);
+        // Keep draining the pipe so the child never blocks on a full one.
+        lines.removeAllListeners('line');
+        lines.on('line', () => {});
+        resolve(result);
+      }
     });
   });
 }
 
-async function waitFor(check, what) {
-  for (let i = 0; i < 300; i += 1) {
-    if (await check()) return;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${what} did not start`);
-}
-
 before(async () => {
-  const emulatorPort = await freePort();
-  const gatewayPort = await freePort();
-  // The emulators take PORT, PORT+1, PORT+2; a free base port is good enough for a test run.
-  processes.push(spawn(PYTHON, ['-m', 'server.emulators', '--port', String(emulatorPort), '--api-key', KEY], { cwd: ROOT, stdio: 'ignore' }));
-  emulatorUrl = `http://127.0.0.1:${emulatorPort}`;
-  await waitFor(async () => fetch(`${emulatorUrl}/_emulator/requests`).then((r) => r.ok, () => false), 'the emulators');
+  // Every process picks its own free port (port 0) and reports it: nothing to guess, nothing to collide.
+  const emulators = spawn(PYTHON, ['-m', 'server.emulators', '--port', '0', '--api-key', KEY], { cwd: ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  processes.push(emulators);
+  const urls = {};
+  await readUntil(emulators, emulators.stdout, (line) => {
+    const [name, url] = line.split('=', 2);
+    if (name.endsWith('_BASE_URL')) urls[name] = url;
+    return Object.keys(urls).length === 3 ? urls : undefined;
+  }, 'the emulators');
+  emulatorUrl = urls.OPENAI_BASE_URL.replace(/\/v1$/, '');
   const env = {
     ...process.env,
     OPENAI_API_KEY: KEY, ANTHROPIC_API_KEY: KEY, GOOGLE_API_KEY: KEY,
-    OPENAI_BASE_URL: `${emulatorUrl}/v1`,
-    ANTHROPIC_BASE_URL: `http://127.0.0.1:${emulatorPort + 1}`,
-    GEMINI_BASE_URL: `http://127.0.0.1:${emulatorPort + 2}`,
+    ...urls,
     LLM_MAX_RETRIES: '0',
     LLM_ALLOW_PLAINTEXT: 'true',
     LLM_AUTH_DISABLED: 'true',
+    LLM_LOG_FORMAT: 'json',
   };
-  processes.push(spawn(PYTHON, ['-m', 'server', 'serve', '--port', String(gatewayPort), '--metrics-port', '-1'], { cwd: ROOT, env, stdio: 'ignore' }));
-  target = `127.0.0.1:${gatewayPort}`;
-  await waitFor(() => spawnSync(PYTHON, ['-m', 'server', 'health', '--target', target], { cwd: ROOT }).status === 0, 'the gateway');
+  const gateway = spawn(PYTHON, ['-m', 'server', 'serve', '--port', '0', '--metrics-port', '-1'], { cwd: ROOT, env, stdio: ['ignore', 'ignore', 'pipe'] });
+  processes.push(gateway);
+  target = await readUntil(gateway, gateway.stderr, (line) => {
+    try {
+      const entry = JSON.parse(line);
+      return entry.event === 'serving' ? entry.address : undefined;
+    } catch {
+      return undefined;
+    }
+  }, 'the gateway');
 });
 
 after(() => {
