@@ -377,6 +377,7 @@ async def many_streams(target: Target, server: Server, count: int) -> dict[str, 
 async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
     started = time.time()
     busy_before, own_before, wall_before = busy_seconds(), _own_cpu(), time.monotonic()
+    at_start = machine()
     emulators, urls = start_emulators()
     floor, floor_address = start_floor()
     servers: list[Server] = [emulators, floor]
@@ -434,7 +435,7 @@ async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
         log.close()
     wall = time.monotonic() - wall_before
     return {
-        "machine": machine() | {"load_average_at_end": list(os.getloadavg())},
+        "machine": at_start | {"load_average_at_end": list(os.getloadavg())},
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": wall,
         "machine_busy_cores": (busy_seconds() - busy_before) / wall,
