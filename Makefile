@@ -49,8 +49,10 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/bandit -q -r server clients/python -x server/emulators
 	$(BIN)/bandit -q -r server/emulators -s B101  # the emulators' asserts state test-double invariants
-	$(BIN)/yamllint -c docs/deploy/kubernetes/.yamllint docs/deploy/kubernetes
+	$(BIN)/yamllint -c docs/deploy/kubernetes/.yamllint docs/deploy/kubernetes docs/deploy/prometheus
 	$(BIN)/kubernetes-validate --strict -k 1.30.0 $$(ls docs/deploy/kubernetes/*.yaml | grep -v kustomization)
+	@# docs/deploy/kubernetes/monitoring/ holds Prometheus Operator CRDs, which have no bundled schema:
+	@# tests/integration/test_dashboards.py checks them against the rules file and the Service instead.
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -61,10 +63,13 @@ test: proto-check buf-lint lint typecheck system-deps
 	$(MAKE) go-check
 	$(MAKE) node-test
 
-## Debian packages the tests start for real: redis-server (installed when missing; needs root, as in CI).
+## Debian packages the tests run for real (installed when missing; needs root, as in CI): redis-server,
+## and promtool (package prometheus) for the alerting rules and the dashboard's queries.
 system-deps:
 	@command -v redis-server >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v promtool >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
 GO_PACKAGES := golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
 	protoc-gen-go protoc-gen-go-grpc protobuf-compiler
