@@ -7,7 +7,7 @@ import asyncio
 import datetime
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
 
 from llm_grpc.v1 import llm_pb2
+from server.api.draining import Drain
 from server.api.servicer import LLMServicer, add_to_server
 from server.config import KEY_ENV_NAMES, Settings, load_catalogue, load_limit_policy
 from server.core.admission import Admission
@@ -43,6 +44,9 @@ from server.providers.gemini import GeminiProvider
 from server.providers.openai import OpenAIProvider
 
 log = structlog.get_logger("llm_grpc.app")
+
+DRAIN_NOTICE_S = 5.0
+"""At most this long after SIGTERM the listener stays open, answering health checks NOT_SERVING."""
 
 MIN_TRIAL_SECONDS = 2.0
 """A circuit's half-open trial goes only to a call with this much time left (or the request timeout)."""
@@ -337,6 +341,8 @@ class App:
     """Where to serve /metrics (port 0 picks one); None serves no metrics endpoint."""
     metrics_port: int | None = None
     _metrics_server: Any = None
+    drain: Drain = field(default_factory=Drain)
+    """Counts calls in flight; refuses new ones once the drain notice starts."""
 
     async def start(self) -> None:
         if self.metrics_address is not None:
@@ -349,10 +355,15 @@ class App:
         for service in ("", SERVICE_NAME):
             await self.health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float | None = 5.0) -> None:
-        """Report NOT_SERVING, let in-flight calls finish within `grace`, then release everything."""
+    async def stop(self, grace: float | None = 5.0, notice: float = DRAIN_NOTICE_S) -> None:
+        """Report NOT_SERVING, let in-flight calls finish within `grace`, then release everything.
+
+        For up to `notice` seconds (less once no call is in flight) the listener stays open, so health
+        checks answer NOT_SERVING and new calls get UNAVAILABLE (server/api/draining.py); then the grpc
+        server closes it and gives the calls still running what is left of `grace`."""
         await self.health_servicer.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        waited = await self.drain.notice(0.0 if grace is None else min(notice, grace))
+        await self.server.stop(None if grace is None else max(0.0, grace - waited))
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
         await self.limiter.aclose()
@@ -417,7 +428,9 @@ def build_app(
     # The transport limit sits above the content limit, so an oversize request usually gets the
     # gateway's own INVALID_ARGUMENT naming the limit; only a grossly oversize one meets gRPC's.
     max_message = max(4 * 1024 * 1024, 2 * settings.llm_max_request_bytes)
+    drain = Drain()
     server = grpc.aio.server(
+        interceptors=[drain],
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
@@ -427,7 +440,7 @@ def build_app(
             ("grpc.max_connection_age_grace_ms", int(settings.llm_max_connection_age_grace * 1000)),
             # Only --workers shares a port; otherwise a second server on a busy port must fail to start.
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ]
+        ],
     )
     servicer = LLMServicer(gateway, monitor, metrics, redactor, build_authenticator(settings))
     add_to_server(servicer, server, redactor)
@@ -450,4 +463,15 @@ def build_app(
     if bound == 0:
         raise ConfigError(f"cannot listen on {host}:{port}")
     metrics_address = None if metrics_port is None else (host, metrics_port)
-    return App(server, bound, gateway, monitor, health_servicer, providers, metrics, limiter, metrics_address)
+    return App(
+        server,
+        bound,
+        gateway,
+        monitor,
+        health_servicer,
+        providers,
+        metrics,
+        limiter,
+        metrics_address,
+        drain=drain,
+    )
