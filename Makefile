@@ -9,17 +9,22 @@ GEN_DIR := llm_grpc/v1
 
 .PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-check node-test soak fuzz test-unit test-integration bench bench-routing clean
 
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
+INSTALL_LOG := $(VENV)/install.log
+
+# Quiet unless it fails: pip's output goes to $(INSTALL_LOG), shown only when an install fails.
 $(STAMP): pyproject.toml clients/python/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' -e clients/python
-	touch $(STAMP)
+	@echo "installing into $(VENV) (first run: a few minutes; log in $(INSTALL_LOG))"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip >$(INSTALL_LOG) 2>&1 || { cat $(INSTALL_LOG); exit 1; }
+	@$(PIP) -e '.[dev]' -e clients/python >>$(INSTALL_LOG) 2>&1 || { cat $(INSTALL_LOG); exit 1; }
+	@touch $(STAMP)
 
 install: $(STAMP)
 
 ## Serve on localhost:50051 with the bundled provider emulators (no keys, no network).
 run: $(STAMP)
-	$(BIN)/llm-gateway serve --demo
+	@$(BIN)/llm-gateway serve --demo
 
 ## Regenerate llm_grpc/v1 from protos/ (messages, grpc stubs, .pyi type stubs).
 proto: $(STAMP)

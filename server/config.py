@@ -145,7 +145,8 @@ class Settings(BaseSettings):
     llm_limits_fail_open: bool = False
     """With Redis unreachable, admit calls unlimited instead of refusing them (UNAVAILABLE)."""
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
-    llm_log_format: Literal["json", "console"] = "json"
+    llm_log_format: Literal["auto", "json", "console"] = "auto"
+    """auto: console lines on a terminal, JSON lines otherwise (a container, a pipe, a file)."""
 
     @field_validator("allowed_models", mode="before")
     @classmethod
