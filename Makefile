@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-check node-test soak fuzz test-unit test-integration bench bench-routing clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-check node-deps node-test soak fuzz test-unit test-integration bench bench-routing clean
 
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
 INSTALL_LOG := $(VENV)/install.log
@@ -63,7 +63,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## The README's test command: contract, lint, types, then every test (Python, then the Node client's).
-test: proto-check buf-lint lint typecheck system-deps
+test: proto-check buf-lint lint typecheck system-deps node-deps
 	$(BIN)/pytest -q
 	$(MAKE) go-check
 	$(MAKE) node-test
@@ -86,9 +86,13 @@ go-check: $(STAMP)
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GO_PACKAGES) >/dev/null; }
 	PYTHON=$(abspath $(PY)) clients/go/build.sh
 
+## The Node.js client's packages (from the npm registry): for its tests and the runnable docs' JS blocks.
+node-deps:
+	cd clients/node && npm ci --silent --no-audit --no-fund
+
 ## The Node.js client's tests against the real gateway (node's own test runner).
-node-test: $(STAMP)
-	cd clients/node && npm ci --silent --no-audit --no-fund && node --test test/
+node-test: $(STAMP) node-deps
+	cd clients/node && node --test test/
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
