@@ -154,7 +154,7 @@ def test_the_grpcurl_line_asks_for_a_ca_and_a_token_when_the_gateway_wants_them(
         llm_jwt_hs256_secret=SecretStr("x" * 40),
     )
 
-    lines = startup_lines("0.0.0.0", 50051, None, settings)  # nosec B104
+    lines = startup_lines("0.0.0.0", 50051, None, settings)
 
     assert lines.address == "localhost:50051"
     assert "-cacert YOUR_CA.pem" in lines.grpcurl

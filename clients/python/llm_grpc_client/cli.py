@@ -38,7 +38,7 @@ from llm_grpc_client.errors import LLMError
 STATUS_EXIT_BASE = 10
 DEFAULT_TARGET = "localhost:50051"
 TARGET_ENV = "LLM_GRPC_TARGET"
-TOKEN_ENV = "LLM_GRPC_TOKEN"
+TOKEN_ENV = "LLM_GRPC_TOKEN"  # nosec B105 (the name of a variable, not a token)
 TIERS = ("fast", "balanced", "premium")
 COMPLEXITIES = ("simple", "moderate", "complex")
 
