@@ -224,7 +224,8 @@ class StartupLines:
 def startup_lines(host: str, port: int, metrics_port: int | None, settings: Settings) -> StartupLines:
     """The address to dial (localhost for a wildcard bind), the metrics URL and a grpcurl command line
     that works as pasted (TLS and a token are placeholders to fill in)."""
-    dial = "localhost" if host in ("0.0.0.0", "::", "") else host
+    # A wildcard bind is dialled as localhost (a comparison here, not a bind).
+    dial = "localhost" if host in ("0.0.0.0", "::", "") else host  # nosec B104
     address = f"{dial}:{port}"
     tls = settings.llm_tls_cert_file is not None
     command = [_grpcurl_command(), "-cacert YOUR_CA.pem" if tls else "-plaintext"]
