@@ -184,6 +184,19 @@ def test_promtool_accepts_the_rules() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_the_alerts_fire_on_failing_data_and_stay_quiet_on_healthy_data() -> None:
+    """promtool's unit tests of the rules (docs/deploy/prometheus/llm-grpc.rules.test.yaml)."""
+    result = subprocess.run(  # nosec B603
+        [_promtool(), "test", "rules", RULES.with_name("llm-grpc.rules.test.yaml").name],
+        cwd=RULES.parent,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_promtool_parses_every_dashboard_query(tmp_path: Path) -> None:
     """Each panel query, as a recording rule, so promtool's PromQL parser reads it."""
     rules = [
