@@ -19,7 +19,7 @@ import grpc
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
-from tests.helpers import user
+from tests.helpers import start_demo_server, user
 
 GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
 BASE_ENV = {
@@ -84,26 +84,13 @@ def _free_port() -> int:
 
 
 @pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`llm-gateway serve --demo` in its own process, logging to a file (a full pipe would block it)."""
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--demo", "--port", str(port), "--metrics-port", "-1"],
-            env=BASE_ENV,
-            stderr=log_file,
-            text=True,
-        )
-    deadline = time.monotonic() + 30
-    while '"serving"' not in log_path.read_text():
-        assert process.poll() is None, f"the demo server exited during start:\n{log_path.read_text()}"
-        assert time.monotonic() < deadline, "the demo server did not start within 30 s"
-        time.sleep(0.05)
-    yield process, f"127.0.0.1:{port}"
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+def demo_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """`llm-gateway serve --demo` in its own process, on a port it picks itself."""
+    server = start_demo_server(tmp_path / "server.log", env=BASE_ENV)
+    yield server.process, server.address
+    if server.process.poll() is None:
+        server.process.kill()
+        server.process.wait()
 
 
 def _grpcurl(*args: str) -> str:
@@ -123,7 +110,7 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
 
 
 def test_demo_server_serves_grpcurl_and_stops_cleanly_on_sigterm(
-    demo_server: tuple[subprocess.Popen[str], str],
+    demo_server: tuple[subprocess.Popen[bytes], str],
 ) -> None:
     process, address = demo_server
 
@@ -150,7 +137,7 @@ def test_demo_server_serves_grpcurl_and_stops_cleanly_on_sigterm(
 
 
 async def test_sigterm_drains_live_streams_refuses_new_calls_and_exits_zero(
-    demo_server: tuple[subprocess.Popen[str], str],
+    demo_server: tuple[subprocess.Popen[bytes], str],
 ) -> None:
     process, address = demo_server
     async with grpc.aio.insecure_channel(address) as channel:
