@@ -6,7 +6,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -37,8 +37,16 @@ class RedactProcessor:
         return value
 
 
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    """`auto` is `console` when `stream` is a terminal (a person is reading), else `json`."""
+    if fmt != "auto":
+        return fmt
+    return "console" if stream.isatty() else "json"
+
+
 def configure_logging(level: str, fmt: str, redactor: Redactor) -> None:
-    """Configure structlog once at start. `fmt` is `json` or `console`."""
+    """Configure structlog once at start. `fmt` is `json`, `console` or `auto` (see resolve_format)."""
+    fmt = resolve_format(fmt, sys.stderr)
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if fmt == "console"
