@@ -66,6 +66,7 @@ class Stack:
                 "ANTHROPIC_API_KEY": KEY,
                 "GOOGLE_API_KEY": KEY,
                 "LLM_LOG_LEVEL": "info",  # the `serving` line says where it listens
+                "LLM_LOG_FORMAT": "json",
                 "LLM_ALLOW_PLAINTEXT": "true",
                 "LLM_AUTH_DISABLED": "true",
                 # One load generator stands for many callers: its 1000 concurrent streams must not meet the

@@ -88,13 +88,13 @@ def test_the_readmes_python_node_cli_and_grpcurl_examples_are_runnable() -> None
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
+def demo() -> Iterator[DemoServer]:
     environment = {
         k: v
         for k, v in os.environ.items()
         if not k.endswith("_API_KEY") and not k.startswith(("LLM_", "ALLOWED_"))
     }
-    server = start_demo_server(tmp_path_factory.mktemp("docs") / "server.log", env=environment)
+    server = start_demo_server(env=environment)
     yield server
     server.stop()
 

@@ -80,8 +80,8 @@ def test_a_secret_value_is_never_echoed() -> None:
     assert "8675309" not in problems
 
 
-def test_the_serving_line_gives_the_addresses_and_a_grpcurl_line_that_works(tmp_path: Path) -> None:
-    server = start_demo_server(tmp_path / "server.log", env=BASE_ENV)
+def test_the_serving_line_gives_the_addresses_and_a_grpcurl_line_that_works() -> None:
+    server = start_demo_server(env=BASE_ENV)
     try:
         called = _paste(server.serving["grpcurl"])
         metrics = server.serving["metrics"]
@@ -95,11 +95,11 @@ def test_the_serving_line_gives_the_addresses_and_a_grpcurl_line_that_works(tmp_
     assert code == 0
 
 
-def test_logs_are_json_lines_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
-    server = start_demo_server(tmp_path / "server.log", env=BASE_ENV)
+def test_logs_are_json_lines_when_stderr_is_not_a_terminal() -> None:
+    server = start_demo_server(env=BASE_ENV)
     code = server.stop()
 
-    lines = (tmp_path / "server.log").read_text().splitlines()
+    lines = server.log.text_when_closed()
     assert code == 0
     assert [json.loads(line)["event"] for line in lines if "serving" in line or "stopped" in line]
     assert all(line.startswith("{") for line in lines)
