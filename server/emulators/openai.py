@@ -649,12 +649,11 @@ class OpenAIEmulator(Emulator):
         )
 
     def _reasoning_tokens(self, body: dict[str, Any], directives: Directives) -> int:
-        """Reasoning models think (medium effort unless told otherwise); others never do."""
+        """Reasoning models think by the effort asked. Unlike the real API (medium by default), none
+        without `reasoning_effort`: the counts of plain calls stay predictable for tests."""
         if directives.reasoning_tokens is not None:
             return directives.reasoning_tokens
-        if not body["model"].startswith(REASONING_PREFIXES):
-            return 0
-        return thinking_tokens(body.get("reasoning_effort") or "medium")
+        return thinking_tokens(body.get("reasoning_effort"))
 
     def _cached_tokens(self, body: dict[str, Any], prompt_texts: list[str]) -> int:
         """Automatic prompt caching: the longest prefix of messages seen before, from 1024 tokens, in
