@@ -37,15 +37,19 @@ from server.core.errors import (
 from server.core.governance import Allowlist
 from server.core.limits import ANONYMOUS, Limiter, Standing, Ticket, Worst, micro_usd, prompt_token_bound
 from server.core.retry import RetryPolicy, call_with_retries
+from server.core.structured import check_output
 from server.core.types import (
     CallOptions,
     ChatRequest,
+    Delta,
     ProviderName,
     RequestContext,
     Result,
+    StreamEnd,
     StreamEvent,
     StreamSummary,
     TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from server.core.validation import MAX_MODEL_LENGTH, DraftRequest, Limits, check, to_request, unsupported
@@ -172,14 +176,15 @@ class Gateway:
             ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
         )
         call.succeed(completion.usage, cost, completion.served_model, completion.request_id)
-        return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost)
+        structured = check_output(completion.content, candidates[0][0].response_format)
+        return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost, structured)
 
     async def stream(
         self,
         draft: DraftRequest,
         ctx: RequestContext,
         time_remaining: float | None,
-        send: Callable[[TextDelta | StreamSummary], Awaitable[None]],
+        send: Callable[[Delta | StreamSummary], Awaitable[None]],
     ) -> None:
         """Hand `send` the deltas as the provider produces them, then one StreamSummary.
 
@@ -216,10 +221,11 @@ class Gateway:
         streamed = 0
         try:
             async with opened.slot, aclosing(events), relay.within(deadline):
-                while isinstance(event, TextDelta):
+                text: list[str] = []
+                while not isinstance(event, StreamEnd):
                     if call.first_token_ms is None:
                         call.first_token()
-                    streamed += len(event.text.encode())
+                    streamed += _streamed_bytes(event, text)
                     await relay.to_caller(send(event))
                     event = await relay.from_provider(anext(events), opened.provider)
                 cost = self.catalogue.get(call.model).cost(event.usage)
@@ -240,6 +246,10 @@ class Gateway:
                             else call.elapsed_ms(),
                             cost_usd=cost,
                             served_model=event.served_model or call.model,
+                            tool_calls=event.tool_calls,
+                            reasoning=event.reasoning,
+                            response_id=event.response_id,
+                            structured_output=check_output("".join(text), candidates[0][0].response_format),
                         )
                     )
                 )
@@ -455,6 +465,16 @@ def _caller_bound(time_remaining: float | None, request_timeout: float) -> bool:
 
 def _seconds_until(deadline: float) -> float:
     return deadline - asyncio.get_running_loop().time()
+
+
+def _streamed_bytes(delta: Delta, text: list[str]) -> int:
+    """What a delta adds to the generated output (kept as text for the structured-output check)."""
+    if isinstance(delta, TextDelta):
+        text.append(delta.text)
+        return len(delta.text.encode())
+    if isinstance(delta, ToolCallDelta):
+        return len(delta.arguments_delta.encode())
+    return len(delta.text.encode())
 
 
 def _options(ctx: RequestContext, seconds_left: float) -> CallOptions:
