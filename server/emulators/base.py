@@ -179,10 +179,12 @@ def plan_reply(
     stop: Sequence[str] = (),
     text: str | None = None,
 ) -> Reply:
-    """The reply: `text` when given (a tool result's answer, scripted JSON), else the directive's
-    `reply`, else the echo of the last user text."""
-    if text is None:
-        text = directives.reply if directives.reply is not None else f"emulator reply: {last_user_text}"
+    """The reply: the directive's `reply`, else `text` when given (a tool result's answer, scripted
+    JSON), else the echo of the last user text."""
+    if directives.reply is not None:
+        text = directives.reply
+    elif text is None:
+        text = f"emulator reply: {last_user_text}"
     finish = "stop"
     for sequence in stop:
         if sequence and sequence in text:
