@@ -214,17 +214,19 @@ def _part_problem(part: dict[str, Any], where: str) -> tuple[str, str] | None:
     return None
 
 
-def _is_base64(value: Any) -> bool:
+def decode_bytes(value: Any) -> bytes | None:
+    """A proto JSON `bytes` field: standard or URL-safe base64, padded or not (None if neither)."""
     if not isinstance(value, str):
-        return False
+        return None
+    padded = value + "=" * (-len(value) % 4)
     try:
-        base64.b64decode(value, validate=True)
+        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
     except (binascii.Error, ValueError):
-        try:
-            base64.urlsafe_b64decode(value)
-        except (binascii.Error, ValueError):
-            return False
-    return True
+        return None
+
+
+def _is_base64(value: Any) -> bool:
+    return decode_bytes(value) is not None
 
 
 def _calls_of(content: dict[str, Any]) -> list[dict[str, Any]]:
@@ -570,9 +572,7 @@ class GeminiEmulator(Emulator):
         ]
         extra = sum(count_tokens(json.dumps(t)) for t in body.get("tools") or ())
         extra += count_tokens(_parts_text(body["systemInstruction"])) if "systemInstruction" in body else 0
-        prefixes = [
-            ((head, contents[:end]), extra + sum(counted[:end])) for end in range(1, len(contents) + 1)
-        ]
+        prefixes = [((head, contents[:end]), extra + sum(counted[:end])) for end in range(len(contents) + 1)]
         hit = self.prompt_cache.hit(prefixes)
         self.prompt_cache.remember(prefixes)
         return hit
