@@ -27,10 +27,9 @@ class FinishReason(enum.Enum):
     OTHER = "other"
 
 
-class ProviderName(enum.StrEnum):
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
-    GEMINI = "gemini"
+ProviderName = str
+"""A provider *instance* as configuration names it: "openai", "anthropic", "gemini" for the standard
+three, or an operator's own name for another endpoint of a kind (server/providers/registry.py)."""
 
 
 @dataclass(slots=True, frozen=True)
