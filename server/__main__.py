@@ -24,16 +24,13 @@ from server.app import (
     build_app,
     build_providers,
     check_settings,
-    load_checked_catalogue,
     redactor_for,
 )
 from server.config import Settings
 from server.core.lifecycle import verify
-from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.base import Emulator
-from server.emulators.gemini import GeminiEmulator
-from server.emulators.openai import OpenAIEmulator
 from server.observability.logging import configure_logging
+from server.providers.registry import SPECS
 
 log = structlog.get_logger("llm_grpc.main")
 
@@ -98,10 +95,9 @@ async def verify_models(settings: Settings, timeout: float, demo: bool = False) 
     settings = settings.model_copy(update={"llm_allow_plaintext": True, "llm_auth_disabled": True})
     providers = {}
     try:
-        needed = check_settings(settings)
-        load_checked_catalogue(settings)
-        providers = build_providers(settings, needed)
-        results = await verify(providers, needed, timeout)
+        plan = check_settings(settings)
+        providers = build_providers(settings, plan)
+        results = await verify(providers, plan.needed, timeout)
     finally:
         await asyncio.gather(*(provider.aclose() for provider in providers.values()))
         for emulator in emulators:
@@ -134,27 +130,15 @@ async def _check_health(target: str, timeout: float) -> int:
 
 
 async def _start_demo(settings: Settings) -> tuple[Settings, list[Emulator]]:
-    """Start the three emulators on loopback and point every provider at them."""
-    emulators: list[Emulator] = [
-        OpenAIEmulator(api_key=DEMO_KEY),
-        AnthropicEmulator(api_key=DEMO_KEY),
-        GeminiEmulator(api_key=DEMO_KEY),
-    ]
-    urls = [await emulator.start("127.0.0.1", 0) for emulator in emulators]
-    key = SecretStr(DEMO_KEY)
-    demo = settings.model_copy(
-        update={
-            "llm_allow_plaintext": True,
-            "llm_auth_disabled": True,
-            "openai_api_key": key,
-            "anthropic_api_key": key,
-            "google_api_key": key,
-            "openai_base_url": urls[0],
-            "anthropic_base_url": urls[1],
-            "gemini_base_url": urls[2],
-        }
-    )
-    return demo, emulators
+    """Start every registered provider's emulator on loopback and point its standard instance at it."""
+    update: dict[str, object] = {"llm_allow_plaintext": True, "llm_auth_disabled": True}
+    emulators: list[Emulator] = []
+    for spec in SPECS.values():
+        emulator = spec.emulator(DEMO_KEY)
+        emulators.append(emulator)
+        update[spec.base_url_setting.lower()] = await emulator.start("127.0.0.1", 0)
+        update[spec.key_settings[0].lower()] = SecretStr(DEMO_KEY)
+    return settings.model_copy(update=update), emulators
 
 
 async def _serve(args: argparse.Namespace, settings: Settings) -> int:

@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncio
 import datetime
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 import grpc
@@ -16,31 +16,32 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from prometheus_client import start_http_server
+from pydantic import SecretStr
 
 from llm_grpc.v1 import llm_pb2
-from server.api.servicer import LLMServicer, add_to_server
-from server.config import KEY_ENV_NAMES, Settings, load_catalogue, load_limit_policy
+from server.api.pipeline import Pipeline, add_to_server
+from server.api.servicer import LLMServicer
+from server.config import Settings, load_catalogue, load_limit_policy
 from server.core.admission import Admission
-from server.core.auth import Authenticator, parse_roles, secret_problem
+from server.core.auth import Authenticator, Role, secret_problem
 from server.core.catalogue import Catalogue
 from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
 from server.core.governance import Allowlist
 from server.core.health import HealthMonitor
 from server.core.lifecycle import retiring
-from server.core.limits import MICRO, Check, Limiter, LimitKind, LimitStore
-from server.core.registry import ModelRegistry
+from server.core.limits import MICRO, NO_LIMITS, Check, Limiter, LimitKind, LimitStore, Policy
+from server.core.ports import Clock, Provider
 from server.core.retry import RetryPolicy
 from server.core.types import ProviderName
 from server.core.validation import Limits
 from server.limits.memory_store import MemoryLimitStore
 from server.limits.redis_store import RedisLimitStore
+from server.observability.calls import MetricsObserver
 from server.observability.metrics import Metrics
 from server.observability.redact import Redactor
-from server.providers.anthropic import AnthropicProvider
-from server.providers.base import Provider, ProviderSettings
-from server.providers.gemini import GeminiProvider
-from server.providers.openai import OpenAIProvider
+from server.providers.base import ProviderSettings, ProviderSpec
+from server.providers.registry import SPECS
 
 log = structlog.get_logger("llm_grpc.app")
 
@@ -49,35 +50,11 @@ MIN_TRIAL_SECONDS = 2.0
 
 SERVICE_NAME = llm_pb2.DESCRIPTOR.services_by_name["LLMService"].full_name
 
-PROVIDER_FACTORIES: Mapping[ProviderName, Callable[[ProviderSettings], Provider]] = {
-    ProviderName.OPENAI: OpenAIProvider,
-    ProviderName.ANTHROPIC: AnthropicProvider,
-    ProviderName.GEMINI: GeminiProvider,
-}
+METHODS = frozenset(m.name for m in llm_pb2.DESCRIPTOR.services_by_name["LLMService"].methods)
 
 
 class ConfigError(Exception):
     """The settings cannot make a working gateway; the message lists every problem."""
-
-
-def load_checked_catalogue(settings: Settings) -> Catalogue:
-    """The catalogue, with every allowed model in it under the provider its name routes to."""
-    try:
-        catalogue = load_catalogue(settings.llm_catalogue_path)
-    except ValueError as error:
-        raise ConfigError(f"cannot start:\n  - {error}") from None
-    registry = ModelRegistry(settings.llm_provider_prefixes)
-    problems = []
-    for model in settings.allowed_models:
-        if model not in catalogue:
-            problems.append(
-                f"allowed model {model!r} is not in the model catalogue ({_catalogue_name(settings)})"
-            )
-        elif (routed := registry.provider_for(model)) not in (None, listed := catalogue.get(model).provider):
-            problems.append(f"allowed model {model!r} routes to {routed} but the catalogue says {listed}")
-    if problems:
-        raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
-    return catalogue
 
 
 def _catalogue_name(settings: Settings) -> str:
@@ -98,70 +75,177 @@ def warn_of_retiring_models(catalogue: Catalogue, allowed: Sequence[str]) -> Non
         )
 
 
-def check_settings(settings: Settings) -> dict[ProviderName, list[str]]:
-    """The providers the allowlist needs, with their models; ConfigError naming every problem otherwise.
+@dataclass(slots=True, frozen=True)
+class ProviderInstance:
+    """One configured provider: a kind's spec and where and how to reach it."""
 
-    Problems: an allowed model mapping to no provider, a needed key missing, the default not allowed.
-    """
-    registry = ModelRegistry(settings.llm_provider_prefixes)
+    name: ProviderName
+    spec: ProviderSpec
+    key: SecretStr | None
+    key_names: str
+    """The settings the key comes from, for messages."""
+    base_url: str | None
+    ambient_credentials: bool = False
+    """Authenticates without a key of ours (Vertex AI with Application Default Credentials)."""
+    azure_endpoint: str | None = None
+    vertex_project: str | None = None
+    vertex_region: str = "global"
+
+
+def provider_instances(settings: Settings) -> dict[ProviderName, ProviderInstance]:
+    """The standard instance of every registered kind (named after it, its key and base URL from the
+    spec's settings, or a cloud deployment of it), and each LLM_PROVIDERS entry. ConfigError for an
+    entry of an unknown kind or a taken name."""
+    instances = {spec.kind: _standard_instance(settings, spec) for spec in SPECS.values()}
+    problems = []
+    for entry in settings.llm_providers:
+        if entry.kind not in SPECS:
+            problems.append(
+                f"LLM_PROVIDERS entry {entry.name!r} has unknown kind {entry.kind!r} ({', '.join(SPECS)})"
+            )
+        elif entry.name in instances:
+            problems.append(f"LLM_PROVIDERS names {entry.name!r} twice, or a standard provider's name")
+        else:
+            key = settings.key_setting(entry.api_key_env)
+            spec = SPECS[entry.kind]
+            instances[entry.name] = ProviderInstance(entry.name, spec, key, entry.api_key_env, entry.base_url)
+    if problems:
+        raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
+    return instances
+
+
+def _standard_instance(settings: Settings, spec: ProviderSpec) -> ProviderInstance:
+    key = next(filter(None, map(settings.key_setting, spec.key_settings)), None)
+    standard = ProviderInstance(
+        spec.kind,
+        spec,
+        key,
+        " (or ".join(spec.key_settings) + ")" * (len(spec.key_settings) - 1),
+        getattr(settings, spec.base_url_setting.lower(), None),
+    )
+    # Cloud deployments of the standard kinds, named by the SDKs' own variables (docs/providers.md).
+    if spec.kind == "openai" and settings.azure_openai_endpoint:
+        return replace(
+            standard,
+            key=settings.azure_openai_api_key,
+            key_names="AZURE_OPENAI_API_KEY (with AZURE_OPENAI_ENDPOINT)",
+            azure_endpoint=settings.azure_openai_endpoint,
+        )
+    if spec.kind == "anthropic" and settings.anthropic_vertex_project_id:
+        return replace(
+            standard,
+            key=settings.anthropic_vertex_access_token,
+            ambient_credentials=True,
+            vertex_project=settings.anthropic_vertex_project_id,
+            vertex_region=settings.cloud_ml_region,
+        )
+    if spec.kind == "gemini" and settings.google_genai_use_vertexai:
+        return replace(
+            standard,
+            key=settings.gemini_vertex_access_token,
+            ambient_credentials=True,
+            vertex_project=settings.google_cloud_project or "",  # empty: the project of the ADC
+            vertex_region=settings.google_cloud_location,
+        )
+    return standard
+
+
+@dataclass(slots=True, frozen=True)
+class Plan:
+    """What the settings make, each part read and built once (check_settings)."""
+
+    catalogue: Catalogue
+    needed: dict[ProviderName, list[str]]
+    """The provider instances the allowlist needs, with their allowed models."""
+    instances: dict[ProviderName, ProviderInstance]
+    authenticator: Authenticator | None
+    policy: Policy
+
+
+def check_settings(settings: Settings) -> Plan:
+    """The plan of the gateway the settings describe; ConfigError naming every problem otherwise: the
+    catalogue, an allowed model missing from it or served by an instance not configured, a needed key
+    missing, the default or a fallback not allowed, limits, transport, authentication and roles."""
     problems: list[str] = []
-    needed: dict[ProviderName, list[str]] = {}
     if not settings.allowed_models:
         problems.append("ALLOWED_MODELS is empty: allow at least one model")
     try:
         catalogue: Catalogue | None = load_catalogue(settings.llm_catalogue_path)
-    except ValueError:
-        catalogue = None  # load_checked_catalogue names the problem
-    for model in settings.allowed_models:
-        # The catalogue's provider is the truth; a name prefix only routes what it does not list.
-        provider = (
-            catalogue.get(model).provider
-            if catalogue is not None and model in catalogue
-            else registry.provider_for(model)
-        )
+    except ValueError as error:
+        catalogue = None
+        problems.append(str(error))
+    instances = provider_instances(settings)
+    needed: dict[ProviderName, list[str]] = {}
+    listed = {m: info.provider for m, info in catalogue.models().items()} if catalogue is not None else {}
+    for model in settings.allowed_models if catalogue is not None else ():
+        provider = listed.get(model)
         if provider is None:
             problems.append(
-                f"allowed model {model!r} maps to no provider (LLM_PROVIDER_PREFIXES knows "
-                f"{', '.join(prefix for prefix, _ in settings.llm_provider_prefixes)})"
+                f"allowed model {model!r} is not in the model catalogue ({_catalogue_name(settings)}): "
+                "add it with LLM_CATALOGUE_PATH"
+            )
+        elif provider not in instances:
+            problems.append(
+                f"allowed model {model!r} is served by provider {provider!r}, which is not configured "
+                f"(known: {', '.join(instances)}; add it to LLM_PROVIDERS)"
             )
         else:
             needed.setdefault(provider, []).append(model)
     for provider, models in needed.items():
-        key = settings.api_key(provider)
-        if settings.credentials_from_environment(provider):
+        instance = instances[provider]
+        if instance.ambient_credentials:
             continue  # Vertex AI: Application Default Credentials, or the access token when given
-        if key is None or not key.get_secret_value().strip():
-            problems.append(
-                f"{KEY_ENV_NAMES[provider]} is not set, but ALLOWED_MODELS has {', '.join(models)}"
-            )
+        if instance.key is None or not instance.key.get_secret_value().strip():
+            problems.append(f"{instance.key_names} is not set, but ALLOWED_MODELS has {', '.join(models)}")
     for model, chain in settings.llm_fallbacks.items():
         for name in (model, *chain):
             if name not in settings.allowed_models:
                 problems.append(f"LLM_FALLBACKS names {name!r}, which is not in ALLOWED_MODELS")
     if settings.llm_default_model not in settings.allowed_models:
         problems.append(f"LLM_DEFAULT_MODEL {settings.llm_default_model!r} is not in ALLOWED_MODELS")
-    problems += _limits_problems(settings)
+    policy = _limit_policy(settings, problems)
     problems += _transport_problems(settings)
-    problems += _auth_problems(settings)
-    if problems:
+    authenticator = _authenticator(settings, problems)
+    problems += _roles_problems(settings)
+    if problems or catalogue is None:
         raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
-    return needed
+    return Plan(catalogue, needed, instances, authenticator, policy)
 
 
-def _limits_problems(settings: Settings) -> list[str]:
+def _roles_problems(settings: Settings) -> list[str]:
+    """LLM_ROLES may name only methods of the contract (or "*") and allowed models: a typo would
+    otherwise lock a role out, or seem to grant a model it cannot use, in silence."""
+    problems = []
+    for name, role in settings.llm_roles.items():
+        for method in role.methods:
+            if method != "*" and method not in METHODS:
+                known = ", ".join(sorted(METHODS))
+                problems.append(f"LLM_ROLES role {name!r} names unknown method {method!r} ({known})")
+        for model in role.models or ():
+            if model not in settings.allowed_models:
+                problems.append(
+                    f"LLM_ROLES role {name!r} names model {model!r}, which is not in ALLOWED_MODELS"
+                )
+    return problems
+
+
+def _limit_policy(settings: Settings, problems: list[str]) -> Policy:
+    """LLM_LIMITS_FILE's policy; its problems (and models it names outside the allowlist) appended."""
     try:
         policy = load_limit_policy(settings.llm_limits_file)
     except ValueError as error:
-        return [str(error)]
+        problems.append(str(error))
+        return NO_LIMITS
     named = {
         model
         for scoped in (policy.default, *policy.roles.values(), *policy.identities.values())
         for model in scoped.models
     }
-    return [
+    problems += [
         f"LLM_LIMITS_FILE sets limits for model {model!r}, which is not in ALLOWED_MODELS"
         for model in sorted(named - set(settings.allowed_models))
     ]
+    return policy
 
 
 def build_limit_store(settings: Settings) -> LimitStore:
@@ -172,9 +256,9 @@ def build_limit_store(settings: Settings) -> LimitStore:
 
 
 def build_limiter(
-    settings: Settings, metrics: Metrics, store: LimitStore, clock: Callable[[], float] = time.time
+    settings: Settings, policy: Policy, metrics: Metrics, store: LimitStore, clock: Clock = time.time
 ) -> Limiter:
-    """The caller limits of LLM_LIMITS_FILE, counted in `store`."""
+    """The caller limits of LLM_LIMITS_FILE (`policy`), counted in `store`."""
 
     def unavailable(error: BaseException) -> None:
         metrics.limit_store_errors.inc()
@@ -185,7 +269,7 @@ def build_limiter(
         metrics.budget(identity, period, spent / MICRO, check.limit / MICRO)
 
     return Limiter(
-        load_limit_policy(settings.llm_limits_file),
+        policy,
         store,
         fail_open=settings.llm_limits_fail_open,
         lease_seconds=settings.llm_request_timeout + 30,
@@ -212,26 +296,27 @@ def _transport_problems(settings: Settings) -> list[str]:
     return [f"cannot read TLS file {path}" for path in unreadable]
 
 
-def _auth_problems(settings: Settings) -> list[str]:
+def _authenticator(settings: Settings, problems: list[str]) -> Authenticator | None:
+    """The caller authentication (None when off); its problems appended."""
     if settings.llm_auth_disabled:
-        return []
+        return None
     secret = settings.llm_jwt_hs256_secret
     sources = (secret, settings.llm_jwt_public_key_file, settings.llm_jwt_jwks_file)
     if not any(sources):
-        return [
+        problems.append(
             "authentication is on but has no key: set LLM_JWT_HS256_SECRET, LLM_JWT_PUBLIC_KEY_FILE or "
             "LLM_JWT_JWKS_FILE, or LLM_AUTH_DISABLED=true"
-        ]
-    problems = []
+        )
+        return None
     if secret is not None and (problem := secret_problem(secret.get_secret_value())) is not None:
         problems.append(problem)
     try:
-        build_authenticator(settings)
+        return build_authenticator(settings)
     except OSError as error:
         problems.append(f"cannot read {error.filename}: {error.strerror}")
     except (ValueError, TypeError, jwt.PyJWTError) as error:
         problems.append(f"cannot load the JWT key settings: {_one_line(error)}")
-    return problems
+    return None
 
 
 def _one_line(error: BaseException) -> str:
@@ -241,7 +326,7 @@ def _one_line(error: BaseException) -> str:
 
 def build_authenticator(settings: Settings) -> Authenticator | None:
     """None when authentication is off. Raises OSError, ValueError or jwt.PyJWTError for an unusable key
-    file, JWKS or LLM_ROLES (check_settings turns those into start-up problems)."""
+    file or JWKS (check_settings turns those into start-up problems)."""
     if settings.llm_auth_disabled:
         return None
     secret = settings.llm_jwt_hs256_secret
@@ -252,7 +337,10 @@ def build_authenticator(settings: Settings) -> Authenticator | None:
         issuer=settings.llm_jwt_issuer,
         audience=settings.llm_jwt_audience,
         leeway=settings.llm_jwt_leeway,
-        roles=parse_roles(settings.llm_roles) if settings.llm_roles else {},
+        roles={
+            name: Role(frozenset(role.methods), frozenset(role.models) if role.models is not None else None)
+            for name, role in settings.llm_roles.items()
+        },
         roles_claim=settings.llm_roles_claim,
         max_subject_length=settings.llm_max_metadata_value_length,
     )
@@ -269,56 +357,31 @@ def server_credentials(settings: Settings) -> grpc.ServerCredentials | None:
     )
 
 
-def _vertex_project(settings: Settings, name: ProviderName) -> str | None:
-    """The Google Cloud project when the provider is served from Vertex AI, else None."""
-    if name is ProviderName.ANTHROPIC:
-        return settings.anthropic_vertex_project_id
-    if name is ProviderName.GEMINI and settings.google_genai_use_vertexai:
-        return settings.google_cloud_project or ""  # empty: the project of the ADC credentials
-    return None
-
-
-def needed_models(needed: Mapping[ProviderName, object], name: ProviderName) -> list[str]:
-    models = needed.get(name)
-    return [str(m) for m in models] if isinstance(models, list) else []
-
-
-def build_providers(
-    settings: Settings, needed: Mapping[ProviderName, object]
-) -> dict[ProviderName, Provider]:
+def build_providers(settings: Settings, plan: Plan) -> dict[ProviderName, Provider]:
+    """One adapter per needed provider instance, built by its kind's spec."""
     providers: dict[ProviderName, Provider] = {}
-    for name in needed:
-        key = settings.api_key(name)
-        providers[name] = PROVIDER_FACTORIES[name](
+    for name, models in plan.needed.items():
+        instance = plan.instances[name]
+        providers[name] = instance.spec.factory(
             ProviderSettings(
-                api_key=key.get_secret_value() if key is not None else "",  # check_settings made sure
-                base_url=settings.base_url(name),
+                name=name,
+                api_key=instance.key.get_secret_value() if instance.key is not None else "",
+                base_url=instance.base_url,
                 max_connections=settings.llm_max_connections,
                 default_max_tokens=settings.llm_default_max_tokens,
-                azure_endpoint=settings.azure_openai_endpoint if name is ProviderName.OPENAI else None,
+                azure_endpoint=instance.azure_endpoint,
                 api_version=settings.openai_api_version,
-                vertex_project=_vertex_project(settings, name),
-                vertex_region=settings.google_cloud_location
-                if name is ProviderName.GEMINI
-                else settings.cloud_ml_region,
-                probe_model=next(iter(needed_models(needed, name)), None),
+                vertex_project=instance.vertex_project,
+                vertex_region=instance.vertex_region,
+                probe_model=next(iter(models), None),
             )
         )
     return providers
 
 
 def redactor_for(settings: Settings) -> Redactor:
-    keys = (
-        settings.openai_api_key,
-        settings.azure_openai_api_key,
-        settings.anthropic_vertex_access_token,
-        settings.gemini_vertex_access_token,
-        settings.anthropic_api_key,
-        settings.google_api_key,
-        settings.llm_jwt_hs256_secret,
-        settings.llm_redis_url,
-    )
-    return Redactor(key.get_secret_value() for key in keys if key is not None)
+    """Scrubs every configured secret, and anything shaped like a registered provider's key."""
+    return Redactor(settings.secrets(), [spec.key_pattern for spec in SPECS.values()])
 
 
 @dataclass
@@ -369,18 +432,18 @@ def build_app(
     metrics_port: int | None = None,
     providers: dict[ProviderName, Provider] | None = None,
     reuse_port: bool = False,
-    clock: Callable[[], float] = time.time,
+    clock: Clock = time.time,
     limit_store: LimitStore | None = None,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
-    needed = check_settings(settings)
-    catalogue = load_checked_catalogue(settings)
+    plan = check_settings(settings)
+    catalogue = plan.catalogue
     warn_of_retiring_models(catalogue, settings.allowed_models)
-    providers = providers if providers is not None else build_providers(settings, needed)
+    providers = providers if providers is not None else build_providers(settings, plan)
     redactor = redactor_for(settings)
     metrics = Metrics()
     store = limit_store if limit_store is not None else build_limit_store(settings)
-    limiter = build_limiter(settings, metrics, store, clock)
+    limiter = build_limiter(settings, plan.policy, metrics, store, clock)
     circuit = CircuitBreaker(
         list(providers),
         settings.llm_circuit_failures,
@@ -405,7 +468,7 @@ def build_app(
             max_tools=settings.llm_max_tools,
         ),
         request_timeout=settings.llm_request_timeout,
-        metrics=metrics,
+        observer=MetricsObserver(metrics),
         admission=Admission(
             list(providers),
             settings.llm_max_in_flight,
@@ -435,8 +498,8 @@ def build_app(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ]
     )
-    servicer = LLMServicer(gateway, monitor, metrics, redactor, build_authenticator(settings))
-    add_to_server(servicer, server, redactor)
+    pipeline = Pipeline(metrics, redactor, plan.authenticator, settings.llm_max_metadata_value_length)
+    add_to_server(LLMServicer(gateway, monitor, metrics, redactor), pipeline, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

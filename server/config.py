@@ -4,11 +4,22 @@ from __future__ import annotations
 
 import datetime
 import json
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic import model_validator as _model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
@@ -32,20 +43,27 @@ DEFAULT_ALLOWED_MODELS = (
 )
 DEFAULT_MODEL = "gpt-5.4-mini"
 
-DEFAULT_PROVIDER_PREFIXES = (
-    ("gpt-", ProviderName.OPENAI),
-    ("o1", ProviderName.OPENAI),
-    ("o3", ProviderName.OPENAI),
-    ("o4", ProviderName.OPENAI),
-    ("claude-", ProviderName.ANTHROPIC),
-    ("gemini-", ProviderName.GEMINI),
-)
 
-KEY_ENV_NAMES = {
-    ProviderName.OPENAI: "OPENAI_API_KEY (AZURE_OPENAI_API_KEY with AZURE_OPENAI_ENDPOINT)",
-    ProviderName.ANTHROPIC: "ANTHROPIC_API_KEY",
-    ProviderName.GEMINI: "GOOGLE_API_KEY (or GEMINI_API_KEY)",
-}
+class RoleSetting(BaseModel):
+    """One role of LLM_ROLES: the methods it grants ("*": all) and, optionally, the models it may use."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    methods: tuple[str, ...]
+    models: tuple[str, ...] | None = None
+
+
+class ProviderInstanceSetting(BaseModel):
+    """One entry of LLM_PROVIDERS: a provider instance of a registered kind."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,39}$")
+    kind: str
+    base_url: str | None = None
+    api_key_env: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    """The environment variable holding its key (kept out of LLM_PROVIDERS, so the key can live in its
+    own secret)."""
 
 
 def _split_commas(value: object) -> object:
@@ -89,9 +107,10 @@ class Settings(BaseSettings):
 
     allowed_models: Annotated[tuple[str, ...], NoDecode] = DEFAULT_ALLOWED_MODELS
     llm_default_model: str = DEFAULT_MODEL
-    llm_provider_prefixes: Annotated[tuple[tuple[str, ProviderName], ...], NoDecode] = (
-        DEFAULT_PROVIDER_PREFIXES
-    )
+    llm_providers: Annotated[tuple[ProviderInstanceSetting, ...], NoDecode] = ()
+    """JSON: more provider instances beside the standard three, e.g. a second OpenAI-compatible
+    endpoint: [{"name": "local-vllm", "kind": "openai", "base_url": "http://vllm:8000/v1",
+    "api_key_env": "VLLM_API_KEY"}]. Catalogue entries route models to an instance by its name."""
     llm_request_timeout: float = Field(default=60.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0, le=10)
     llm_retry_base_delay: float = Field(default=0.5, ge=0)
@@ -133,7 +152,7 @@ class Settings(BaseSettings):
     llm_jwt_issuer: str | None = None
     llm_jwt_audience: str | None = None
     llm_jwt_leeway: float = Field(default=30.0, ge=0)
-    llm_roles: str = ""
+    llm_roles: Annotated[dict[str, RoleSetting], NoDecode] = Field(default_factory=dict)
     """JSON: role → {"methods": [...], "models": [...]}; empty: any valid token may do everything."""
     llm_roles_claim: str = "roles"
     llm_catalogue_path: Path | None = None
@@ -157,52 +176,45 @@ class Settings(BaseSettings):
     def _parse_models(cls, value: object) -> object:
         return _split_commas(value)
 
-    @field_validator("llm_provider_prefixes", mode="before")
+    @field_validator("llm_roles", "llm_providers", mode="before")
     @classmethod
-    def _parse_prefixes(cls, value: object) -> object:
-        """`gpt-=openai,claude-=anthropic` → ((prefix, provider), ...)."""
-        items = _split_commas(value)
-        if isinstance(items, list):
-            pairs = []
-            for item in items:
-                prefix, sep, provider = str(item).partition("=")
-                if not sep or not prefix.strip():
-                    raise ValueError(f"expected prefix=provider, got {item!r}")
-                pairs.append((prefix.strip(), provider.strip()))
-            return tuple(pairs)
+    def _parse_json(cls, value: object, info: ValidationInfo) -> object:
+        """JSON from the environment (or given as text); empty means none."""
+        if isinstance(value, str):
+            return (
+                json.loads(value)
+                if value.strip()
+                else cls.model_fields[info.field_name or ""].get_default(call_default_factory=True)
+            )
         return value
+
+    _instance_keys: dict[str, SecretStr] = PrivateAttr(default_factory=dict)
+
+    def model_post_init(self, context: object, /) -> None:
+        # The keys of LLM_PROVIDERS instances live in variables of their own, named there.
+        self._instance_keys = {
+            entry.api_key_env: SecretStr(os.environ[entry.api_key_env])
+            for entry in self.llm_providers
+            if entry.api_key_env in os.environ
+        }
+
+    def key_setting(self, name: str) -> SecretStr | None:
+        """The value of a key setting by its variable name: a field of these settings (OPENAI_API_KEY)
+        or a variable an LLM_PROVIDERS entry names."""
+        value = getattr(self, name.lower(), None)
+        return value if isinstance(value, SecretStr) else self._instance_keys.get(name)
+
+    def secrets(self) -> list[str]:
+        """Every secret value configured: each one is scrubbed from logs, errors and responses."""
+        values = [getattr(self, name) for name in type(self).model_fields]
+        values += self._instance_keys.values()
+        return [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
 
     def max_in_flight_per_caller(self) -> int:
         """LLM_MAX_IN_FLIGHT_PER_CALLER, or its default: a quarter of LLM_MAX_IN_FLIGHT (at least 1)."""
         if self.llm_max_in_flight_per_caller is not None:
             return self.llm_max_in_flight_per_caller
         return max(1, self.llm_max_in_flight // 4)
-
-    def api_key(self, provider: ProviderName) -> SecretStr | None:
-        return {
-            ProviderName.OPENAI: self.azure_openai_api_key
-            if self.azure_openai_endpoint
-            else self.openai_api_key,
-            ProviderName.ANTHROPIC: self.anthropic_vertex_access_token
-            if self.anthropic_vertex_project_id
-            else self.anthropic_api_key,
-            ProviderName.GEMINI: self.gemini_vertex_access_token
-            if self.google_genai_use_vertexai
-            else self.google_api_key,
-        }[provider]
-
-    def credentials_from_environment(self, provider: ProviderName) -> bool:
-        """Whether the provider authenticates without a key of ours (Claude on Vertex AI with ADC)."""
-        return (provider is ProviderName.ANTHROPIC and bool(self.anthropic_vertex_project_id)) or (
-            provider is ProviderName.GEMINI and self.google_genai_use_vertexai
-        )
-
-    def base_url(self, provider: ProviderName) -> str | None:
-        return {
-            ProviderName.OPENAI: self.openai_base_url,
-            ProviderName.ANTHROPIC: self.anthropic_base_url,
-            ProviderName.GEMINI: self.gemini_base_url,
-        }[provider]
 
 
 class _CatalogueEntry(BaseModel):
@@ -212,6 +224,7 @@ class _CatalogueEntry(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     provider: ProviderName
+    """The provider instance serving the model: a kind's name or an LLM_PROVIDERS name."""
     tier: Tier
     context_window: int = Field(gt=0)
     max_output_tokens: int = Field(gt=0)

@@ -15,7 +15,6 @@ from server.core.types import (
     DocumentPart,
     FinishReason,
     ImagePart,
-    ProviderName,
     ReasoningDelta,
     ReasoningEffort,
     ReasoningPart,
@@ -73,6 +72,8 @@ REASONING_EFFORTS: dict[int, ReasoningEffort] = {
     llm_pb2.REASONING_EFFORT_HIGH: ReasoningEffort.HIGH,
 }
 
+REASONING_PROVIDERS = ("openai", "anthropic", "gemini")
+"""The provider kinds whose reasoning parts a message may carry back (the adapters name their kind)."""
 FINISH_REASONS = {
     FinishReason.UNSPECIFIED: llm_pb2.FINISH_REASON_UNSPECIFIED,
     FinishReason.STOP: llm_pb2.FINISH_REASON_STOP,
@@ -149,13 +150,10 @@ def _part(part: llm_pb2.ContentPart) -> ContentPart | None:
 
 
 def _reasoning_part(field: str, part: llm_pb2.ReasoningPart) -> ReasoningPart:
-    provider: ProviderName | None = None
-    if part.provider:
-        if part.provider not in ProviderName.__members__.values():
-            names = ", ".join(ProviderName)
-            raise InvalidRequest([FieldViolation(f"{field}.provider", f"must be one of {names}, or empty")])
-        provider = ProviderName(part.provider)
-    return ReasoningPart(part.text, part.signature, part.redacted_data, provider)
+    if part.provider and part.provider not in REASONING_PROVIDERS:
+        names = ", ".join(REASONING_PROVIDERS)
+        raise InvalidRequest([FieldViolation(f"{field}.provider", f"must be one of {names}, or empty")])
+    return ReasoningPart(part.text, part.signature, part.redacted_data, part.provider or None)
 
 
 def _response_format(response_format: llm_pb2.ResponseFormat) -> DraftResponseFormat:
@@ -204,7 +202,7 @@ def reasoning(parts: Sequence[ReasoningPart]) -> list[llm_pb2.ReasoningPart]:
             text=p.text,
             signature=p.signature,
             redacted_data=p.redacted_data,
-            provider=p.provider.value if p.provider is not None else "",
+            provider=p.provider or "",
         )
         for p in parts
     ]
@@ -220,7 +218,7 @@ def complete_response(result: Result, ctx: RequestContext) -> llm_pb2.CompleteRe
         content=completion.content,
         usage=usage(completion.usage),
         latency_ms=result.latency_ms,
-        provider=result.provider.value,
+        provider=result.provider,
         model=result.model,
         trace_id=ctx.trace_id,
         finish_reason=FINISH_REASONS[completion.finish_reason],
@@ -239,7 +237,7 @@ def stream_done(summary: StreamSummary, ctx: RequestContext) -> llm_pb2.StreamDo
         finish_reason=FINISH_REASONS[summary.finish_reason],
         latency_ms=summary.latency_ms,
         time_to_first_token_ms=summary.time_to_first_token_ms,
-        provider=summary.provider.value,
+        provider=summary.provider,
         model=summary.model,
         trace_id=ctx.trace_id,
         cost_usd=summary.cost_usd,

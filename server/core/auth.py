@@ -22,7 +22,7 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from server.core.errors import Code, GatewayError
+from server.core.errors import Code, GatewayError, Origin
 from server.core.validation import context_value_problem
 
 MIN_HS256_SECRET_BYTES = 32
@@ -49,11 +49,13 @@ _EC_ALGORITHMS = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES51
 class Unauthenticated(GatewayError):
     reason = "UNAUTHENTICATED"
     code = Code.UNAUTHENTICATED
+    origin = Origin.CALLER
 
 
 class MethodNotAllowed(GatewayError):
     reason = "METHOD_NOT_ALLOWED"
     code = Code.PERMISSION_DENIED
+    origin = Origin.CALLER
 
     def __init__(self, method: str, roles: Iterable[str]) -> None:
         self.method = method

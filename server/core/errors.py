@@ -57,11 +57,21 @@ class Code(enum.IntEnum):
     UNAUTHENTICATED = 16
 
 
+class Origin(enum.StrEnum):
+    """Who caused a call's outcome, as metrics and the call's log line report it: the caller (its
+    input, credentials, limits, deadline or cancellation), the gateway itself, or the provider."""
+
+    CALLER = "caller"
+    GATEWAY = "gateway"
+    PROVIDER = "provider"
+
+
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose. `reason` is the ErrorInfo reason."""
 
     reason = "GATEWAY_ERROR"
     code = Code.INTERNAL
+    origin = Origin.GATEWAY
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
@@ -85,6 +95,7 @@ class FieldViolation:
 class InvalidRequest(GatewayError):
     reason = "INVALID_REQUEST"
     code = Code.INVALID_ARGUMENT
+    origin = Origin.CALLER
 
     def __init__(self, violations: Sequence[FieldViolation]) -> None:
         self.violations = tuple(violations)
@@ -101,6 +112,7 @@ class MalformedRequest(GatewayError):
 
     reason = "MALFORMED_REQUEST"
     code = Code.INVALID_ARGUMENT
+    origin = Origin.CALLER
 
     def __init__(self, message_type: str) -> None:
         self.message_type = message_type
@@ -130,6 +142,7 @@ class UnsupportedByModel(InvalidRequest):
 class ModelNotAllowed(GatewayError):
     reason = "MODEL_NOT_ALLOWED"
     code = Code.PERMISSION_DENIED
+    origin = Origin.CALLER
 
     def __init__(self, model: str, allowed: Sequence[str]) -> None:
         self.model = model
@@ -164,6 +177,7 @@ class CallerOverLimit(GatewayError):
 
     reason = "CALLER_CONCURRENCY_LIMIT"
     code = Code.RESOURCE_EXHAUSTED
+    origin = Origin.CALLER
 
     def __init__(self, caller: str, limit: int) -> None:
         self.caller = caller
@@ -192,6 +206,7 @@ class NoModelFits(GatewayError):
 
     reason = "NO_MODEL_FOR_TIER"
     code = Code.FAILED_PRECONDITION
+    origin = Origin.CALLER
 
     def __init__(self, tier: str, why: str) -> None:
         self.tier = tier
@@ -204,11 +219,13 @@ class NoModelFits(GatewayError):
 class DeadlineExceeded(GatewayError):
     reason = "DEADLINE_EXCEEDED"
     code = Code.DEADLINE_EXCEEDED
+    origin = Origin.CALLER
 
 
 class ProviderError(GatewayError):
     reason = "PROVIDER_ERROR"
     code = Code.UNAVAILABLE
+    origin = Origin.PROVIDER
     retryable = False
 
     def __init__(

@@ -13,8 +13,6 @@ from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-import structlog
-
 from server.core.admission import Admission
 from server.core.catalogue import TIER_FOR_COMPLEXITY, Catalogue, Complexity, ModelInfo, Selection, Tier
 from server.core.circuit import CircuitBreaker
@@ -36,6 +34,7 @@ from server.core.errors import (
 )
 from server.core.governance import Allowlist
 from server.core.limits import ANONYMOUS, Limiter, Standing, Ticket, Worst, micro_usd, prompt_token_bound
+from server.core.ports import CallObserver, Provider, ProviderCall
 from server.core.retry import RetryPolicy, call_with_retries
 from server.core.structured import check_output
 from server.core.types import (
@@ -53,11 +52,6 @@ from server.core.types import (
     Usage,
 )
 from server.core.validation import MAX_MODEL_LENGTH, DraftRequest, Limits, check, to_request, unsupported
-from server.observability.calls import CallRecord
-from server.observability.metrics import Metrics
-from server.providers.base import Provider
-
-log = structlog.get_logger("llm_grpc.gateway")
 
 T = TypeVar("T")
 
@@ -78,7 +72,7 @@ FAILOVER_ERRORS = (
 class _Opened(Generic[T]):
     """A call that got through: its accounting, who serves it, what the attempt returned, its slot."""
 
-    call: CallRecord
+    call: ProviderCall
     provider: ProviderName
     result: T
     slot: AsyncExitStack
@@ -110,7 +104,7 @@ class Gateway:
         retry: RetryPolicy,
         limits: Limits,
         request_timeout: float,
-        metrics: Metrics,
+        observer: CallObserver,
         admission: Admission,
         circuit: CircuitBreaker,
         catalogue: Catalogue,
@@ -127,7 +121,7 @@ class Gateway:
         self._retry = retry
         self._limits = limits
         self._request_timeout = request_timeout
-        self._metrics = metrics
+        self._observer = observer
 
     @property
     def limits(self) -> Limits:
@@ -276,7 +270,7 @@ class Gateway:
         """Run `attempt` on the first candidate, with retries; on UNAVAILABLE or RESOURCE_EXHAUSTED move
         to the next (an operator's explicit fallback chain). The caller owns the returned slot."""
         for index, (request, provider) in enumerate(candidates):
-            call = CallRecord(self._metrics, method, request.model, provider.name, started)
+            call = self._observer.provider_call(method, request.model, provider.name, started)
             slot = AsyncExitStack()
             try:
                 await slot.enter_async_context(
@@ -296,13 +290,7 @@ class Gateway:
                 call.fail(error)
                 if index + 1 == len(candidates) or not isinstance(error, FAILOVER_ERRORS):
                     raise
-                self._metrics.failover(request.model, candidates[index + 1][0].model)
-                log.warning(
-                    "provider.failover",
-                    from_model=request.model,
-                    to_model=candidates[index + 1][0].model,
-                    reason=error.reason,
-                )
+                self._observer.failover(request.model, candidates[index + 1][0].model, error.reason)
                 continue
             return _Opened(call, provider.name, result, slot)
         raise RuntimeError("no candidate model")  # pragma: no cover - candidates is never empty
@@ -351,8 +339,7 @@ class Gateway:
         try:
             return self.allowlist.resolve(draft.model, ctx.models)
         except ModelNotAllowed:
-            self._metrics.governance_violation(draft.model, ctx.source_agent)
-            log.warning("governance.violation", model=draft.model, source_agent=ctx.source_agent)
+            self._observer.governance_violation(draft.model, ctx.source_agent)
             raise
 
     async def _reserve(
@@ -433,7 +420,7 @@ class Gateway:
 
     async def _with_retries(
         self,
-        call: CallRecord,
+        call: ProviderCall,
         provider: ProviderName,
         deadline: float,
         caller_bound: bool,
@@ -450,7 +437,7 @@ class Gateway:
                 spend.after_failed_attempt(error)
                 raise
             finally:
-                call.provider_s += time.perf_counter() - started
+                call.waited_on_provider(time.perf_counter() - started)
             self._circuit.record(provider, None, trial=trial)
             return result
 

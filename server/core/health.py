@@ -14,8 +14,8 @@ import structlog
 
 from server.core.circuit import CircuitBreaker
 from server.core.errors import GatewayError
+from server.core.ports import Provider
 from server.core.types import ProviderName
-from server.providers.base import Provider
 
 log = structlog.get_logger("llm_grpc.health")
 

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 
 from server.core.catalogue import Catalogue
 from server.core.errors import GatewayError
+from server.core.ports import Provider
 from server.core.types import ProviderName
-from server.providers.base import Provider
 
 RETIREMENT_WARNING_DAYS = 30
 

@@ -30,7 +30,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from server.core.errors import Code, GatewayError
+from server.core.errors import Code, GatewayError, Origin
 
 MICRO = 1_000_000
 MINUTE = 60.0
@@ -190,6 +190,7 @@ class CallerLimitReached(GatewayError):
     """A caller's rate limit, concurrency limit or budget is used up."""
 
     code = Code.RESOURCE_EXHAUSTED
+    origin = Origin.CALLER
 
     def __init__(self, identity: str, check: Check, retry_after: float | None) -> None:
         self.identity = identity

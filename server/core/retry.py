@@ -20,9 +20,11 @@ T = TypeVar("T")
 
 @dataclass(slots=True, frozen=True)
 class RetryPolicy:
-    max_retries: int = 3
-    base_delay: float = 0.5
-    max_delay: float = 8.0
+    """Values from configuration (LLM_MAX_RETRIES, LLM_RETRY_BASE_DELAY, LLM_RETRY_MAX_DELAY)."""
+
+    max_retries: int
+    base_delay: float
+    max_delay: float
 
     def backoff(self, retry: int) -> float:
         """Exponential backoff with equal jitter: half fixed, half random, capped at max_delay."""

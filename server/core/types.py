@@ -31,10 +31,9 @@ IMAGE_TOKEN_BOUND = 4096
 """More than one image costs on any of the three providers (their largest sizes and finest detail)."""
 
 
-class ProviderName(enum.StrEnum):
-    OPENAI = "openai"
-    ANTHROPIC = "anthropic"
-    GEMINI = "gemini"
+ProviderName = str
+"""A provider *instance* as configuration names it: "openai", "anthropic", "gemini" for the standard
+three, or an operator's own name for another endpoint of a kind (server/providers/registry.py)."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -47,12 +47,14 @@ Bad = Callable[[str, str], None]
 
 @dataclass(slots=True, frozen=True)
 class Limits:
-    max_request_bytes: int = 1_048_576
+    """The input limits; their values (and defaults) are configuration's (server/config.py)."""
+
+    max_request_bytes: int
     """Total UTF-8 bytes of message content and stop sequences."""
-    max_messages: int = 1000
-    max_stop_sequences: int = 16
-    max_stop_length: int = 256
-    max_metadata_value_length: int = 128
+    max_messages: int
+    max_stop_sequences: int
+    max_stop_length: int
+    max_metadata_value_length: int
     """A2A metadata values: they go on into provider HTTP headers and log lines."""
     max_image_bytes: int = 5 * 1024 * 1024
     """One inline image (Anthropic's limit per image)."""

@@ -1,21 +1,116 @@
-"""The accounting of one call: its canonical log line and its metrics, finished exactly once."""
+"""The accounting of calls: one record per RPC (its canonical `llm.call` log line and `llm_calls_total`,
+finished exactly once by the call pipeline, server/api/pipeline.py) and one per provider call (the
+provider metrics), which the gateway reports through the core's `CallObserver` port.
+
+    RPC ──▶ RpcRecord (pipeline) ───────────────▶ llm.call line, llm_calls_total{method,code,origin}
+              ▲ fields (model, provider, usage, cost, retries, ...)
+              └── ProviderRecord (gateway, via MetricsObserver) ─▶ llm_requests_total, tokens, cost, ...
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from contextvars import ContextVar
+from typing import Any
 
 import structlog
 
-from server.core.errors import GatewayError, ProviderError
-from server.core.types import Usage
+from server.core.errors import Code, GatewayError, Origin, ProviderError
+from server.core.types import ProviderName, Usage
 from server.observability.metrics import Metrics
 
 log = structlog.get_logger("llm_grpc.call")
 
+_current: ContextVar[RpcRecord | None] = ContextVar("llm_grpc_rpc", default=None)
 
-class CallRecord:
-    """Created when a call has its provider; `succeed` or `fail` ends it (one log line, its metrics)."""
+
+class RpcRecord:
+    """One RPC from its first byte to its status. Provider records add their fields to it; `finish`
+    writes the one log line and counts the call, with its final code and origin."""
+
+    __slots__ = ("_metrics", "_token", "fields", "method", "started")
+
+    def __init__(self, metrics: Metrics, method: str) -> None:
+        self._metrics = metrics
+        self.method = method
+        self.started = time.perf_counter()
+        self.fields: dict[str, Any] = {}
+
+    def __enter__(self) -> RpcRecord:
+        self._token = _current.set(self)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        _current.reset(self._token)
+
+    def finish(self, error: BaseException | None) -> tuple[Code, Origin | None]:
+        """End the RPC: its code and origin (None for a success), logged and counted once."""
+        code, origin, reason, message = outcome(error)
+        latency_ms = round((time.perf_counter() - self.started) * 1000, 2)
+        origin_label = origin.value if origin is not None else ""
+        self._metrics.calls.labels(self.method, code.name, origin_label).inc()
+        line: dict[str, Any] = {
+            "method": self.method,
+            "status": code.name,
+            "latency_ms": latency_ms,
+            **self.fields,
+        }
+        if error is None:
+            log.info("llm.call", **line)
+            return code, origin
+        line.update(origin=origin_label, error_reason=reason, error=message)
+        if isinstance(error, ProviderError):
+            line["provider_request_id"] = error.request_id
+        elif isinstance(error, GatewayError):  # refused before or instead of a provider call
+            self._metrics.refusals.labels(self.method, error.reason).inc()
+        if code is Code.INTERNAL:
+            log.error("llm.call", **line, exc_info=error)
+        else:
+            log.warning("llm.call", **line)
+        return code, origin
+
+
+def outcome(error: BaseException | None) -> tuple[Code, Origin | None, str | None, str | None]:
+    """The final code, origin, ErrorInfo reason and message of a call that ended with `error`."""
+    if error is None:
+        return Code.OK, None, None, None
+    if isinstance(error, GatewayError):
+        return error.code, error.origin, error.reason, error.message
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return Code.CANCELLED, Origin.CALLER, "CANCELLED", "the caller went away"
+    return Code.INTERNAL, Origin.GATEWAY, "INTERNAL", type(error).__name__
+
+
+def annotate(**fields: Any) -> None:
+    """Add fields to the current RPC's log line (nothing outside an RPC)."""
+    record = _current.get()
+    if record is not None:
+        record.fields.update(fields)
+
+
+class MetricsObserver:
+    """The core's `CallObserver`: provider metrics, and the provider's part of the RPC's log line."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def provider_call(
+        self, method: str, model: str, provider: ProviderName, started: float
+    ) -> ProviderRecord:
+        return ProviderRecord(self._metrics, method, model, provider, started)
+
+    def failover(self, from_model: str, to_model: str, reason: str) -> None:
+        self._metrics.failover(from_model, to_model)
+        log.warning("provider.failover", from_model=from_model, to_model=to_model, reason=reason)
+
+    def governance_violation(self, model: str, source_agent: str) -> None:
+        self._metrics.governance_violation(model, source_agent)
+        log.warning("governance.violation", model=model, source_agent=source_agent)
+
+
+class ProviderRecord:
+    """One call to one provider (the core's `ProviderCall`); `succeed` or `fail` ends it."""
 
     __slots__ = (
         "_metrics",
@@ -39,14 +134,19 @@ class CallRecord:
         self.provider_s = 0.0
         """Seconds spent waiting on the provider (attempts and retry waits): not gateway overhead."""
         metrics.active.labels(provider).inc()
+        annotate(model=model, provider=provider)
 
     def elapsed_ms(self) -> float:
         return (time.perf_counter() - self.started) * 1000
+
+    def waited_on_provider(self, seconds: float) -> None:
+        self.provider_s += seconds
 
     def retry(self, reason: str, delay: float) -> None:
         self.retries += 1
         self.provider_s += delay
         self._metrics.retries.labels(self.provider, reason).inc()
+        annotate(retries=self.retries)
         log.info(
             "provider.retry",
             provider=self.provider,
@@ -64,9 +164,9 @@ class CallRecord:
         self._metrics.overhead.labels(self.method).observe(
             max(0.0, self.first_token_ms / 1000 - self.provider_s)
         )
+        annotate(time_to_first_token_ms=round(self.first_token_ms, 2))
 
     def succeed(self, usage: Usage, cost_usd: float, served_model: str = "", request_id: str = "") -> None:
-        """`served_model` and `request_id`: what the provider says served the call, and its id for it."""
         elapsed_ms = self.elapsed_ms()
         m = self._metrics
         m.active.labels(self.provider).dec()
@@ -77,16 +177,11 @@ class CallRecord:
         m.cost.labels(self.provider, self.model).inc(cost_usd)
         if self.first_token_ms is None:  # unary: all of the call but the provider's part
             m.overhead.labels(self.method).observe(max(0.0, elapsed_ms / 1000 - self.provider_s))
-        log.info(
-            "llm.call",
-            method=self.method,
+        annotate(
             model=self.model,
-            served_model=served_model or self.model,
             provider=self.provider,
+            served_model=served_model or self.model,
             provider_request_id=request_id or None,
-            status="OK",
-            latency_ms=round(elapsed_ms, 2),
-            time_to_first_token_ms=_round(self.first_token_ms),
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cost_usd=round(cost_usd, 8),
@@ -94,32 +189,11 @@ class CallRecord:
         )
 
     def fail(self, error: BaseException) -> None:
-        elapsed_ms = self.elapsed_ms()
-        if isinstance(error, GatewayError):
-            status, error_type, message = error.code.name, error.reason.lower(), error.message
-        elif isinstance(error, asyncio.CancelledError | GeneratorExit):
-            status, error_type, message = "CANCELLED", "cancelled", "the caller went away"
-        else:
-            status, error_type, message = "INTERNAL", "internal", type(error).__name__
+        code, origin, reason, _ = outcome(error)
         m = self._metrics
         m.active.labels(self.provider).dec()
-        m.requests.labels(self.provider, self.model, self.method, status).inc()
-        m.duration.labels(self.provider, self.model, self.method).observe(elapsed_ms / 1000)
-        m.errors.labels(self.provider, self.model, error_type).inc()
-        log.warning(
-            "llm.call",
-            method=self.method,
-            model=self.model,
-            provider=self.provider,
-            status=status,
-            error=message,
-            error_reason=error.reason if isinstance(error, GatewayError) else None,
-            provider_request_id=error.request_id if isinstance(error, ProviderError) else None,
-            latency_ms=round(elapsed_ms, 2),
-            time_to_first_token_ms=_round(self.first_token_ms),
-            retries=self.retries,
-        )
-
-
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+        m.requests.labels(self.provider, self.model, self.method, code.name).inc()
+        m.duration.labels(self.provider, self.model, self.method).observe(self.elapsed_ms() / 1000)
+        if origin is Origin.PROVIDER and reason is not None:  # only what the provider caused
+            m.errors.labels(self.provider, self.model, reason.lower()).inc()
+        annotate(model=self.model, provider=self.provider, retries=self.retries)

@@ -47,8 +47,23 @@ class Metrics:
         self._refused_model = BoundedLabel(max_refused_models)
         self._source_agent = BoundedLabel(max_source_agents, known=("",))
         r = self.registry
+        self.calls = Counter(
+            "llm_calls_total",
+            "Every RPC, once, by its final gRPC code and who caused it (caller, gateway, provider)",
+            ["method", "code", "origin"],
+            registry=r,
+        )
+        self.refusals = Counter(
+            "llm_refusals_total",
+            "RPCs refused before or instead of a provider call, by the ErrorInfo reason",
+            ["method", "reason"],
+            registry=r,
+        )
         self.requests = Counter(
-            "llm_requests_total", "Calls by outcome", ["provider", "model", "method", "status"], registry=r
+            "llm_requests_total",
+            "Provider calls by outcome (a failover makes one per model tried)",
+            ["provider", "model", "method", "status"],
+            registry=r,
         )
         self.duration = Histogram(
             "llm_request_duration_seconds",
@@ -77,7 +92,10 @@ class Metrics:
             registry=r,
         )
         self.errors = Counter(
-            "llm_errors_total", "Failed calls by error type", ["provider", "model", "error_type"], registry=r
+            "llm_errors_total",
+            "Provider calls failed by the provider, by error type",
+            ["provider", "model", "error_type"],
+            registry=r,
         )
         self.active = Gauge("llm_active_requests", "Calls in flight", ["provider"], registry=r)
         self.retries = Counter(

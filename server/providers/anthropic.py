@@ -2,32 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
-from typing import Any
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from types import ModuleType
+from typing import Any, ClassVar
 
 import anthropic
-import httpx2
-from anthropic import AsyncAnthropic, AsyncAnthropicVertex, AsyncStream, DefaultAioHttpClient
-from anthropic._response import AsyncAPIResponse
-from anthropic._types import RequestOptions
+from anthropic import AsyncAnthropic, AsyncAnthropicVertex
 
-from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
+from server.core.errors import ProviderBadRequest, ProviderUnavailable
 from server.core.types import (
-    CallOptions,
     ChatRequest,
     Completion,
     FinishReason,
-    ProviderName,
     StreamEnd,
     StreamEvent,
 )
+from server.emulators.anthropic import AnthropicEmulator
 from server.providers import anthropic_translate as translate
-from server.providers.base import ProviderSettings, finish_reason, map_stainless_error
+from server.providers.base import ProviderSettings, ProviderSpec, finish_reason
+from server.providers.stainless import StainlessProvider
 
-# The SDK's own POST (auth, base URL, version header, timeouts, SSE decoding, error classes) with the
-# JSON body the Messages API documents: the typed `messages.create` costs CPU per call transforming
-# parameters and building objects (docs/benchmarks.md), and warns on every call to a deprecated model.
+# The SDK's own POST (server/providers/stainless.py says why); here it also avoids the typed method's
+# warning on every call to a deprecated model.
 MESSAGES = "/v1/messages"
 REQUEST_ID_HEADER = "request-id"
 REASONING_DEFAULT_MAX_TOKENS = 16384
@@ -45,21 +42,24 @@ FINISH_REASONS = {
 }
 
 
-class AnthropicProvider:
-    name = ProviderName.ANTHROPIC
+class AnthropicProvider(StainlessProvider):
+    sdk: ClassVar[ModuleType] = anthropic
+    path = MESSAGES
+    request_id_header = REQUEST_ID_HEADER
 
     def __init__(self, settings: ProviderSettings) -> None:
-        http_client = DefaultAioHttpClient(
-            limits=httpx2.Limits(
-                max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
-            )
-        )
-        self._client: AsyncAnthropic | AsyncAnthropicVertex
+        self._default_max_tokens = settings.default_max_tokens
+        self._probe_model = settings.probe_model
+        super().__init__(settings)
+
+    def _build_client(
+        self, settings: ProviderSettings, http_client: Any
+    ) -> AsyncAnthropic | AsyncAnthropicVertex:
         if settings.vertex_project is not None:
             # Claude on Vertex AI: the SDK's own client sends a call for `model` to
             # .../publishers/anthropic/models/{model}:rawPredict (or :streamRawPredict) with the Vertex
             # API version in the body and an OAuth token (ADC, or the one given); the rest is the same.
-            self._client = AsyncAnthropicVertex(
+            return AsyncAnthropicVertex(
                 project_id=settings.vertex_project,
                 region=settings.vertex_region,
                 access_token=settings.api_key or None,
@@ -67,87 +67,57 @@ class AnthropicProvider:
                 max_retries=0,
                 http_client=http_client,
             )
-        else:
-            self._client = AsyncAnthropic(
-                api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
-            )
-        self._default_max_tokens = settings.default_max_tokens
-        self._probe_model = settings.probe_model
+        return AsyncAnthropic(
+            api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
+        )
 
-    def __repr__(self) -> str:
-        return f"AnthropicProvider(base_url={str(self._client.base_url)!r})"
-
-    async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
-        with self._errors():
-            # The SDK's response wrapper: its headers carry the provider's request id.
-            response = await self._client.post(
-                MESSAGES,
-                cast_to=AsyncAPIResponse[object],
-                body=self._params(request),
-                options=_request_options(options),
-            )
-            message = await response.parse()
-        body = message if isinstance(message, dict) else {}
+    def _completion(self, request: ChatRequest, body: Mapping[str, Any], request_id: str) -> Completion:
         content = translate.reply(body.get("content"))
         return Completion(
             content.text,
             translate.usage(body.get("usage") or {}),
             _finish(body.get("stop_reason")),
             served_model=_served_model(body),
-            request_id=response.headers.get(REQUEST_ID_HEADER) or "",
+            request_id=request_id,
             tool_calls=content.tool_calls,
             response_id=_response_id(body),
             reasoning=content.reasoning,
         )
 
-    async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
-        params = self._params(request)
-        params["stream"] = True
-        with self._errors():
-            events = await self._client.post(
-                MESSAGES,
-                cast_to=object,
-                body=params,
-                options=_request_options(options),
-                stream=True,
-                stream_cls=AsyncStream[object],
-            )
-        request_id = events.response.headers.get(REQUEST_ID_HEADER) or ""
-        try:
-            start_usage: dict[str, Any] = {}
-            stop_reason: str | None = None
-            served, response_id = "", ""
-            state = translate.StreamState()
-            with self._errors(request_id):
-                async for event in events:
-                    if not isinstance(event, dict):
-                        continue
-                    kind = event.get("type")
-                    if kind in ("content_block_start", "content_block_delta"):
-                        for delta in state.deltas(event):
-                            yield delta
-                    elif kind == "message_start":
-                        started = event.get("message") or {}
-                        start_usage = started.get("usage") or {}
-                        served, response_id = _served_model(started), _response_id(started)
-                    elif kind == "message_delta":
-                        stop_reason = (event.get("delta") or {}).get("stop_reason")
-                        # The usage of message_delta is cumulative (input and cache counts too, which
-                        # server tools can raise after message_start): it overrides message_start's.
-                        start_usage = {**start_usage, **(event.get("usage") or {})}
-            if stop_reason is None:
-                raise ProviderUnavailable(self.name, "the stream ended without a stop reason")
-            yield StreamEnd(
-                translate.usage(start_usage),
-                _finish(stop_reason),
-                served,
-                request_id,
-                tool_calls=state.calls.calls(),
-                response_id=response_id,
-                reasoning=state.reasoning.parts(),
-            )
-        finally:
-            await events.close()
+    async def _events(
+        self, request: ChatRequest, events: AsyncIterator[object], request_id: str
+    ) -> AsyncGenerator[StreamEvent, None]:
+        start_usage: dict[str, Any] = {}
+        stop_reason: str | None = None
+        served, response_id = "", ""
+        state = translate.StreamState()
+        async for event in events:
+            if not isinstance(event, dict):
+                continue
+            kind = event.get("type")
+            if kind in ("content_block_start", "content_block_delta"):
+                for delta in state.deltas(event):
+                    yield delta
+            elif kind == "message_start":
+                started = event.get("message") or {}
+                start_usage = started.get("usage") or {}
+                served, response_id = _served_model(started), _response_id(started)
+            elif kind == "message_delta":
+                stop_reason = (event.get("delta") or {}).get("stop_reason")
+                # The usage of message_delta is cumulative (input and cache counts too, which server
+                # tools can raise after message_start): it overrides message_start's.
+                start_usage = {**start_usage, **(event.get("usage") or {})}
+        if stop_reason is None:
+            raise ProviderUnavailable(self.name, "the stream ended without a stop reason")
+        yield StreamEnd(
+            translate.usage(start_usage),
+            _finish(stop_reason),
+            served,
+            request_id,
+            tool_calls=state.calls.calls(),
+            response_id=response_id,
+            reasoning=state.reasoning.parts(),
+        )
 
     async def probe(self, timeout: float) -> None:
         with self._errors():
@@ -167,9 +137,6 @@ class AnthropicProvider:
             raise ProviderBadRequest(self.name, "Claude on Vertex AI offers no models list to check against")
         with self._errors():
             return [model.id async for model in self._client.models.list(limit=1000, timeout=timeout)]
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     def _max_tokens(self, request: ChatRequest) -> int:
         """The API requires max_tokens. The default leaves a reasoning model room to think (its thinking
@@ -200,35 +167,28 @@ class AnthropicProvider:
             params["stop_sequences"] = list(request.stop)
         return params
 
-    @contextmanager
-    def _errors(self, request_id: str = "") -> Iterator[None]:
-        """Map every SDK error, at the call and during the stream (`request_id`: the stream's), to the
-        core's errors."""
-        try:
-            yield
-        except ProviderError:
-            raise
-        except Exception as error:
-            mapped = map_stainless_error(self.name, error, anthropic, request_id=request_id or None)
-            if mapped is None:
-                raise
-            raise mapped from None
 
-
-def _request_options(options: CallOptions) -> RequestOptions:
-    return {"headers": options.headers, "timeout": options.timeout}
-
-
-def _served_model(body: dict[str, Any]) -> str:
+def _served_model(body: Mapping[str, Any]) -> str:
     model = body.get("model")
     return model if isinstance(model, str) else ""
 
 
-def _response_id(body: dict[str, Any]) -> str:
+def _response_id(body: Mapping[str, Any]) -> str:
     """The id of the message (`msg_…`)."""
     value = body.get("id")
     return value if isinstance(value, str) else ""
 
 
 def _finish(reason: str | None) -> FinishReason:
-    return finish_reason(ProviderName.ANTHROPIC, reason, FINISH_REASONS)
+    return finish_reason("anthropic", reason, FINISH_REASONS)
+
+
+SPEC = ProviderSpec(
+    kind="anthropic",
+    key_settings=("ANTHROPIC_API_KEY",),
+    base_url_setting="ANTHROPIC_BASE_URL",
+    key_pattern=re.compile(r"sk-ant-[A-Za-z0-9_\-]{8,}"),
+    default_base_url="https://api.anthropic.com",
+    factory=AnthropicProvider,
+    emulator=lambda key: AnthropicEmulator(api_key=key),
+)

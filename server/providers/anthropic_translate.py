@@ -32,7 +32,6 @@ from server.core.types import (
     DocumentPart,
     ImagePart,
     Message,
-    ProviderName,
     ReasoningConfig,
     ReasoningDelta,
     ReasoningEffort,
@@ -48,6 +47,8 @@ from server.core.types import (
 )
 from server.providers.assembly import ReasoningAssembler, ToolCallAssembler
 
+KIND = "anthropic"
+"""The provider kind: reasoning parts it produced name it, and only its own are sent back."""
 EFFORT_BUDGETS = {ReasoningEffort.LOW: 1024, ReasoningEffort.MEDIUM: 4096, ReasoningEffort.HIGH: 16384}
 MIN_THINKING_BUDGET = 1024
 JSON_OBJECT_INSTRUCTION = "Answer with one JSON object and nothing else."
@@ -86,16 +87,14 @@ def request_body(request: ChatRequest, max_tokens: int) -> dict[str, Any]:
     if budget is not None:
         if request.max_tokens is not None and request.max_tokens <= budget:
             raise ProviderBadRequest(
-                ProviderName.ANTHROPIC,
+                KIND,
                 f"max_tokens ({request.max_tokens}) must be greater than the thinking budget ({budget})",
             )
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
         if request.max_tokens is None:  # room to answer after thinking
             body["max_tokens"] = max(max_tokens, budget + MIN_THINKING_BUDGET)
         if body.get("tool_choice", {}).get("type") in ("any", "tool"):
-            raise ProviderBadRequest(
-                ProviderName.ANTHROPIC, "Claude cannot think while a tool choice forces a tool call"
-            )
+            raise ProviderBadRequest(KIND, "Claude cannot think while a tool choice forces a tool call")
     fmt = request.response_format
     if fmt is not None and fmt.type is ResponseFormatType.JSON_SCHEMA:
         body["output_config"] = {"format": {"type": "json_schema", "schema": closed(fmt.schema or {})}}
@@ -169,9 +168,7 @@ def _turns(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
                 if not turns[-1]["content"]:
                     turns.pop()
     if not turns:
-        raise ProviderBadRequest(
-            ProviderName.ANTHROPIC, "at least one user or assistant message with content is required"
-        )
+        raise ProviderBadRequest(KIND, "at least one user or assistant message with content is required")
     return turns
 
 
@@ -184,9 +181,7 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
     blocks: list[dict[str, Any]] = []
     if message.role is Role.ASSISTANT:
         # Only Claude's own reasoning goes back: another provider's signature means nothing here.
-        blocks += [
-            _reasoning_block(r) for r in message.reasoning if r.provider in (None, ProviderName.ANTHROPIC)
-        ]
+        blocks += [_reasoning_block(r) for r in message.reasoning if r.provider in (None, KIND)]
     blocks += [_part(p) for p in message.content_parts() if not (isinstance(p, TextPart) and not p.text)]
     blocks += [
         {"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments()} for c in message.tool_calls
@@ -262,12 +257,10 @@ def reply(blocks: Any) -> Reply:
                 calls.append(ToolCall(block.get("id") or "", block.get("name") or "", arguments))
             case "thinking":
                 signature = (block.get("signature") or "").encode()
-                reasoning.append(
-                    ReasoningPart(block.get("thinking") or "", signature, b"", ProviderName.ANTHROPIC)
-                )
+                reasoning.append(ReasoningPart(block.get("thinking") or "", signature, b"", KIND))
             case "redacted_thinking":
                 data = (block.get("data") or "").encode()
-                reasoning.append(ReasoningPart("", b"", data, ProviderName.ANTHROPIC))
+                reasoning.append(ReasoningPart("", b"", data, KIND))
     return Reply("".join(texts), tuple(calls), tuple(reasoning))
 
 
@@ -291,7 +284,7 @@ class StreamState:
     """What a stream's events build up: tool calls and reasoning by content block."""
 
     calls: ToolCallAssembler = field(default_factory=ToolCallAssembler)
-    reasoning: ReasoningAssembler = field(default_factory=lambda: ReasoningAssembler(ProviderName.ANTHROPIC))
+    reasoning: ReasoningAssembler = field(default_factory=lambda: ReasoningAssembler(KIND))
     _tool_index: dict[int, int] = field(default_factory=dict)
     """Content block index → tool call index (0, 1, ... in the order the calls start)."""
 

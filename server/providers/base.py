@@ -1,16 +1,16 @@
-"""The interface every provider adapter implements, and what they share."""
+"""What every provider adapter shares: its settings, its spec (what the rest of the gateway knows of a
+provider kind), the error mapping of provider HTTP errors, and the base of the two Stainless-generated
+SDKs (openai, anthropic). The interface itself, `Provider`, is the core's (server/core/ports.py)."""
 
 from __future__ import annotations
 
 import email.utils
 import re
 import time
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from types import ModuleType
-from typing import Any, Protocol
+from typing import Any
 
-import httpx2
 import structlog
 
 from server.core.errors import (
@@ -20,19 +20,46 @@ from server.core.errors import (
     ProviderBadRequest,
     ProviderError,
     ProviderRateLimited,
-    ProviderTimeout,
     ProviderUnavailable,
     QuotaExhausted,
 )
-from server.core.types import CallOptions, ChatRequest, Completion, FinishReason, ProviderName, StreamEvent
+from server.core.ports import Provider
+from server.core.types import FinishReason, ProviderName
+from server.emulators.base import Emulator
 
 log = structlog.get_logger("llm_grpc.provider")
 
 
 @dataclass(slots=True, frozen=True)
-class ProviderSettings:
-    """What an adapter needs to build its one SDK client for the life of the process."""
+class ProviderSpec:
+    """Everything the gateway knows of a provider *kind*; each adapter module exports one (`SPEC`) and
+    server/providers/registry.py lists them. Configuration, redaction, demo mode and app wiring derive
+    from the registry, so adding a provider touches no list elsewhere (docs/adding-a-provider.md)."""
 
+    kind: str
+    """The kind's name; also the name of its standard instance ("openai")."""
+    key_settings: tuple[str, ...]
+    """The settings (environment variables) its key is read from, first set wins; Settings has a field
+    of the same name, lower-cased."""
+    base_url_setting: str
+    """The setting that points the standard instance elsewhere (an emulator, a proxy)."""
+    key_pattern: re.Pattern[str]
+    """The shape of this provider's keys: scrubbed from every log line, error and response."""
+    default_base_url: str
+    """Where the SDK sends requests when no base URL is set (documentation; the SDK knows it too)."""
+    factory: Callable[[ProviderSettings], Provider]
+    """Builds the adapter (its one SDK client) for an instance."""
+    emulator: Callable[[str], Emulator]
+    """Builds the bundled emulator of this provider's HTTP API for a key (demo mode and tests)."""
+
+
+@dataclass(slots=True, frozen=True)
+class ProviderSettings:
+    """What an adapter needs to build its one SDK client for the life of the process: one configured
+    provider instance."""
+
+    name: ProviderName
+    """The instance's name (the kind's name for the standard instance, or the operator's own)."""
     api_key: str = field(repr=False)
     base_url: str | None = None
     max_connections: int = 2000
@@ -49,39 +76,6 @@ class ProviderSettings:
     vertex_region: str = "global"
     probe_model: str | None = None
     """A model of this provider the health probe may name, where the probe needs one (Vertex AI)."""
-
-
-class Provider(Protocol):
-    """A provider adapter: translates core types to one SDK and back, and maps its errors.
-
-    Contract:
-    - `complete` and `stream` raise only `server.core.errors.ProviderError` subclasses (a
-      `ProviderError` never carries a key). `asyncio.CancelledError` passes through untouched.
-    - `stream` yields `TextDelta`s and then exactly one `StreamEnd`. Errors that the provider reports
-      before the first delta (HTTP status, an SSE `error` event) surface from the first `__anext__`,
-      so the caller can still retry or fail over; errors later surface mid-iteration.
-    - Closing the iterator (`aclose()`, or cancellation) closes the HTTP response at once.
-    - Every HTTP request carries `options.headers` and honours `options.timeout`.
-    - The SDK's own retries are off (`max_retries=0`): the facade retries, inside the caller's deadline.
-    """
-
-    name: ProviderName
-
-    async def complete(self, request: ChatRequest, options: CallOptions) -> Completion: ...
-
-    def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]: ...
-
-    async def probe(self, timeout: float) -> None:
-        """A cheap real call (list models) that raises a `ProviderError` when the provider is unhealthy."""
-        ...
-
-    async def list_models(self, timeout: float) -> list[str]:
-        """Every model id the provider serves to this key, through the SDK's `models.list` (all pages)."""
-        ...
-
-    async def aclose(self) -> None:
-        """Release the SDK client and its connection pool."""
-        ...
 
 
 def finish_reason(provider: ProviderName, raw: str | None, table: Mapping[str, FinishReason]) -> FinishReason:
@@ -225,65 +219,3 @@ def caused_by_refused_connection(error: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
-
-
-def map_stainless_error(
-    provider: ProviderName, error: Exception, sdk: ModuleType, *, request_id: str | None = None
-) -> ProviderError | None:
-    """The core error for an exception of the `openai` or `anthropic` SDK (both generated by Stainless,
-    with the same error classes) or of their HTTP transport; None for anything else.
-
-    Covers the call and the stream iteration alike: an error event inside a stream that began with
-    HTTP 200 is classified by its error type as the same error would be at the call (an `overloaded_error`
-    is UNAVAILABLE, a `rate_limit_error` RESOURCE_EXHAUSTED, ...); a connection cut mid-stream and an event
-    that is not JSON are UNAVAILABLE. `request_id` is the stream's, for errors that carry no response."""
-    if isinstance(error, sdk.APITimeoutError):
-        if caused_by_refused_connection(error):  # the vendored aiohttp transport's ConnectTimeout
-            return ProviderUnavailable(provider, "connection failed (refused)", request_id=request_id)
-        return ProviderTimeout(provider, "the request timed out", request_id=request_id)
-    if isinstance(error, sdk.APIConnectionError):
-        cause = error.__cause__ or error.__context__
-        return ProviderUnavailable(
-            provider, f"connection failed ({type(cause or error).__name__})", request_id=request_id
-        )
-    if isinstance(error, sdk.APIStatusError):
-        body = ErrorBody.of(error.body)
-        message = body.message or getattr(error, "api_message", None) or ""
-        headers = {k.lower(): v for k, v in error.response.headers.items()}
-        return error_for_status(
-            provider,
-            error.status_code,  # 200 for an Anthropic `error` event: classified by its type
-            message if error.status_code >= 400 else f"stream failed: {message}",
-            headers,
-            kind=body.kind,
-            code=body.code,
-            request_id=getattr(error, "request_id", None) or _body_request_id(error.body) or request_id,
-        )
-    if isinstance(error, sdk.APIError):  # OpenAI: an error event in a stream that began with HTTP 200
-        body = ErrorBody.of(error.body)
-        return error_for_status(
-            provider,
-            200,
-            f"stream failed: {body.message or 'an error event'}",
-            {},
-            kind=body.kind,
-            code=body.code,
-            request_id=request_id,
-        )
-    if isinstance(error, httpx2.TimeoutException):  # raised by the transport while a stream is read
-        return ProviderTimeout(provider, "the stream timed out", request_id=request_id)
-    if isinstance(error, httpx2.TransportError):
-        return ProviderUnavailable(
-            provider, f"connection failed mid-stream ({type(error).__name__})", request_id=request_id
-        )
-    if isinstance(error, ValueError):  # an SSE event whose data is not JSON
-        return ProviderUnavailable(
-            provider, "the provider sent a malformed stream event", request_id=request_id
-        )
-    return None
-
-
-def _body_request_id(body: object) -> str | None:
-    """Anthropic repeats the request id in its error body (`request_id`)."""
-    value = body.get("request_id") if isinstance(body, Mapping) else None
-    return value if isinstance(value, str) and value else None

@@ -42,8 +42,15 @@ from server.core.types import (
     StreamEvent,
     ToolCall,
 )
+from server.emulators.gemini import GeminiEmulator
 from server.providers import gemini_translate as translate
-from server.providers.base import ProviderSettings, error_for_status, finish_reason, retry_after_seconds
+from server.providers.base import (
+    ProviderSettings,
+    ProviderSpec,
+    error_for_status,
+    finish_reason,
+    retry_after_seconds,
+)
 
 MAX_STOP_SEQUENCES = 5
 """GenerationConfig.stopSequences: "the set of character sequences (up to 5)" (API reference)."""
@@ -84,9 +91,8 @@ REQUEST_ID_HEADERS = ("x-goog-request-id", "x-request-id")
 
 
 class GeminiProvider:
-    name = ProviderName.GEMINI
-
     def __init__(self, settings: ProviderSettings) -> None:
+        self.name: ProviderName = settings.name
         self._settings = settings
         self._client: genai.Client | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -94,7 +100,7 @@ class GeminiProvider:
         """Streams waiting for their first chunk, by the task that sends their request."""
 
     def __repr__(self) -> str:
-        return f"GeminiProvider(base_url={self._settings.base_url!r})"
+        return f"GeminiProvider(name={self.name!r}, base_url={self._settings.base_url!r})"
 
     async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
         contents, config = self._params(request, options)
@@ -315,7 +321,7 @@ def _finish(response: types.GenerateContentResponse) -> FinishReason:
     if not response.candidates or response.candidates[0].finish_reason is None:
         return FinishReason.UNSPECIFIED
     reason = response.candidates[0].finish_reason
-    return finish_reason(ProviderName.GEMINI, getattr(reason, "value", str(reason)), FINISH_REASONS)
+    return finish_reason("gemini", getattr(reason, "value", str(reason)), FINISH_REASONS)
 
 
 def _tool_finish(finish: FinishReason, calls: tuple[ToolCall, ...]) -> FinishReason:
@@ -375,3 +381,14 @@ def _retry_delay(body: Any) -> str | None:
         if match := _DURATION.match(delay):
             return match.group(1)
     return None
+
+
+SPEC = ProviderSpec(
+    kind="gemini",
+    key_settings=("GOOGLE_API_KEY", "GEMINI_API_KEY"),
+    base_url_setting="GEMINI_BASE_URL",
+    key_pattern=re.compile(r"AIza[0-9A-Za-z_\-]{20,}"),
+    default_base_url="https://generativelanguage.googleapis.com",
+    factory=GeminiProvider,
+    emulator=lambda key: GeminiEmulator(api_key=key),
+)

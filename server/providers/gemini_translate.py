@@ -33,7 +33,6 @@ from server.core.types import (
     DocumentPart,
     ImagePart,
     Message,
-    ProviderName,
     ReasoningDelta,
     ReasoningPart,
     ResponseFormatType,
@@ -47,6 +46,8 @@ from server.core.types import (
 )
 from server.providers.assembly import ToolCallAssembler
 
+KIND = "gemini"
+"""The provider kind: reasoning parts it produced name it, and only its own are sent back."""
 SYNTHETIC_ID = "gemini-call-"
 """Prefix of the call ids the adapter makes up where the API gives none."""
 THINKING_LEVELS = {
@@ -78,9 +79,7 @@ def contents(request: ChatRequest) -> list[types.Content]:
         else:
             result.append(types.Content(role=role, parts=parts))
     if not result:
-        raise ProviderBadRequest(
-            ProviderName.GEMINI, "at least one user or assistant message with content is required"
-        )
+        raise ProviderBadRequest(KIND, "at least one user or assistant message with content is required")
     return result
 
 
@@ -96,7 +95,7 @@ def _parts(message: Message, names: dict[str, str]) -> list[types.Part]:
     signatures: list[bytes] = []
     if message.role is Role.ASSISTANT:
         for reasoning in message.reasoning:
-            if reasoning.provider not in (None, ProviderName.GEMINI):
+            if reasoning.provider not in (None, KIND):
                 continue  # another provider's reasoning means nothing here
             if reasoning.text:
                 parts.append(
@@ -225,13 +224,13 @@ class Reader:
                 yield self.calls.add(delta, part.thought_signature or b"")
             elif part.thought:
                 self.reasoning.append(
-                    ReasoningPart(part.text or "", part.thought_signature or b"", b"", ProviderName.GEMINI)
+                    ReasoningPart(part.text or "", part.thought_signature or b"", b"", KIND)
                 )
                 if part.text:
                     yield ReasoningDelta(part.text)
             else:
                 if part.thought_signature:
-                    self.reasoning.append(ReasoningPart("", part.thought_signature, b"", ProviderName.GEMINI))
+                    self.reasoning.append(ReasoningPart("", part.thought_signature, b"", KIND))
                 if part.text:
                     self.text.append(part.text)
                     yield TextDelta(part.text)

@@ -2,36 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterator
-from contextlib import contextmanager
-from typing import Any
+import re
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from types import ModuleType
+from typing import Any, ClassVar
 
-import httpx2
 import openai
 import structlog
-from openai import AsyncAzureOpenAI, AsyncOpenAI, AsyncStream, DefaultAioHttpClient
-from openai._response import AsyncAPIResponse
-from openai._types import RequestOptions as FinalRequestOptionsInput
+from openai import AsyncAzureOpenAI, AsyncOpenAI
 
-from server.core.errors import ProviderBadRequest, ProviderError, ProviderUnavailable
+from server.core.errors import ProviderBadRequest, ProviderUnavailable
 from server.core.types import (
-    CallOptions,
     ChatRequest,
     Completion,
     FinishReason,
-    ProviderName,
     StreamEnd,
     StreamEvent,
     TextDelta,
     Usage,
 )
+from server.emulators.openai import OpenAIEmulator
 from server.providers import openai_translate as translate
 from server.providers.assembly import ToolCallAssembler
-from server.providers.base import ProviderSettings, finish_reason, map_stainless_error
+from server.providers.base import ProviderSettings, ProviderSpec, finish_reason
+from server.providers.stainless import StainlessProvider
 
-# The SDK's own POST (its auth, base URL, headers and error classes) with the JSON body as the API
-# documents it: the typed `chat.completions.create` spends about a third of the gateway's CPU per call
-# transforming parameters and building response objects (docs/benchmarks.md).
 CHAT_COMPLETIONS = "/chat/completions"
 MAX_STOP_SEQUENCES = 4
 REQUEST_ID_HEADER = "x-request-id"
@@ -47,112 +42,81 @@ FINISH_REASONS = {
 log = structlog.get_logger("llm_grpc.provider")
 
 
-class OpenAIProvider:
-    name = ProviderName.OPENAI
+class OpenAIProvider(StainlessProvider):
+    sdk: ClassVar[ModuleType] = openai
+    path = CHAT_COMPLETIONS
+    request_id_header = REQUEST_ID_HEADER
 
-    def __init__(self, settings: ProviderSettings) -> None:
-        # aiohttp transport: measurably less CPU per call than the default httpx one (docs/benchmarks.md).
-        http_client = DefaultAioHttpClient(
-            limits=httpx2.Limits(
-                max_connections=settings.max_connections, max_keepalive_connections=settings.max_connections
-            )
-        )
-        self._client: AsyncOpenAI
+    def _build_client(self, settings: ProviderSettings, http_client: Any) -> AsyncOpenAI:
         if settings.azure_endpoint is not None:
             # Azure OpenAI: the SDK's own client maps `model` to /openai/deployments/{model}/..., adds
             # api-version and sends the key as `api-key`; the rest of the adapter is the same.
-            self._client = AsyncAzureOpenAI(
+            return AsyncAzureOpenAI(
                 azure_endpoint=settings.azure_endpoint,
                 api_version=settings.api_version,
                 api_key=settings.api_key,
                 max_retries=0,
                 http_client=http_client,
             )
-        else:
-            self._client = AsyncOpenAI(
-                api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
-            )
+        return AsyncOpenAI(
+            api_key=settings.api_key, base_url=settings.base_url, max_retries=0, http_client=http_client
+        )
 
-    def __repr__(self) -> str:
-        return f"OpenAIProvider(base_url={str(self._client.base_url)!r})"
-
-    async def complete(self, request: ChatRequest, options: CallOptions) -> Completion:
-        with self._errors():
-            # The SDK's response wrapper rather than the parsed body alone: its headers carry the
-            # provider's request id.
-            response = await self._client.post(
-                CHAT_COMPLETIONS,
-                cast_to=AsyncAPIResponse[object],
-                body=self._params(request),
-                options=_request_options(options),
-            )
-            body = await response.parse()
+    def _completion(self, request: ChatRequest, body: Mapping[str, Any], request_id: str) -> Completion:
         choice = _first_choice(body)
         message = choice.get("message") or {}
         content = message.get("content") or ""
-        reported = body.get("usage") if isinstance(body, dict) else None
+        reported = body.get("usage")
         if not isinstance(reported, dict):  # never a silent zero cost: an estimate, marked as one
-            log.warning("provider.usage_missing", provider=str(self.name), model=request.model)
+            log.warning("provider.usage_missing", provider=self.name, model=request.model)
         return Completion(
             content=content,
             usage=_usage(reported) if isinstance(reported, dict) else _estimated_usage(request, len(content)),
             finish_reason=_finish(choice.get("finish_reason")),
             served_model=_served_model(body),
-            request_id=response.headers.get(REQUEST_ID_HEADER) or "",
+            request_id=request_id,
             tool_calls=translate.tool_calls(message),
             response_id=_response_id(body),
         )
 
-    async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
-        params = self._params(request)
-        params["stream"] = True
-        params["stream_options"] = {"include_usage": True}
-        with self._errors():
-            chunks = await self._client.post(
-                CHAT_COMPLETIONS,
-                cast_to=object,
-                body=params,
-                options=_request_options(options),
-                stream=True,
-                stream_cls=AsyncStream[object],
-            )
-        request_id = chunks.response.headers.get(REQUEST_ID_HEADER) or ""
-        try:
-            finish: str | None = None
-            usage = Usage()
-            served = ""
-            reported, generated = False, 0
-            calls, response_id = ToolCallAssembler(), ""
-            with self._errors(request_id):
-                async for chunk in chunks:
-                    if not isinstance(chunk, dict):
-                        continue
-                    served = served or _served_model(chunk)
-                    response_id = response_id or _response_id(chunk)
-                    for choice in chunk.get("choices") or ():
-                        for delta in translate.chunk_deltas(choice):
-                            if isinstance(delta, TextDelta):
-                                generated += len(delta.text)
-                                yield delta
-                            else:
-                                generated += len(delta.arguments_delta)
-                                yield calls.add(delta)
-                        if choice.get("finish_reason"):
-                            finish = choice["finish_reason"]
-                    if chunk.get("usage"):  # the last chunk, with include_usage
-                        usage = _usage(chunk["usage"])
-                        reported = True
-            if finish is None:
-                raise ProviderUnavailable(self.name, "the stream ended without a finish reason")
-            if not reported:
-                # Never a silent zero cost: an estimate, marked as one (Usage.usage_estimated).
-                usage = _estimated_usage(request, generated)
-                log.warning("provider.usage_missing", provider=str(self.name), model=request.model)
-            yield StreamEnd(
-                usage, _finish(finish), served, request_id, tool_calls=calls.calls(), response_id=response_id
-            )
-        finally:
-            await chunks.close()
+    def _stream_params(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {**params, "stream": True, "stream_options": {"include_usage": True}}
+
+    async def _events(
+        self, request: ChatRequest, events: AsyncIterator[object], request_id: str
+    ) -> AsyncGenerator[StreamEvent, None]:
+        finish: str | None = None
+        usage = Usage()
+        served = ""
+        reported, generated = False, 0
+        calls, response_id = ToolCallAssembler(), ""
+        async for chunk in events:
+            if not isinstance(chunk, dict):
+                continue
+            served = served or _served_model(chunk)
+            response_id = response_id or _response_id(chunk)
+            for choice in chunk.get("choices") or ():
+                for delta in translate.chunk_deltas(choice):
+                    if isinstance(delta, TextDelta):
+                        generated += len(delta.text)
+                        yield delta
+                    else:
+                        generated += len(delta.arguments_delta)
+                        yield calls.add(delta)
+                if choice.get("finish_reason"):
+                    finish = choice["finish_reason"]
+            if chunk.get("usage"):  # the last chunk, with include_usage
+                usage = _usage(chunk["usage"])
+                reported = True
+        if finish is None:
+            raise ProviderUnavailable(self.name, "the stream ended without a finish reason")
+        if not reported:
+            # Never a silent zero cost: an estimate, marked as one (Usage.usage_estimated).
+            usage = _estimated_usage(request, generated)
+            log.warning("provider.usage_missing", provider=self.name, model=request.model)
+        yield StreamEnd(
+            usage, _finish(finish), served, request_id, tool_calls=calls.calls(), response_id=response_id
+        )
 
     async def probe(self, timeout: float) -> None:
         with self._errors():
@@ -161,9 +125,6 @@ class OpenAIProvider:
     async def list_models(self, timeout: float) -> list[str]:
         with self._errors():
             return [model.id async for model in self._client.models.list(timeout=timeout)]
-
-    async def aclose(self) -> None:
-        await self._client.close()
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         """The request as the Chat Completions API takes it. What the model does not accept (temperature
@@ -185,27 +146,9 @@ class OpenAIProvider:
             params["stop"] = list(request.stop)
         return params
 
-    @contextmanager
-    def _errors(self, request_id: str = "") -> Iterator[None]:
-        """Map every SDK error, at the call and during the stream (whose `request_id` an in-stream
-        error event does not repeat), to the core's errors."""
-        try:
-            yield
-        except ProviderError:
-            raise
-        except Exception as error:
-            mapped = map_stainless_error(self.name, error, openai, request_id=request_id or None)
-            if mapped is None:
-                raise
-            raise mapped from None
 
-
-def _request_options(options: CallOptions) -> FinalRequestOptionsInput:
-    return {"headers": options.headers, "timeout": options.timeout}
-
-
-def _first_choice(body: object) -> dict[str, Any]:
-    choices = body.get("choices") if isinstance(body, dict) else None
+def _first_choice(body: Mapping[str, Any]) -> dict[str, Any]:
+    choices = body.get("choices")
     return choices[0] if isinstance(choices, list) and choices and isinstance(choices[0], dict) else {}
 
 
@@ -231,4 +174,15 @@ def _response_id(body: object) -> str:
 
 
 def _finish(reason: str | None) -> FinishReason:
-    return finish_reason(ProviderName.OPENAI, reason, FINISH_REASONS)
+    return finish_reason("openai", reason, FINISH_REASONS)
+
+
+SPEC = ProviderSpec(
+    kind="openai",
+    key_settings=("OPENAI_API_KEY",),
+    base_url_setting="OPENAI_BASE_URL",
+    key_pattern=re.compile(r"sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,}"),
+    default_base_url="https://api.openai.com/v1",
+    factory=OpenAIProvider,
+    emulator=lambda key: OpenAIEmulator(api_key=key),
+)

@@ -138,8 +138,8 @@ async def test_a_token_for_another_algorithm_than_the_keys_is_unauthenticated_wi
 
     assert [d.code for d in refusals] == [grpc.StatusCode.UNAUTHENTICATED] * 2
     assert all(d.reason == "UNAUTHENTICATED" for d in refusals)
-    refused_lines = [line for line in logs if line["event"] == "call.refused"]
-    assert len(refused_lines) == 2
+    refused_lines = [line for line in logs if line["event"] == "llm.call" and line["status"] != "OK"]
+    assert [line["error_reason"] for line in refused_lines] == ["UNAUTHENTICATED"] * 2
     assert not any("exc_info" in line or line["log_level"] == "error" for line in logs)
     assert served.content == "emulator reply: hi"
     assert len(emulators.completions("openai")) == 1

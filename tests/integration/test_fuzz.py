@@ -102,7 +102,7 @@ def secured_stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[llm_pb2_g
         **{f"{p}_BASE_URL": "http://127.0.0.1:9" for p in ("OPENAI", "ANTHROPIC", "GEMINI")},
         "LLM_ALLOW_PLAINTEXT": "true",
         "LLM_JWT_HS256_SECRET": JWT_SECRET,
-        "LLM_ROLES": json.dumps({"agent": {"methods": ["Complete"], "models": ["gpt-4.1-mini"]}}),
+        "LLM_ROLES": json.dumps({"agent": {"methods": ["Complete"], "models": ["gpt-5.4-mini"]}}),
         "LLM_HEALTH_INTERVAL": "3600",
     }
     for channel in _server(tmp_path_factory.mktemp("fuzz-jwt") / "server.log", env=env):
@@ -182,7 +182,7 @@ METHODS = [
     for method in llm_pb2.DESCRIPTOR.services_by_name["LLMService"].methods
 ]
 VALID_REQUEST = llm_pb2.CompleteRequest(
-    model="gpt-4.1-mini", messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, content="hi")]
+    model="gpt-5.4-mini", messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, content="hi")]
 ).SerializeToString()
 
 
@@ -279,7 +279,7 @@ def test_no_authorization_header_gets_unknown_or_internal(
     secured_stub: llm_pb2_grpc.LLMServiceStub, authorization: str
 ) -> None:
     request = llm_pb2.CompleteRequest(
-        model="gpt-4.1-mini", messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, content="hi")]
+        model="gpt-5.4-mini", messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, content="hi")]
     )
 
     code = _status(

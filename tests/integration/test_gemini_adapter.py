@@ -48,7 +48,7 @@ async def emulator() -> AsyncIterator[GeminiEmulator]:
 
 @pytest.fixture
 async def provider(emulator: GeminiEmulator) -> AsyncIterator[GeminiProvider]:
-    built = GeminiProvider(ProviderSettings(api_key=KEY, base_url=emulator.base_url))
+    built = GeminiProvider(ProviderSettings(name="gemini", api_key=KEY, base_url=emulator.base_url))
     yield built
     await built.aclose()
 
@@ -255,7 +255,7 @@ async def test_unknown_model_is_model_retired(provider: GeminiProvider) -> None:
 
 async def test_invalid_key_is_an_auth_error_that_never_carries_the_key(emulator: GeminiEmulator) -> None:
     wrong = "AIzaWrongKey0123456789abcdefghij"
-    provider = GeminiProvider(ProviderSettings(api_key=wrong, base_url=emulator.base_url))
+    provider = GeminiProvider(ProviderSettings(name="gemini", api_key=wrong, base_url=emulator.base_url))
     try:
         with pytest.raises(ProviderAuthError) as caught:
             await provider.complete(ask("hi"), OPTIONS)
@@ -286,7 +286,7 @@ class _RetryInfoOnly(GeminiEmulator):
 async def test_rate_limit_carries_retry_after_from_the_body_retry_info() -> None:
     emulator = _RetryInfoOnly(api_key=KEY)
     await emulator.start()
-    provider = GeminiProvider(ProviderSettings(api_key=KEY, base_url=emulator.base_url))
+    provider = GeminiProvider(ProviderSettings(name="gemini", api_key=KEY, base_url=emulator.base_url))
     try:
         with pytest.raises(ProviderRateLimited) as caught:
             await provider.complete(ask("hi [[emulate: status=429 retry_after=1.5]]"), OPTIONS)
@@ -329,7 +329,7 @@ def _closed_port() -> int:
 
 async def test_refused_connection_is_unavailable() -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
-    provider = GeminiProvider(ProviderSettings(api_key=KEY, base_url=url))
+    provider = GeminiProvider(ProviderSettings(name="gemini", api_key=KEY, base_url=url))
     try:
         with pytest.raises(ProviderUnavailable, match="connection failed"):
             await provider.complete(ask("hi"), OPTIONS)
@@ -419,8 +419,10 @@ async def test_probe_lists_one_page_of_models(provider: GeminiProvider, emulator
 
 
 async def test_probe_maps_errors_like_calls(emulator: GeminiEmulator) -> None:
-    wrong = GeminiProvider(ProviderSettings(api_key="AIzaWrong", base_url=emulator.base_url))
-    unreachable = GeminiProvider(ProviderSettings(api_key=KEY, base_url=f"http://127.0.0.1:{_closed_port()}"))
+    wrong = GeminiProvider(ProviderSettings(name="gemini", api_key="AIzaWrong", base_url=emulator.base_url))
+    unreachable = GeminiProvider(
+        ProviderSettings(name="gemini", api_key=KEY, base_url=f"http://127.0.0.1:{_closed_port()}")
+    )
     try:
         with pytest.raises(ProviderAuthError):
             await wrong.probe(timeout=5)

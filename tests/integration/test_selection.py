@@ -15,7 +15,6 @@ from server.app import App, ConfigError, build_app
 from server.config import load_catalogue
 from server.core.catalogue import Tier
 from server.core.errors import NoModelFits
-from server.core.types import ProviderName
 from tests.conftest import MODELS, Emulators, make_settings
 from tests.helpers import details_of, user
 
@@ -194,10 +193,6 @@ async def test_max_tokens_above_the_models_output_limit_is_refused_before_the_pr
             "tier",
         ),
         (
-            "[models.x]\nprovider='acme'\ntier='fast'\ncontext_window=1\nmax_output_tokens=1\ninput=1\noutput=1",
-            "provider",
-        ),
-        (
             "[models.x]\nprovider='openai'\ntier='fast'\ncontext_window=1\nmax_output_tokens=1\ninput=-1\noutput=1",
             "input",
         ),
@@ -233,12 +228,28 @@ def test_allowed_model_missing_from_the_catalogue_stops_the_start(
         build_app(settings, port=0)
 
 
+def test_allowed_model_of_an_unconfigured_provider_instance_stops_the_start(
+    emulators: Emulators, tmp_path: Path
+) -> None:
+    path = tmp_path / "catalogue.toml"
+    path.write_text(
+        "[models.'x-1']\nprovider='acme'\ntier='fast'\ncontext_window=10\nmax_output_tokens=5\n"
+        "input=1\noutput=1\n"
+    )
+    settings = make_settings(emulators, allowed_models="gpt-5.4-mini,x-1", llm_catalogue_path=str(path))
+
+    with pytest.raises(
+        ConfigError, match=re.escape("'x-1' is served by provider 'acme', which is not configured")
+    ):
+        build_app(settings, port=0)
+
+
 def test_selection_skips_models_whose_provider_is_not_configured() -> None:
     catalogue = load_catalogue(Path("server/catalogue.toml"))
     allowed = ["gemini-3.1-flash-lite", "gpt-5.4-mini", "claude-opus-4-7"]
 
-    fast = catalogue.select(Tier.FAST, allowed, {ProviderName.OPENAI})
+    fast = catalogue.select(Tier.FAST, allowed, {"openai"})
     with pytest.raises(NoModelFits, match="no configured provider"):
-        catalogue.select(Tier.PREMIUM, allowed, {ProviderName.OPENAI})
+        catalogue.select(Tier.PREMIUM, allowed, {"openai"})
 
     assert fast.model.id == "gpt-5.4-mini"

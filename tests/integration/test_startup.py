@@ -57,7 +57,7 @@ def test_allowed_model_without_provider_stops_the_start() -> None:
     )
 
     assert result.returncode != 0
-    assert "'llama-3' maps to no provider" in result.stderr
+    assert "allowed model 'llama-3' is not in the model catalogue" in result.stderr
 
 
 def test_default_model_outside_allowlist_stops_the_start() -> None:

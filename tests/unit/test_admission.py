@@ -6,9 +6,8 @@ import pytest
 
 from server.core.admission import Admission
 from server.core.errors import CallerOverLimit, Overloaded
-from server.core.types import ProviderName
 
-OPENAI, GEMINI = ProviderName.OPENAI, ProviderName.GEMINI
+OPENAI, GEMINI = "openai", "gemini"
 
 
 def _admission(max_in_flight: int = 10, max_per_caller: int = 10) -> Admission:

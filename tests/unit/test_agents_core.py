@@ -13,7 +13,6 @@ from server.core.types import (
     DocumentPart,
     ImagePart,
     Message,
-    ProviderName,
     ResponseFormat,
     ResponseFormatType,
     Role,
@@ -26,7 +25,7 @@ from server.core.types import (
 
 CLAUDE = ModelInfo(
     id="claude",
-    provider=ProviderName.ANTHROPIC,
+    provider="anthropic",
     tier=Tier.FAST,
     context_window=200_000,
     max_output_tokens=64_000,
@@ -52,7 +51,7 @@ def test_cached_and_written_prompt_tokens_are_priced_at_their_own_rates() -> Non
 
 
 def test_cache_prices_default_to_the_input_price() -> None:
-    plain = ModelInfo("m", ProviderName.OPENAI, Tier.FAST, 1000, 100, 2.0, 8.0)
+    plain = ModelInfo("m", "openai", Tier.FAST, 1000, 100, 2.0, 8.0)
 
     assert plain.cost(Usage(prompt_tokens=1_000_000, cached_prompt_tokens=500_000)) == pytest.approx(2.0)
 

@@ -15,9 +15,8 @@ from server.core.errors import (
     ProviderTimeout,
     ProviderUnavailable,
 )
-from server.core.types import ProviderName
 
-OPENAI = ProviderName.OPENAI
+OPENAI = "openai"
 LONG = 30.0
 """Seconds left of a call with an ordinary deadline."""
 

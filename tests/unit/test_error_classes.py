@@ -14,7 +14,6 @@ from server.core.errors import (
     ProviderUnavailable,
     QuotaExhausted,
 )
-from server.core.types import ProviderName
 from server.providers.base import ErrorBody, error_for_status
 
 OPENAI_QUOTA = {
@@ -132,7 +131,7 @@ def test_provider_error_bodies_map_to_their_class(
     parsed = ErrorBody.of(body)
 
     error = error_for_status(
-        ProviderName.ANTHROPIC,
+        "anthropic",
         status,
         parsed.message,
         {},
@@ -146,13 +145,13 @@ def test_provider_error_bodies_map_to_their_class(
 
 
 def test_refused_key_message_never_repeats_the_providers_text() -> None:
-    error = error_for_status(ProviderName.OPENAI, 401, "Incorrect API key provided: sk-abc***wxyz", {})
+    error = error_for_status("openai", 401, "Incorrect API key provided: sk-abc***wxyz", {})
 
     assert "sk-abc" not in error.message
 
 
 def test_context_error_names_the_models_window_once_the_model_is_known() -> None:
-    error = error_for_status(ProviderName.OPENAI, 400, "too long", {}, code="context_length_exceeded")
+    error = error_for_status("openai", 400, "too long", {}, code="context_length_exceeded")
 
     error.for_model("gpt-5.4-mini", 1000000)
 

@@ -1,0 +1,139 @@
+"""The one call pipeline: what every LLMService RPC needs, done once, refused calls included.
+
+For each call, in order: a fresh log context; the A2A context from metadata (into `REQUEST_CONTEXT`
+and every log line); authentication and authorisation of the method; the trace id echoed in the initial
+metadata; the request parsed from its bytes inside the gateway's own error mapping (grpc's deserializer
+would answer a malformed message, or invalid UTF-8 in a string, with UNKNOWN); the servicer method; and
+at the end one `RpcRecord` with the final code and origin, and any exception turned into a gRPC status
+with rich details. A servicer method only translates protobuf to core types and back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
+from dataclasses import replace
+from typing import Any
+
+import grpc
+import structlog
+from google.protobuf.message import Message
+
+from llm_grpc.v1 import llm_pb2
+from server.api.context import TRACE_ID_KEY, context_from_metadata
+from server.api.status import internal_status, to_status
+from server.core.auth import Authenticator
+from server.core.errors import GatewayError, MalformedRequest
+from server.core.types import RequestContext
+from server.observability.calls import RpcRecord
+from server.observability.metrics import Metrics
+from server.observability.redact import Redactor
+
+log = structlog.get_logger("llm_grpc.api")
+
+ServicerContext = grpc.aio.ServicerContext[Any, Any]
+Method = Callable[[Any, RequestContext, ServicerContext], Awaitable[Any]]
+"""A servicer method: (request message, the caller's context, the grpc context) → response (or None for
+a stream, which writes its responses with `context.write`)."""
+
+REQUEST_CONTEXT: ContextVar[RequestContext | None] = ContextVar("llm_grpc_request_context", default=None)
+"""The current call's A2A context and identity, for code below the servicer that needs it."""
+
+SERVICE = llm_pb2.DESCRIPTOR.services_by_name["LLMService"]
+
+
+class Pipeline:
+    def __init__(
+        self,
+        metrics: Metrics,
+        redact: Redactor,
+        authenticator: Authenticator | None,
+        max_metadata_value_length: int,
+    ) -> None:
+        self._metrics = metrics
+        self._redact = redact
+        self._auth = authenticator
+        self._max_metadata = max_metadata_value_length
+
+    def handler(
+        self, name: str, method: Method, request_type: type[Message]
+    ) -> Callable[[bytes, ServicerContext], Awaitable[Any]]:
+        """The grpc handler of one RPC: raw request bytes in, `method` run inside the pipeline."""
+
+        async def handle(raw: bytes, context: ServicerContext) -> Any:
+            structlog.contextvars.clear_contextvars()
+            structlog.contextvars.bind_contextvars(method=name)
+            trace_id = ""
+            with RpcRecord(self._metrics, name) as record:
+                try:
+                    ctx = self._context(context)
+                    trace_id = ctx.trace_id
+                    ctx = self._authenticate(context, ctx, name)
+                    REQUEST_CONTEXT.set(ctx)
+                    await context.send_initial_metadata(((TRACE_ID_KEY, ctx.trace_id),))
+                    result = await method(_parse(raw, request_type), ctx, context)
+                except (asyncio.CancelledError, GeneratorExit) as error:
+                    record.finish(error)
+                    raise
+                except Exception as error:  # every error ends as a status; a bug as INTERNAL, logged
+                    record.finish(error)
+                    status = (
+                        to_status(error, self._redact)
+                        if isinstance(error, GatewayError)
+                        else internal_status(trace_id or "none")
+                    )
+                else:
+                    record.finish(None)
+                    return result
+            await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+            return None  # unreachable: abort raises
+
+        return handle
+
+    def _context(self, context: ServicerContext) -> RequestContext:
+        ctx = context_from_metadata(context.invocation_metadata(), self._max_metadata)
+        structlog.contextvars.bind_contextvars(
+            trace_id=ctx.trace_id, source_agent=ctx.source_agent, session_id=ctx.session_id
+        )
+        return ctx
+
+    def _authenticate(self, context: ServicerContext, ctx: RequestContext, method: str) -> RequestContext:
+        """With authentication on, the caller is the token's subject (the source agent in logs, metrics
+        and provider headers), with the models its roles allow for `method`."""
+        if self._auth is None:
+            return ctx
+        metadata = context.invocation_metadata() or ()
+        authorization = next((str(v) for k, v in metadata if k == "authorization"), None)
+        principal = self._auth.authenticate(authorization)
+        if ctx.source_agent and ctx.source_agent != principal.subject:
+            log.warning("source_agent.mismatch", claimed=ctx.source_agent, subject=principal.subject)
+        structlog.contextvars.bind_contextvars(source_agent=principal.subject)
+        models = self._auth.authorize(principal, method)
+        return replace(ctx, source_agent=principal.subject, models=models, roles=principal.roles)
+
+
+def _parse(raw: bytes, request_type: type[Message]) -> Any:
+    try:
+        return request_type.FromString(raw)
+    except Exception:  # DecodeError, or whatever else the protobuf runtime raises on hostile bytes
+        raise MalformedRequest(request_type.DESCRIPTOR.full_name) from None
+
+
+def add_to_server(servicer: object, pipeline: Pipeline, server: grpc.aio.Server) -> None:
+    """Register every LLMService method of `servicer` (one method per RPC, named as in the contract)
+    behind the pipeline. Requests arrive as bytes and are parsed inside it."""
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
+    for rpc in SERVICE.methods:
+        request_type: type[Message] = getattr(llm_pb2, rpc.input_type.name)
+        serialize = getattr(llm_pb2, rpc.output_type.name).SerializeToString
+        handle = pipeline.handler(rpc.name, getattr(servicer, rpc.name), request_type)
+        make = (
+            grpc.unary_stream_rpc_method_handler
+            if rpc.server_streaming
+            else grpc.unary_unary_rpc_method_handler
+        )
+        handlers[rpc.name] = make(handle, response_serializer=serialize)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    # As the generated code does: registered methods skip the generic lookup per call (not in the stubs).
+    server.add_registered_method_handlers(SERVICE.full_name, handlers)  # type: ignore[attr-defined]
