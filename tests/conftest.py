@@ -9,6 +9,7 @@ from typing import Any
 
 import grpc
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
 
 from llm_grpc.v1 import llm_pb2_grpc
 from server.app import App, build_app
@@ -91,6 +92,7 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
         metrics_port: int | None = None,
         clock: Callable[[], float] = time.time,
         limit_store: LimitStore | None = None,
+        tracer_provider: TracerProvider | None = None,
         **overrides: Any,
     ) -> App:
         app = build_app(
@@ -100,6 +102,7 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
             metrics_port=metrics_port,
             clock=clock,
             limit_store=limit_store,
+            tracer_provider=tracer_provider,
         )
         await app.start()
         apps.append(app)
