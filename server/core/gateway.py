@@ -176,7 +176,9 @@ class Gateway:
             completion.request_id,
             completion.finish_reason.name,
         )
-        structured = check_output(completion.content, candidates[0][0].response_format)
+        structured = check_output(
+            completion.content, candidates[0][0].response_format, completion.finish_reason
+        )
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost, structured)
 
     async def stream(
@@ -249,7 +251,9 @@ class Gateway:
                             tool_calls=event.tool_calls,
                             reasoning=event.reasoning,
                             response_id=event.response_id,
-                            structured_output=check_output("".join(text), candidates[0][0].response_format),
+                            structured_output=check_output(
+                                "".join(text), candidates[0][0].response_format, event.finish_reason
+                            ),
                         )
                     )
                 )

@@ -220,3 +220,18 @@ async def test_cached_prompt_tokens_are_reported_and_priced_at_the_cached_rate(
     ) / 1e6
     assert second.cost_usd == pytest.approx(expected)
     assert second.cost_usd < first.cost_usd
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_tool_call_turn_carries_no_structured_output_verdict(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, provider: str
+) -> None:
+    response = await stub.Complete(
+        llm_pb2.CompleteRequest(
+            model=MODELS[provider], messages=user("who?"), tools=[WEATHER], response_format=person_format()
+        ),
+        timeout=10,
+    )
+
+    assert response.finish_reason == llm_pb2.FINISH_REASON_TOOL_CALLS
+    assert not response.HasField("structured_output")  # the answer comes after the tool results
