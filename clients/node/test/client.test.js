@@ -160,3 +160,17 @@ test('a tool result that answers no call is refused with the field', async () =>
   });
   client.close();
 });
+
+test('a streamed tool call arrives as fragments, then whole in done', async () => {
+  const { tool } = require('..');
+  const client = new LLMClient(target);
+  const weather = tool('get_weather', '', { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] });
+  const stream = client.stream('weather?', { model: 'claude-haiku-4-5', tools: [weather] });
+  const fragments = [];
+  for await (const event of stream.events()) if (event.event === 'tool_call') fragments.push(event.tool_call);
+  assert.equal(stream.done.finish_reason, 'FINISH_REASON_TOOL_CALLS');
+  assert.equal(stream.done.tool_calls[0].name, 'get_weather');
+  assert.equal(fragments.map((f) => f.arguments_delta).join(''), stream.done.tool_calls[0].arguments_json);
+  assert.ok(stream.done.usage.total_tokens > 0);
+  client.close();
+});
