@@ -7,7 +7,7 @@ import asyncio
 import datetime
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 from pydantic import SecretStr
 
 from llm_grpc.v1 import llm_pb2
+from server.api.draining import Drain
 from server.api.pipeline import Pipeline, add_to_server
 from server.api.servicer import LLMServicer
 from server.config import Settings, load_catalogue, load_limit_policy
@@ -46,6 +47,9 @@ from server.providers.base import ProviderSettings, ProviderSpec
 from server.providers.registry import SPECS
 
 log = structlog.get_logger("llm_grpc.app")
+
+DRAIN_NOTICE_S = 5.0
+"""At most this long after SIGTERM the listener stays open, answering health checks NOT_SERVING."""
 
 MIN_TRIAL_SECONDS = 2.0
 """A circuit's half-open trial goes only to a call with this much time left (or the request timeout)."""
@@ -404,6 +408,8 @@ class App:
     """The tracer provider the app built (and flushes at stop); None when traces are off or injected."""
     metrics_port: int | None = None
     _metrics_server: Any = None
+    drain: Drain = field(default_factory=Drain)
+    """Counts calls in flight; refuses new ones once the drain notice starts."""
 
     async def start(self) -> None:
         if self.metrics_address is not None:
@@ -416,10 +422,15 @@ class App:
         for service in ("", SERVICE_NAME):
             await self.health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float | None = 5.0) -> None:
-        """Report NOT_SERVING, let in-flight calls finish within `grace`, then release everything."""
+    async def stop(self, grace: float | None = 5.0, notice: float = DRAIN_NOTICE_S) -> None:
+        """Report NOT_SERVING, let in-flight calls finish within `grace`, then release everything.
+
+        For up to `notice` seconds (less once no call is in flight) the listener stays open, so health
+        checks answer NOT_SERVING and new calls get UNAVAILABLE (server/api/draining.py); then the grpc
+        server closes it and gives the calls still running what is left of `grace`."""
         await self.health_servicer.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        waited = await self.drain.notice(0.0 if grace is None else min(notice, grace))
+        await self.server.stop(None if grace is None else max(0.0, grace - waited))
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
         await self.limiter.aclose()
@@ -441,6 +452,7 @@ def build_app(
     clock: Clock = time.time,
     limit_store: LimitStore | None = None,
     tracer_provider: TracerProvider | None = None,
+    circuit_clock: Clock = time.monotonic,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     plan = check_settings(settings)
@@ -461,6 +473,7 @@ def build_app(
         settings.llm_circuit_failures,
         settings.llm_circuit_cooldown,
         min_trial_seconds=min(MIN_TRIAL_SECONDS, settings.llm_request_timeout),
+        clock=circuit_clock,
     )
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
@@ -498,7 +511,9 @@ def build_app(
     max_message = max(
         4 * 1024 * 1024, 2 * settings.llm_max_request_bytes + 2 * settings.llm_max_attachment_bytes
     )
+    drain = Drain()
     server = grpc.aio.server(
+        interceptors=[drain],
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
@@ -508,7 +523,7 @@ def build_app(
             ("grpc.max_connection_age_grace_ms", int(settings.llm_max_connection_age_grace * 1000)),
             # Only --workers shares a port; otherwise a second server on a busy port must fail to start.
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ]
+        ],
     )
     pipeline = Pipeline(
         metrics, redactor, plan.authenticator, settings.llm_max_metadata_value_length, tracing=tracing
@@ -544,4 +559,5 @@ def build_app(
         limiter,
         metrics_address,
         owned_tracer,
+        drain=drain,
     )

@@ -176,7 +176,8 @@ class Settings(BaseSettings):
     otel_service_name: str = "llm-grpc"
     otel_sdk_disabled: bool = False
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
-    llm_log_format: Literal["json", "console"] = "json"
+    llm_log_format: Literal["auto", "json", "console"] = "auto"
+    """auto: console lines on a terminal, JSON lines otherwise (a container, a pipe, a file)."""
 
     @field_validator("allowed_models", mode="before")
     @classmethod
