@@ -143,10 +143,13 @@ async def test_cli_strips_the_trailing_newline_of_stdin(target: str, emulators: 
 
 COMPLETE_JSON_FIELDS = {
     "content", "usage", "latency_ms", "provider", "model", "trace_id", "finish_reason", "cost_usd",
-    "served_model",
+    "served_model", "tool_calls", "reasoning", "structured_output", "response_id",
 }  # fmt: skip
 DONE_JSON_FIELDS = COMPLETE_JSON_FIELDS - {"content"} | {"time_to_first_token_ms"}
-USAGE_JSON_FIELDS = {"prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated"}
+USAGE_JSON_FIELDS = {
+    "prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated", "cached_input_tokens",
+    "cache_write_tokens", "reasoning_tokens",
+}  # fmt: skip
 
 
 async def test_cli_json_is_snake_case_with_every_field_and_finish_reasons_by_name(target: str) -> None:
@@ -157,6 +160,7 @@ async def test_cli_json_is_snake_case_with_every_field_and_finish_reasons_by_nam
     assert set(reply) == COMPLETE_JSON_FIELDS
     assert set(reply["usage"]) == USAGE_JSON_FIELDS
     assert reply["finish_reason"] == "STOP"
+    assert reply["structured_output"] is None  # no JSON asked for: no verdict, not a false one
     assert "".join(e["delta"] for e in events[:-1]) == "emulator reply: a b"
     assert set(events[-1]["done"]) == DONE_JSON_FIELDS
     assert events[-1]["done"]["finish_reason"] == "STOP"

@@ -140,12 +140,8 @@ def to_json(message: Message) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for field in message.DESCRIPTOR.fields:
         value = getattr(message, field.name)
-        if (
-            field.has_presence
-            and field.type != FieldDescriptor.TYPE_MESSAGE
-            and not message.HasField(field.name)
-        ):
-            result[field.name] = None
+        if field.has_presence and not field.is_repeated and not message.HasField(field.name):
+            result[field.name] = None  # an unset optional scalar or message (a verdict not given)
         elif field.is_repeated:
             result[field.name] = [_value(field, item) for item in value]
         else:
