@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 
 # The demo server is this same program, started with a fixed argv.
@@ -84,13 +83,10 @@ def active_requests(app: App, provider: str) -> float:
     return value
 
 
-def start_demo_server(*args: str, env: Mapping[str, str] | None = None) -> DemoServer:
+def start_demo_server(*args: str, env: Mapping[str, str]) -> DemoServer:
     """`llm-gateway serve --demo` in its own process on ports it picks itself (`--port 0`,
-    `--metrics-port 0`); returns once its `serving` line says where it listens (read from its stderr as
-    it comes: no polling; tests/processes.py)."""
-    process, log, _ = start_gateway_process(
-        ["--demo", "--metrics-port", "0", *args], env if env is not None else os.environ
-    )
+    `--metrics-port 0`); returns once its `serving` line says where it listens."""
+    process, log, _ = start_gateway_process(["--demo", "--metrics-port", "0", *args], env)
     return DemoServer(process, log.events("serving")[0], log)
 
 

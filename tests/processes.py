@@ -85,13 +85,6 @@ class LogWatcher:
                 raise AssertionError(f"expected {count} matching log lines; the log:\n{''.join(self.raw)}")
             return found[:count]
 
-    def text_when_closed(self, timeout: float = START_TIMEOUT) -> list[str]:
-        """Every line the process wrote, once it has closed its end (exited)."""
-        with self._changed:
-            self._changed.wait_for(lambda: self.closed, timeout)
-            assert self.closed, "the process did not close its log"
-            return [line.rstrip("\n") for line in self.raw]
-
     def events(self, name: str) -> list[dict[str, Any]]:
         with self._changed:
             return [line for line in self.lines if line.get("event") == name]
@@ -109,7 +102,7 @@ def start_gateway_process(
     returns the process, its log and the address it serves on."""
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--port", "0", *args],
-        env=dict(env),  # stderr is a pipe, so the gateway logs JSON lines unless env says otherwise
+        env=dict(env),  # stderr is a pipe: the default log format (auto) is JSON lines
         stderr=subprocess.PIPE,
         text=True,
     )

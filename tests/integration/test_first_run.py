@@ -80,7 +80,7 @@ def test_a_secret_value_is_never_echoed() -> None:
     assert "8675309" not in problems
 
 
-def test_the_serving_line_gives_the_addresses_and_a_grpcurl_line_that_works() -> None:
+def test_the_serving_line_gives_the_addresses_and_a_grpcurl_line_that_works(tmp_path: Path) -> None:
     server = start_demo_server(env=BASE_ENV)
     try:
         called = _paste(server.serving["grpcurl"])
@@ -96,10 +96,11 @@ def test_the_serving_line_gives_the_addresses_and_a_grpcurl_line_that_works() ->
 
 
 def test_logs_are_json_lines_when_stderr_is_not_a_terminal() -> None:
-    server = start_demo_server(env=BASE_ENV)
+    server = start_demo_server(env={key: value for key, value in BASE_ENV.items() if key != "LLM_LOG_FORMAT"})
     code = server.stop()
+    server.log.wait_for(lambda line: line.get("event") == "stopped")
 
-    lines = server.log.text_when_closed()
+    lines = [line.rstrip("\n") for line in server.log.raw]
     assert code == 0
     assert [json.loads(line)["event"] for line in lines if "serving" in line or "stopped" in line]
     assert all(line.startswith("{") for line in lines)
