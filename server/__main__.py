@@ -10,9 +10,6 @@ import contextlib
 import os
 import shutil
 import signal
-
-# Only to start this same program as --workers, with an argv built here (no caller input).
-import subprocess  # nosec B404
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -37,6 +34,7 @@ from server.core.lifecycle import verify
 from server.emulators.base import Emulator
 from server.observability.logging import configure_logging, resolve_format
 from server.providers.registry import SPECS
+from server.workers import RestartPolicy, Supervisor, reserve_port
 
 log = structlog.get_logger("llm_grpc.main")
 
@@ -184,6 +182,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     log.info(
         "serving",
         address=f"{args.host}:{app.port}",
+        metrics_port=app.metrics_port,
+        pid=os.getpid(),
         metrics=start.metrics_url,
         grpcurl=start.grpcurl,
         models=list(settings.allowed_models),
@@ -315,33 +315,29 @@ def settings_problems(error: ValidationError) -> str:
 
 
 def _run_workers(args: argparse.Namespace) -> int:
-    """Start `args.workers` server processes on one port and pass SIGTERM/SIGINT on to them.
+    """Start `args.workers` server processes on one port and keep them running (server/workers.py).
 
-    The kernel spreads connections over the processes (SO_REUSEPORT). Each worker keeps its own
-    metrics, on its own port (--metrics-port + i): Prometheus scrapes each, and sums add up.
+    Each worker keeps its own metrics, on its own port (--metrics-port + i; with 0, each picks a free
+    one and logs it): Prometheus scrapes each, and sums add up.
     """
-    if args.port == 0:
-        sys.exit("llm-gateway: --workers needs a fixed --port")
-    children = []
-    for index in range(args.workers):
-        command = [sys.executable, "-m", "server", "serve", "--host", args.host, "--port", str(args.port)]
-        command += ["--metrics-port", str(args.metrics_port + index if args.metrics_port >= 0 else -1)]
-        command += ["--shutdown-grace", str(args.shutdown_grace), "--reuse-port"]
-        command += ["--drain-notice", str(args.drain_notice)]
-        command += ["--demo"] if args.demo else []
-        command += ["--log-format", args.log_format] if args.log_format else []
-        # The argv is built here from our own flags: no caller input reaches it.
-        children.append(subprocess.Popen(command))  # nosec B603
-    log.info("workers", pids=[child.pid for child in children])
+    held = reserve_port(args.host, args.port)
+    port = held.getsockname()[1]
 
-    def forward(signum: int, _frame: object) -> None:
-        for child in children:
-            child.send_signal(signum)
+    def command(index: int) -> list[str]:
+        argv = [sys.executable, "-m", "server", "serve", "--host", args.host, "--port", str(port)]
+        argv += [
+            "--metrics-port",
+            str(args.metrics_port + index if args.metrics_port > 0 else args.metrics_port),
+        ]
+        argv += ["--shutdown-grace", str(args.shutdown_grace), "--reuse-port"]
+        argv += ["--drain-notice", str(args.drain_notice)]
+        argv += ["--demo"] if args.demo else []
+        argv += ["--log-format", args.log_format] if args.log_format else []
+        return argv
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    codes = [child.wait() for child in children]
-    return 0 if all(code == 0 for code in codes) else 1
+    log.info("supervising", address=f"{args.host}:{port}", workers=args.workers)
+    with held:
+        return Supervisor(command, args.workers, RestartPolicy()).run()
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

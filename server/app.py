@@ -15,6 +15,7 @@ import jwt
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import start_http_server
 from pydantic import SecretStr
 
@@ -41,6 +42,7 @@ from server.limits.redis_store import RedisLimitStore
 from server.observability.calls import MetricsObserver
 from server.observability.metrics import Metrics
 from server.observability.redact import Redactor
+from server.observability.tracing import Tracing, build_tracer_provider
 from server.providers.base import ProviderSettings, ProviderSpec
 from server.providers.registry import SPECS
 
@@ -402,6 +404,8 @@ class App:
     limiter: Limiter
     metrics_address: tuple[str, int] | None
     """Where to serve /metrics (port 0 picks one); None serves no metrics endpoint."""
+    tracer_provider: TracerProvider | None = None
+    """The tracer provider the app built (and flushes at stop); None when traces are off or injected."""
     metrics_port: int | None = None
     _metrics_server: Any = None
     drain: Drain = field(default_factory=Drain)
@@ -430,6 +434,8 @@ class App:
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
         await self.limiter.aclose()
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(self.tracer_provider.shutdown)  # flushes the spans still queued
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -445,6 +451,8 @@ def build_app(
     reuse_port: bool = False,
     clock: Clock = time.time,
     limit_store: LimitStore | None = None,
+    tracer_provider: TracerProvider | None = None,
+    circuit_clock: Clock = time.monotonic,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     plan = check_settings(settings)
@@ -453,6 +461,11 @@ def build_app(
     providers = providers if providers is not None else build_providers(settings, plan)
     redactor = redactor_for(settings)
     metrics = Metrics()
+    endpoint = settings.traces_endpoint()
+    owned_tracer = None
+    if tracer_provider is None and endpoint is not None:
+        tracer_provider = owned_tracer = build_tracer_provider(settings.otel_service_name, endpoint)
+    tracing = Tracing(tracer_provider) if tracer_provider is not None else None
     store = limit_store if limit_store is not None else build_limit_store(settings)
     limiter = build_limiter(settings, plan.policy, metrics, store, clock)
     circuit = CircuitBreaker(
@@ -460,6 +473,7 @@ def build_app(
         settings.llm_circuit_failures,
         settings.llm_circuit_cooldown,
         min_trial_seconds=min(MIN_TRIAL_SECONDS, settings.llm_request_timeout),
+        clock=circuit_clock,
     )
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
@@ -475,7 +489,7 @@ def build_app(
             max_metadata_value_length=settings.llm_max_metadata_value_length,
         ),
         request_timeout=settings.llm_request_timeout,
-        observer=MetricsObserver(metrics),
+        observer=MetricsObserver(metrics, tracing),
         admission=Admission(
             list(providers),
             settings.llm_max_in_flight,
@@ -505,7 +519,9 @@ def build_app(
             ("grpc.so_reuseport", 1 if reuse_port else 0),
         ],
     )
-    pipeline = Pipeline(metrics, redactor, plan.authenticator, settings.llm_max_metadata_value_length)
+    pipeline = Pipeline(
+        metrics, redactor, plan.authenticator, settings.llm_max_metadata_value_length, tracing=tracing
+    )
     add_to_server(LLMServicer(gateway, monitor, metrics, redactor), pipeline, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -536,5 +552,6 @@ def build_app(
         metrics,
         limiter,
         metrics_address,
+        owned_tracer,
         drain=drain,
     )

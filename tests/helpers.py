@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from prometheus_client.parser import text_string_to_metric_families
 
 from llm_grpc.v1 import llm_pb2
+from server.app import App
+from server.emulators.base import Emulator
 
 
 def user(text: str, system: str | None = None) -> list[llm_pb2.Message]:
@@ -67,29 +67,21 @@ def details_of(error: grpc.aio.AioRpcError) -> Details:
     return result
 
 
-async def active_requests(metrics_port: int, provider: str) -> float:
-    """`llm_active_requests{provider}` as the gateway's /metrics endpoint reports it now."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
-    ):
-        text = await response.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "llm_active_requests" and sample.labels.get("provider") == provider:
-                return sample.value
-    return 0.0
+async def calls_settled(app: App, timeout: float = 30) -> None:
+    """Return once no call holds an admission slot in `app` (every call the test started has given its
+    slot back), failing after `timeout` seconds: an upper bound for a stuck call, not a measure."""
+    # The one place tests reach into the gateway's admission; a rename touches only this line.
+    await asyncio.wait_for(app.gateway._admission.idle(), timeout)
 
 
-async def wait_for_active_requests(metrics_port: int, provider: str, expected: float) -> float:
-    """Poll /metrics until `provider` has `expected` calls in flight, for at most about 10 s; the last
-    value seen (the caller asserts on it, so a miss fails with the number)."""
-    value = await active_requests(metrics_port, provider)
-    for _ in range(200):
-        if value == expected:
-            break
-        await asyncio.sleep(0.05)
-        value = await active_requests(metrics_port, provider)
+async def open_streams_reach(emulator: Emulator, count: int, timeout: float = 30) -> None:
+    """Return once the emulator has exactly `count` streams open (see `Emulator.wait_for_open_streams`)."""
+    await asyncio.wait_for(emulator.wait_for_open_streams(count), timeout)
+
+
+def active_requests(app: App, provider: str) -> float:
+    """`llm_active_requests{provider}` as the gateway's metrics hold it now."""
+    value: float = app.metrics.active.labels(provider)._value.get()
     return value
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from collections.abc import MutableMapping
+from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -14,7 +14,8 @@ from server.observability.redact import Redactor
 
 
 class RedactProcessor:
-    """Scrubs every string value of the event (exception text included) just before rendering."""
+    """Scrubs every string of the event (exception text included, and strings nested in dicts, lists and
+    tuples: a logged header map is as likely to hold a key as a message) just before rendering."""
 
     def __init__(self, redactor: Redactor) -> None:
         self._redact = redactor
@@ -23,9 +24,17 @@ class RedactProcessor:
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         for key, value in event.items():
-            if isinstance(value, str):
-                event[key] = self._redact(value)
+            event[key] = self._scrub(value)
         return event
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, Mapping):
+            return {key: self._scrub(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub(item) for item in value]
+        return value
 
 
 def resolve_format(fmt: str, stream: TextIO) -> str:
