@@ -3,16 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import signal
-
-# The demo server is this same program, started with a fixed argv.
-import subprocess  # nosec B404
-import sys
-import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -83,48 +74,3 @@ def active_requests(app: App, provider: str) -> float:
     """`llm_active_requests{provider}` as the gateway's metrics hold it now."""
     value: float = app.metrics.active.labels(provider)._value.get()
     return value
-
-
-def start_demo_server(log_path: Path, *args: str, env: dict[str, str] | None = None) -> DemoServer:
-    """`llm-gateway serve --demo` in its own process on ports it picks itself (`--port 0`,
-    `--metrics-port 0`), logging JSON lines to `log_path` (a file: a full pipe would block it); returns
-    once its `serving` line says where it listens."""
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(  # nosec B603 (this Python, fixed arguments)
-            [sys.executable, "-m", "server", "serve", "--demo", "--port", "0", "--metrics-port", "0", *args],
-            env=env,
-            stderr=log_file,
-            stdout=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        for line in log_path.read_text().splitlines():
-            if line.startswith("{") and json.loads(line).get("event") == "serving":
-                return DemoServer(process, json.loads(line))
-        if process.poll() is not None:
-            raise AssertionError(f"the demo server exited during start:\n{log_path.read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the demo server did not start within 60 s:\n{log_path.read_text()}")
-        time.sleep(0.05)
-
-
-@dataclass
-class DemoServer:
-    process: subprocess.Popen[bytes]
-    serving: dict[str, Any]
-    """The `serving` log line: address, metrics, grpcurl, models, demo."""
-
-    @property
-    def address(self) -> str:
-        return str(self.serving["address"])
-
-    def stop(self) -> int:
-        """SIGTERM, then the exit code (killed if it does not stop within 60 s)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                return self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-        return self.process.wait()
