@@ -487,6 +487,10 @@ def build_app(
             max_stop_sequences=settings.llm_max_stop_sequences,
             max_stop_length=settings.llm_max_stop_length,
             max_metadata_value_length=settings.llm_max_metadata_value_length,
+            max_image_bytes=settings.llm_max_image_bytes,
+            max_document_bytes=settings.llm_max_document_bytes,
+            max_attachment_bytes=settings.llm_max_attachment_bytes,
+            max_tools=settings.llm_max_tools,
         ),
         request_timeout=settings.llm_request_timeout,
         observer=MetricsObserver(metrics, tracing),
@@ -504,7 +508,9 @@ def build_app(
     monitor = HealthMonitor(providers, circuit, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the
     # gateway's own INVALID_ARGUMENT naming the limit; only a grossly oversize one meets gRPC's.
-    max_message = max(4 * 1024 * 1024, 2 * settings.llm_max_request_bytes)
+    max_message = max(
+        4 * 1024 * 1024, 2 * settings.llm_max_request_bytes + 2 * settings.llm_max_attachment_bytes
+    )
     drain = Drain()
     server = grpc.aio.server(
         interceptors=[drain],

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import start_gateway_process, stop
+from tests.helpers import DemoServer, start_demo_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCUMENTS = sorted([ROOT / "README.md", ROOT / "clients" / "README.md", *(ROOT / "docs").rglob("*.md")])
@@ -88,16 +88,15 @@ def test_the_readmes_python_node_cli_and_grpcurl_examples_are_runnable() -> None
 
 
 @pytest.fixture(scope="module")
-def demo() -> Iterator[str]:
-    """A demo gateway (`serve --demo --port 0`) for the module; its address."""
+def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
     environment = {
         k: v
         for k, v in os.environ.items()
         if not k.endswith("_API_KEY") and not k.startswith(("LLM_", "ALLOWED_"))
     }
-    process, _, address = start_gateway_process(["--demo", "--metrics-port", "-1"], environment)
-    yield address
-    stop(process)
+    server = start_demo_server(env=environment)
+    yield server
+    server.stop()
 
 
 def _command(block: Block) -> list[str]:
@@ -115,8 +114,8 @@ def _command(block: Block) -> list[str]:
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=lambda block: block.name)
-def test_runnable_block_runs_against_a_live_gateway(block: Block, demo: str) -> None:
-    env = os.environ | {"LLM_GRPC_TARGET": demo, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
+def test_runnable_block_runs_against_a_live_gateway(block: Block, demo: DemoServer) -> None:
+    env = os.environ | {"LLM_GRPC_TARGET": demo.address, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
     env.pop("LLM_GRPC_TOKEN", None)
 
     result = subprocess.run(  # nosec B603

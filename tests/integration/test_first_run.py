@@ -20,7 +20,7 @@ from pydantic import SecretStr, ValidationError
 
 from server.__main__ import settings_problems, startup_lines
 from server.config import Settings
-from tests.processes import LogWatcher, event, start_gateway_process
+from tests.helpers import start_demo_server
 
 GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
 BASE_ENV = {
@@ -80,39 +80,30 @@ def test_a_secret_value_is_never_echoed() -> None:
     assert "8675309" not in problems
 
 
-def test_the_serving_line_gives_the_addresses_and_a_grpcurl_line_that_works() -> None:
-    process, log, _ = start_gateway_process(["--demo", "--metrics-port", "0"], BASE_ENV)
+def test_the_serving_line_gives_the_addresses_and_a_grpcurl_line_that_works(tmp_path: Path) -> None:
+    server = start_demo_server(env=BASE_ENV)
     try:
-        [serving] = log.events("serving")
-        called = _paste(serving["grpcurl"])
+        called = _paste(server.serving["grpcurl"])
+        metrics = server.serving["metrics"]
     finally:
-        process.terminate()
-        code = process.wait(timeout=60)
+        code = server.stop()
 
     assert called.returncode == 0, called.stderr
     assert json.loads(called.stdout)["content"] == "emulator reply: Hello"
-    assert serving["metrics"].startswith("http://127.0.0.1:")
-    assert serving["metrics"].endswith("/metrics")
+    assert metrics.startswith("http://127.0.0.1:")
+    assert metrics.endswith("/metrics")
     assert code == 0
 
 
 def test_logs_are_json_lines_when_stderr_is_not_a_terminal() -> None:
-    """LLM_LOG_FORMAT unset (auto) and stderr a pipe: JSON lines."""
-    process = subprocess.Popen(  # nosec B603
-        [sys.executable, "-m", "server", "serve", "--demo", "--port", "0", "--metrics-port", "-1"],
-        env=BASE_ENV,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stderr is not None
-    log = LogWatcher(process.stderr)
-    log.wait_for(event("serving"))
-    process.terminate()
-    code = process.wait(timeout=60)
-    log.wait_for(event("stopped"))
+    server = start_demo_server(env={key: value for key, value in BASE_ENV.items() if key != "LLM_LOG_FORMAT"})
+    code = server.stop()
+    server.log.wait_for(lambda line: line.get("event") == "stopped")
 
+    lines = [line.rstrip("\n") for line in server.log.raw]
     assert code == 0
-    assert all(line.startswith("{") for line in log.raw)
+    assert [json.loads(line)["event"] for line in lines if "serving" in line or "stopped" in line]
+    assert all(line.startswith("{") for line in lines)
 
 
 def _read_until(fd: int, marker: str, process: subprocess.Popen[bytes]) -> str:

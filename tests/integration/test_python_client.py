@@ -21,6 +21,7 @@ from llm_grpc_client import (
     ModelNotAllowed,
     ProviderError,
     RateLimited,
+    agents,
 )
 
 from llm_grpc.v1 import llm_pb2
@@ -142,10 +143,13 @@ async def test_cli_strips_the_trailing_newline_of_stdin(target: str, emulators: 
 
 COMPLETE_JSON_FIELDS = {
     "content", "usage", "latency_ms", "provider", "model", "trace_id", "finish_reason", "cost_usd",
-    "served_model",
+    "served_model", "tool_calls", "reasoning", "structured_output", "response_id",
 }  # fmt: skip
 DONE_JSON_FIELDS = COMPLETE_JSON_FIELDS - {"content"} | {"time_to_first_token_ms"}
-USAGE_JSON_FIELDS = {"prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated"}
+USAGE_JSON_FIELDS = {
+    "prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated", "cached_input_tokens",
+    "cache_write_tokens", "reasoning_tokens",
+}  # fmt: skip
 
 
 async def test_cli_json_is_snake_case_with_every_field_and_finish_reasons_by_name(target: str) -> None:
@@ -156,6 +160,7 @@ async def test_cli_json_is_snake_case_with_every_field_and_finish_reasons_by_nam
     assert set(reply) == COMPLETE_JSON_FIELDS
     assert set(reply["usage"]) == USAGE_JSON_FIELDS
     assert reply["finish_reason"] == "STOP"
+    assert reply["structured_output"] is None  # no JSON asked for: no verdict, not a false one
     assert "".join(e["delta"] for e in events[:-1]) == "emulator reply: a b"
     assert set(events[-1]["done"]) == DONE_JSON_FIELDS
     assert events[-1]["done"]["finish_reason"] == "STOP"
@@ -251,3 +256,53 @@ async def test_cli_exit_code_follows_the_status(target: str) -> None:
 
     assert code == 10 + 7  # PERMISSION_DENIED
     assert "PERMISSION_DENIED" in err
+
+
+async def test_client_asks_for_a_json_schema_and_reads_the_gateways_verdict(target: str) -> None:
+    schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+    async with AsyncLLMClient(target) as client:
+        reply = await client.complete(
+            'age? [[emulate: reply=\'{"age":"old"}\']]',
+            model=MODELS["openai"],
+            response_format=agents.json_schema(schema, name="person"),
+        )
+
+    assert not reply.structured_output.valid
+    assert reply.structured_output.error == "$.age: 'old' is not of type 'integer'"
+
+
+async def test_client_tool_settings_reach_the_gateway_and_its_refusals_come_back(target: str) -> None:
+    async with AsyncLLMClient(target) as client:
+        with pytest.raises(InvalidArgument) as caught:
+            await client.complete(
+                "hi", model=MODELS["openai"], tools=[agents.tool("lookup")], tool_choice="get_time"
+            )
+
+    assert "tool_choice.tool_name" in str(caught.value)
+
+
+async def test_cli_json_schema_prints_the_answer_and_the_verdict(target: str, tmp_path: Path) -> None:
+    schema = tmp_path / "person.schema.json"
+    schema.write_text('{"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}')
+
+    code, out, err = await _cli(
+        "--target", target, "complete", "age? [[emulate: reply={}]]", "--json-schema", str(schema)
+    )
+
+    assert code == 0
+    assert out.strip() == "{}"
+    assert "[structured output INVALID: $: 'age' is a required property]" in err
+
+
+async def test_cli_attaches_an_image_file(target: str, emulators: Emulators, tmp_path: Path) -> None:
+    png = tmp_path / "dot.png"
+    png.write_bytes(bytes.fromhex("89504e470d0a1a0a") + b"\0" * 16)
+
+    code, out, _ = await _cli(
+        "--target", target, "complete", "what is this?", "--image", str(png), "--model", MODELS["anthropic"]
+    )
+
+    assert code == 0
+    assert out.strip()
+    body = json.dumps(emulators.completions("anthropic")[-1].body)
+    assert '"media_type": "image/png"' in body

@@ -243,3 +243,41 @@ test('a plaintext client cannot talk to the TLS port', async () => {
 test('mTLS options need both cert and key', () => {
   assert.throws(() => new LLMClient(secureTarget, { ca: tls.ca, cert: 'x' }), /both cert and key/);
 });
+
+test('a JSON-schema answer comes with the gateway\'s verdict', async () => {
+  const { jsonSchema } = require('..');
+  const client = new LLMClient(target);
+  const schema = { type: 'object', properties: { age: { type: 'integer' } }, required: ['age'] };
+  const reply = await client.complete(`age? [[emulate: reply='{"age":"old"}']]`, {
+    model: 'gpt-5.4-mini', response_format: jsonSchema(schema, 'person'),
+  });
+  assert.equal(reply.structured_output.valid, false);
+  assert.equal(reply.structured_output.error, "$.age: 'old' is not of type 'integer'");
+  client.close();
+});
+
+test('a tool result that answers no call is refused with the field', async () => {
+  const { tool, toolResult } = require('..');
+  const client = new LLMClient(target);
+  const messages = [{ role: 'ROLE_USER', content: 'weather?' }, toolResult('call_1', { temp_c: 21 })];
+  await assert.rejects(client.complete(messages, { model: 'gpt-5.4-mini', tools: [tool('get_weather')] }), (error) => {
+    assert.equal(error.codeName, 'INVALID_ARGUMENT');
+    assert.deepEqual(error.fieldViolations.map((v) => v.field), ['messages[1].tool_call_id']);
+    return true;
+  });
+  client.close();
+});
+
+test('a streamed tool call arrives as fragments, then whole in done', async () => {
+  const { tool } = require('..');
+  const client = new LLMClient(target);
+  const weather = tool('get_weather', '', { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] });
+  const stream = client.stream('weather?', { model: 'claude-haiku-4-5', tools: [weather] });
+  const fragments = [];
+  for await (const event of stream.events()) if (event.event === 'tool_call') fragments.push(event.tool_call);
+  assert.equal(stream.done.finish_reason, 'FINISH_REASON_TOOL_CALLS');
+  assert.equal(stream.done.tool_calls[0].name, 'get_weather');
+  assert.equal(fragments.map((f) => f.arguments_delta).join(''), stream.done.tool_calls[0].arguments_json);
+  assert.ok(stream.done.usage.total_tokens > 0);
+  client.close();
+});

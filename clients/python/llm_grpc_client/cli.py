@@ -2,6 +2,7 @@
 
     llm-grpc stream "Tell me a joke" --model claude-haiku-4-5
     echo "Summarise this" | llm-grpc complete --json
+    llm-grpc complete "Who is in this picture?" --image photo.jpg --json-schema person.schema.json
     llm-grpc models
     llm-grpc health
     llm-grpc select --tier premium
@@ -32,6 +33,7 @@ from google.protobuf.message import Message
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from llm_grpc.v1 import llm_pb2
+from llm_grpc_client import agents
 from llm_grpc_client.client import AsyncLLMClient
 from llm_grpc_client.errors import LLMError
 
@@ -102,6 +104,22 @@ def _parser() -> argparse.ArgumentParser:
         call.add_argument("--temperature", type=float, default=None)
         call.add_argument("--max-tokens", type=int, default=None)
         call.add_argument("--stop", action="append", default=[])
+        call.add_argument(
+            "--json-schema",
+            metavar="FILE",
+            type=Path,
+            default=None,
+            help="answer as JSON matching this JSON Schema file; the gateway reports whether it does",
+        )
+        call.add_argument(
+            "--image", metavar="FILE", action="append", default=[], help="attach an image (repeatable)"
+        )
+        call.add_argument(
+            "--document", metavar="FILE", action="append", default=[], help="attach a PDF (repeatable)"
+        )
+        call.add_argument(
+            "--effort", choices=("low", "medium", "high"), default=None, help="reasoning effort"
+        )
     commands.add_parser("models", help="list allowed models", parents=common)
     commands.add_parser("health", help="provider health", parents=common)
     select = commands.add_parser("select", help="the cheapest allowed model of a tier", parents=common)
@@ -122,12 +140,8 @@ def to_json(message: Message) -> dict[str, Any]:
     result: dict[str, Any] = {}
     for field in message.DESCRIPTOR.fields:
         value = getattr(message, field.name)
-        if (
-            field.has_presence
-            and field.type != FieldDescriptor.TYPE_MESSAGE
-            and not message.HasField(field.name)
-        ):
-            result[field.name] = None
+        if field.has_presence and not field.is_repeated and not message.HasField(field.name):
+            result[field.name] = None  # an unset optional scalar or message (a verdict not given)
         elif field.is_repeated:
             result[field.name] = [_value(field, item) for item in value]
         else:
@@ -195,8 +209,10 @@ async def _run(args: argparse.Namespace) -> int:
                 "max_tokens": args.max_tokens,
                 "stop": args.stop,
                 "trace_id": args.trace_id,
+                "response_format": _schema_format(args.json_schema),
+                "reasoning": agents.reasoning(args.effort) if args.effort else None,
             }
-            prompt = _read_prompt(args.prompt)
+            prompt = _prompt(_read_prompt(args.prompt), args.image, args.document)
             if args.command == "complete":
                 response = await client.complete(prompt, **options)
                 if args.json:
@@ -238,15 +254,42 @@ async def _run(args: argparse.Namespace) -> int:
         return 0
 
 
+def _prompt(text: str, images: Sequence[str], documents: Sequence[str]) -> str | list[llm_pb2.Message]:
+    """The prompt text, with the attached files as parts of one user message when there are any."""
+    parts = [agents.image(path) for path in images] + [agents.document(path) for path in documents]
+    return [agents.user(text, *parts)] if parts else text
+
+
+def _schema_format(path: Path | None) -> llm_pb2.ResponseFormat | None:
+    """The JSON-schema response format of a schema file, named after the file (`person.schema.json`:
+    `person`)."""
+    if path is None:
+        return None
+    schema = json.loads(path.read_text(encoding="utf-8"))
+    stem = path.name.split(".")[0]
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in stem)[:64]
+    return agents.json_schema(schema, name=name or "response")
+
+
 def _print_summary(reply: llm_pb2.CompleteResponse | llm_pb2.StreamDone) -> None:
-    """Who served, why it stopped, tokens and time, on stderr so stdout holds only the text."""
+    """Who served, why it stopped, tokens and time, on stderr so stdout holds only the text; then the
+    tool calls and the gateway's structured-output verdict, when there are any."""
     usage = reply.usage
     finish = enum_name(_field(reply, "finish_reason"), reply.finish_reason)
+    cached = f" (cached {usage.cached_input_tokens})" if usage.cached_input_tokens else ""
+    thinking = f" (reasoning {usage.reasoning_tokens})" if usage.reasoning_tokens else ""
     print(
-        f"[{reply.provider}/{reply.model}] {finish} prompt={usage.prompt_tokens} "
-        f"completion={usage.completion_tokens} tokens, ${reply.cost_usd:.6f}, {reply.latency_ms:.0f} ms",
+        f"[{reply.provider}/{reply.model}] {finish} prompt={usage.prompt_tokens}{cached} "
+        f"completion={usage.completion_tokens}{thinking} tokens, ${reply.cost_usd:.6f}, "
+        f"{reply.latency_ms:.0f} ms",
         file=sys.stderr,
     )
+    for call in reply.tool_calls:
+        print(f"[tool call {call.id}] {call.name}({call.arguments_json})", file=sys.stderr)
+    if reply.HasField("structured_output"):
+        check = reply.structured_output
+        verdict = "valid" if check.valid else f"INVALID: {check.error}"
+        print(f"[structured output {verdict}]", file=sys.stderr)
 
 
 def _models_text(reply: llm_pb2.ListModelsResponse) -> str:
