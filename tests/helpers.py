@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 
 # The demo server is this same program, started with a fixed argv.
 import subprocess  # nosec B404
-import sys
-import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -21,6 +18,7 @@ from grpc_status import rpc_status
 from llm_grpc.v1 import llm_pb2
 from server.app import App
 from server.emulators.base import Emulator
+from tests.processes import LogWatcher, start_gateway_process
 
 
 def user(text: str, system: str | None = None) -> list[llm_pb2.Message]:
@@ -85,35 +83,19 @@ def active_requests(app: App, provider: str) -> float:
     return value
 
 
-def start_demo_server(log_path: Path, *args: str, env: dict[str, str] | None = None) -> DemoServer:
+def start_demo_server(*args: str, env: Mapping[str, str]) -> DemoServer:
     """`llm-gateway serve --demo` in its own process on ports it picks itself (`--port 0`,
-    `--metrics-port 0`), logging JSON lines to `log_path` (a file: a full pipe would block it); returns
-    once its `serving` line says where it listens."""
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(  # nosec B603 (this Python, fixed arguments)
-            [sys.executable, "-m", "server", "serve", "--demo", "--port", "0", "--metrics-port", "0", *args],
-            env=env,
-            stderr=log_file,
-            stdout=subprocess.DEVNULL,
-        )
-    deadline = time.monotonic() + 60
-    while True:
-        for line in log_path.read_text().splitlines():
-            if line.startswith("{") and json.loads(line).get("event") == "serving":
-                return DemoServer(process, json.loads(line))
-        if process.poll() is not None:
-            raise AssertionError(f"the demo server exited during start:\n{log_path.read_text()}")
-        if time.monotonic() > deadline:
-            process.kill()
-            raise AssertionError(f"the demo server did not start within 60 s:\n{log_path.read_text()}")
-        time.sleep(0.05)
+    `--metrics-port 0`); returns once its `serving` line says where it listens."""
+    process, log, _ = start_gateway_process(["--demo", "--metrics-port", "0", *args], env)
+    return DemoServer(process, log.events("serving")[0], log)
 
 
 @dataclass
 class DemoServer:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[str]
     serving: dict[str, Any]
     """The `serving` log line: address, metrics, grpcurl, models, demo."""
+    log: LogWatcher
 
     @property
     def address(self) -> str:

@@ -35,9 +35,9 @@ def snippet(language: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def demo_target() -> Iterator[str]:
     """`llm-gateway serve --demo` in its own process, on a port it picks itself; its address."""
-    server = start_demo_server(tmp_path_factory.mktemp("demo") / "server.log", env=BASE_ENV)
+    server = start_demo_server(env=BASE_ENV)
     yield server.address
     server.stop()
 

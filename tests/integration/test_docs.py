@@ -94,7 +94,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
         for k, v in os.environ.items()
         if not k.endswith("_API_KEY") and not k.startswith(("LLM_", "ALLOWED_"))
     }
-    server = start_demo_server(tmp_path_factory.mktemp("docs") / "server.log", env=environment)
+    server = start_demo_server(env=environment)
     yield server
     server.stop()
 

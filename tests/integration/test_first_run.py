@@ -81,7 +81,7 @@ def test_a_secret_value_is_never_echoed() -> None:
 
 
 def test_the_serving_line_gives_the_addresses_and_a_grpcurl_line_that_works(tmp_path: Path) -> None:
-    server = start_demo_server(tmp_path / "server.log", env=BASE_ENV)
+    server = start_demo_server(env=BASE_ENV)
     try:
         called = _paste(server.serving["grpcurl"])
         metrics = server.serving["metrics"]
@@ -95,11 +95,12 @@ def test_the_serving_line_gives_the_addresses_and_a_grpcurl_line_that_works(tmp_
     assert code == 0
 
 
-def test_logs_are_json_lines_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
-    server = start_demo_server(tmp_path / "server.log", env=BASE_ENV)
+def test_logs_are_json_lines_when_stderr_is_not_a_terminal() -> None:
+    server = start_demo_server(env={key: value for key, value in BASE_ENV.items() if key != "LLM_LOG_FORMAT"})
     code = server.stop()
+    server.log.wait_for(lambda line: line.get("event") == "stopped")
 
-    lines = (tmp_path / "server.log").read_text().splitlines()
+    lines = [line.rstrip("\n") for line in server.log.raw]
     assert code == 0
     assert [json.loads(line)["event"] for line in lines if "serving" in line or "stopped" in line]
     assert all(line.startswith("{") for line in lines)
