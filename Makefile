@@ -76,10 +76,12 @@ go-check: $(STAMP)
 	@command -v go >/dev/null && command -v protoc-gen-go-grpc >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GO_PACKAGES) >/dev/null; }
 	PYTHON=$(abspath $(PY)) clients/go/build.sh
+	$(BIN)/pytest -q tests/integration/test_agents_docs.py -k go  # docs/agents.md's Go loop, now Go is here
 
 ## The Node.js client's tests against the real gateway (node's own test runner).
 node-test: $(STAMP)
 	cd clients/node && npm ci --silent --no-audit --no-fund && node --test test/
+	$(BIN)/pytest -q tests/integration/test_agents_docs.py -k node  # docs/agents.md's Node loop
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

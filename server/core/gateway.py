@@ -351,18 +351,21 @@ class Gateway:
         if not self._limiter.active:
             return None
         request = candidates[0][0]
-        prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
+        prompt = prompt_token_bound(request.prompt_texts(), len(request.messages))
+        prompt += request.attachment_token_bound()
         worst_usd = 0.0
-        worst_output = 0
+        worst_tokens = 0
         targets = []
         for candidate, _ in candidates:
             info = self.catalogue.get(candidate.model)
             output = candidate.max_tokens if candidate.max_tokens is not None else info.max_output_tokens
-            worst_output = max(worst_output, output)
-            worst_usd = max(worst_usd, info.cost(Usage(prompt_tokens=prompt, completion_tokens=output)))
+            # A provider bills no more prompt than its window holds (a document's bound can be larger).
+            bounded = min(prompt, info.context_window)
+            worst_tokens = max(worst_tokens, bounded + output)
+            worst_usd = max(worst_usd, info.cost(Usage(prompt_tokens=bounded, completion_tokens=output)))
             targets.append((candidate.model, info.tier.value))
         identity = ctx.source_agent or ANONYMOUS
-        worst = Worst(prompt + worst_output, micro_usd(worst_usd))
+        worst = Worst(worst_tokens, micro_usd(worst_usd))
         return await self._limiter.reserve(identity, ctx.roles, targets, worst)
 
     def _scopes(self, model: str) -> tuple[str, ...]:
@@ -388,7 +391,8 @@ class Gateway:
         if self.catalogue.get(model).capabilities.reasoning:
             await self._limiter.keep(ticket)
             return
-        prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
+        prompt = prompt_token_bound(request.prompt_texts(), len(request.messages))
+        prompt += request.attachment_token_bound()
         cost = self.catalogue.get(model).cost(Usage(prompt_tokens=prompt, completion_tokens=streamed))
         await self._limiter.settle(ticket, prompt + streamed, micro_usd(cost), self._scopes(model))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +30,9 @@ class FinishReason(enum.Enum):
 ProviderName = str
 """A provider *instance* as configuration names it: "openai", "anthropic", "gemini" for the standard
 three, or an operator's own name for another endpoint of a kind (server/providers/registry.py)."""
+
+IMAGE_TOKEN_BOUND = 4096
+"""More than one image costs on any of the three providers (their largest sizes and finest detail)."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -215,6 +218,36 @@ class ChatRequest:
     seed: int | None = None
     user: str = ""
     """The end user's opaque id, for providers that take one."""
+
+    def prompt_texts(self) -> Iterator[str]:
+        """Every text the prompt carries (messages, tool calls and results, tool and answer schemas): what
+        a bound of the prompt's tokens counts."""
+        for message in self.messages:
+            yield message.text()
+            yield message.tool_call_id
+            for call in message.tool_calls:
+                yield call.name
+                yield call.arguments_json
+            for part in message.reasoning:
+                yield part.text
+        for tool in self.tools:
+            yield tool.name
+            yield tool.description
+            yield json.dumps(tool.parameters)
+        if self.response_format is not None and self.response_format.schema is not None:
+            yield json.dumps(self.response_format.schema)
+
+    def attachment_token_bound(self) -> int:
+        """A bound of the tokens the prompt's images and documents cost: IMAGE_TOKEN_BOUND an image, one
+        token per byte of a document (a page's text and its rendering cost less than its bytes)."""
+        bound = 0
+        for message in self.messages:
+            for part in message.parts:
+                if isinstance(part, ImagePart):
+                    bound += IMAGE_TOKEN_BOUND
+                elif isinstance(part, DocumentPart):
+                    bound += len(part.data)
+        return bound
 
 
 @dataclass(slots=True, frozen=True)

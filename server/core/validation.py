@@ -437,7 +437,9 @@ def unsupported(draft: DraftRequest, model: ModelInfo) -> list[FieldViolation]:
         ]
     if not caps.assistant_prefill:
         turns = [
-            (index, m) for index, m in enumerate(draft.messages) if m.content and m.role is not Role.SYSTEM
+            (index, m)
+            for index, m in enumerate(draft.messages)
+            if (m.content or m.parts) and m.role is not Role.SYSTEM
         ]
         if turns and turns[-1][1].role is Role.ASSISTANT:
             problems.append(

@@ -16,6 +16,7 @@ from llm_grpc_client import (
     ModelNotAllowed,
     ProviderError,
     RateLimited,
+    agents,
 )
 
 from server.app import App
@@ -124,3 +125,53 @@ async def test_cli_exit_code_follows_the_status(target: str) -> None:
 
     assert code == 10 + 7  # PERMISSION_DENIED
     assert "PERMISSION_DENIED" in err
+
+
+async def test_client_asks_for_a_json_schema_and_reads_the_gateways_verdict(target: str) -> None:
+    schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+    async with AsyncLLMClient(target) as client:
+        reply = await client.complete(
+            'age? [[emulate: reply=\'{"age":"old"}\']]',
+            model=MODELS["openai"],
+            response_format=agents.json_schema(schema, name="person"),
+        )
+
+    assert not reply.structured_output.valid
+    assert reply.structured_output.error == "$.age: 'old' is not of type 'integer'"
+
+
+async def test_client_tool_settings_reach_the_gateway_and_its_refusals_come_back(target: str) -> None:
+    async with AsyncLLMClient(target) as client:
+        with pytest.raises(InvalidArgument) as caught:
+            await client.complete(
+                "hi", model=MODELS["openai"], tools=[agents.tool("lookup")], tool_choice="get_time"
+            )
+
+    assert "tool_choice.tool_name" in str(caught.value)
+
+
+async def test_cli_json_schema_prints_the_answer_and_the_verdict(target: str, tmp_path: Path) -> None:
+    schema = tmp_path / "person.schema.json"
+    schema.write_text('{"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}')
+
+    code, out, err = await _cli(
+        "--target", target, "complete", "age? [[emulate: reply={}]]", "--json-schema", str(schema)
+    )
+
+    assert code == 0
+    assert out.strip() == "{}"
+    assert "[structured output INVALID: $: 'age' is a required property]" in err
+
+
+async def test_cli_attaches_an_image_file(target: str, emulators: Emulators, tmp_path: Path) -> None:
+    png = tmp_path / "dot.png"
+    png.write_bytes(bytes.fromhex("89504e470d0a1a0a") + b"\0" * 16)
+
+    code, out, _ = await _cli(
+        "--target", target, "complete", "what is this?", "--image", str(png), "--model", MODELS["anthropic"]
+    )
+
+    assert code == 0
+    assert out.strip()
+    body = json.dumps(emulators.completions("anthropic")[-1].body)
+    assert '"media_type": "image/png"' in body

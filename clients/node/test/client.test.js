@@ -136,3 +136,27 @@ test('the deadline expires as DEADLINE_EXCEEDED', async () => {
   });
   client.close();
 });
+
+test('a JSON-schema answer comes with the gateway\'s verdict', async () => {
+  const { jsonSchema } = require('..');
+  const client = new LLMClient(target);
+  const schema = { type: 'object', properties: { age: { type: 'integer' } }, required: ['age'] };
+  const reply = await client.complete(`age? [[emulate: reply='{"age":"old"}']]`, {
+    model: 'gpt-5.4-mini', response_format: jsonSchema(schema, 'person'),
+  });
+  assert.equal(reply.structured_output.valid, false);
+  assert.equal(reply.structured_output.error, "$.age: 'old' is not of type 'integer'");
+  client.close();
+});
+
+test('a tool result that answers no call is refused with the field', async () => {
+  const { tool, toolResult } = require('..');
+  const client = new LLMClient(target);
+  const messages = [{ role: 'ROLE_USER', content: 'weather?' }, toolResult('call_1', { temp_c: 21 })];
+  await assert.rejects(client.complete(messages, { model: 'gpt-5.4-mini', tools: [tool('get_weather')] }), (error) => {
+    assert.equal(error.codeName, 'INVALID_ARGUMENT');
+    assert.deepEqual(error.fieldViolations.map((v) => v.field), ['messages[1].tool_call_id']);
+    return true;
+  });
+  client.close();
+});

@@ -2,6 +2,7 @@
 
     llm-grpc stream "Tell me a joke" --model claude-haiku-4-5
     echo "Summarise this" | llm-grpc complete --json
+    llm-grpc complete "Who is in this picture?" --image photo.jpg --json-schema person.schema.json
     llm-grpc models
     llm-grpc health
 
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from google.protobuf import json_format
 
 from llm_grpc.v1 import llm_pb2
+from llm_grpc_client import agents
 from llm_grpc_client.client import AsyncLLMClient
 from llm_grpc_client.errors import LLMError
 
@@ -44,6 +46,21 @@ def _parser() -> argparse.ArgumentParser:
         call.add_argument("--temperature", type=float, default=None)
         call.add_argument("--max-tokens", type=int, default=None)
         call.add_argument("--stop", action="append", default=[])
+        call.add_argument(
+            "--json-schema",
+            metavar="FILE",
+            default=None,
+            help="answer as JSON matching this JSON Schema file; the gateway reports whether it does",
+        )
+        call.add_argument(
+            "--image", metavar="FILE", action="append", default=[], help="attach an image (repeatable)"
+        )
+        call.add_argument(
+            "--document", metavar="FILE", action="append", default=[], help="attach a PDF (repeatable)"
+        )
+        call.add_argument(
+            "--effort", choices=("low", "medium", "high"), default=None, help="reasoning effort"
+        )
     commands.add_parser("models", help="list allowed models")
     commands.add_parser("health", help="provider health")
     return parser
@@ -54,7 +71,11 @@ async def _run(args: argparse.Namespace) -> int:
         args.target, source_agent=args.source_agent, session_id=args.session_id, timeout=args.timeout
     ) as client:
         if args.command in ("complete", "stream"):
-            prompt = args.prompt if args.prompt is not None else sys.stdin.read()
+            text = args.prompt if args.prompt is not None else sys.stdin.read()
+            parts = [agents.image(path) for path in args.image] + [
+                agents.document(path) for path in args.document
+            ]
+            prompt: str | list[llm_pb2.Message] = [agents.user(text, *parts)] if parts else text
             options = {
                 "model": args.model,
                 "system": args.system,
@@ -62,6 +83,8 @@ async def _run(args: argparse.Namespace) -> int:
                 "max_tokens": args.max_tokens,
                 "stop": args.stop,
                 "trace_id": args.trace_id,
+                "response_format": _schema_format(args.json_schema),
+                "reasoning": agents.reasoning(args.effort) if args.effort else None,
             }
             if args.command == "complete":
                 response = await client.complete(prompt, **options)
@@ -70,6 +93,7 @@ async def _run(args: argparse.Namespace) -> int:
                 else:
                     print(response.content)
                     _print_usage(response.usage, response.provider, response.model, response.latency_ms)
+                    _print_check(response)
                 return 0
             stream = client.stream(prompt, **options)
             async for delta in stream:
@@ -84,16 +108,37 @@ async def _run(args: argparse.Namespace) -> int:
                 else:
                     print()
                     _print_usage(done.usage, done.provider, done.model, done.latency_ms)
+                    _print_check(done)
             return 0
         reply = await (client.list_models() if args.command == "models" else client.check_health())
         print(json_format.MessageToJson(reply))
         return 0
 
 
+def _schema_format(path: str | None) -> llm_pb2.ResponseFormat | None:
+    """The JSON-schema response format of a schema file (its file name, minus extensions, names it)."""
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as file:
+        schema = json.load(file)
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in path.rsplit("/", 1)[-1].split(".")[0])
+    return agents.json_schema(schema, name=name[:64] or "response")
+
+
+def _print_check(response: llm_pb2.CompleteResponse | llm_pb2.StreamDone) -> None:
+    """The gateway's structured-output verdict, when the call asked for JSON."""
+    if response.HasField("structured_output"):
+        check = response.structured_output
+        verdict = "valid" if check.valid else f"INVALID: {check.error}"
+        print(f"[structured output {verdict}]", file=sys.stderr)
+
+
 def _print_usage(usage: llm_pb2.Usage, provider: str, model: str, latency_ms: float) -> None:
+    cached = f" (cached {usage.cached_input_tokens})" if usage.cached_input_tokens else ""
+    thinking = f" (reasoning {usage.reasoning_tokens})" if usage.reasoning_tokens else ""
     print(
-        f"[{provider}/{model}] prompt={usage.prompt_tokens} completion={usage.completion_tokens} tokens, "
-        f"{latency_ms:.0f} ms",
+        f"[{provider}/{model}] prompt={usage.prompt_tokens}{cached} "
+        f"completion={usage.completion_tokens}{thinking} tokens, {latency_ms:.0f} ms",
         file=sys.stderr,
     )
 

@@ -11,6 +11,7 @@ from typing import Any
 import grpc
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
+from llm_grpc_client.agents import ToolChoiceSpec, tool_choice
 from llm_grpc_client.errors import from_rpc_error
 
 Messages = str | Sequence[llm_pb2.Message]
@@ -55,6 +56,7 @@ def _credentials(tls: bool, root_certificates: bytes | None) -> grpc.ChannelCred
 
 def _request_fields(prompt: Messages, options: dict[str, Any]) -> dict[str, Any]:
     """The fields shared by CompleteRequest and StreamRequest."""
+    choice = options.get("tool_choice")
     return {
         "model": options.get("model") or "",
         "messages": _messages(prompt, options.get("system")),
@@ -62,6 +64,13 @@ def _request_fields(prompt: Messages, options: dict[str, Any]) -> dict[str, Any]
         "max_tokens": options.get("max_tokens"),
         "top_p": options.get("top_p"),
         "stop": list(options.get("stop") or ()),
+        "tools": list(options.get("tools") or ()),
+        "tool_choice": tool_choice(choice) if choice is not None else None,
+        "parallel_tool_calls": options.get("parallel_tool_calls"),
+        "response_format": options.get("response_format"),
+        "reasoning": options.get("reasoning"),
+        "seed": options.get("seed"),
+        "user": options.get("user") or "",
     }
 
 
@@ -80,22 +89,37 @@ class _Context:
 
 
 class TokenStream:
-    """Async iterator of text deltas; once exhausted, `done` holds usage, finish reason and latency."""
+    """Async iterator of text deltas; once exhausted, `done` holds usage, finish reason, latency and the
+    assembled tool calls and reasoning, and `text` the whole streamed text. `events()` iterates every
+    event instead (text, tool-call fragments, reasoning text, then `done`)."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall[llm_pb2.StreamRequest, llm_pb2.StreamResponse]) -> None:
         self._call = call
         self.done: llm_pb2.StreamDone | None = None
+        self._text: list[str] = []
+
+    @property
+    def text(self) -> str:
+        """The text delivered so far."""
+        return "".join(self._text)
 
     def __aiter__(self) -> AsyncIterator[str]:
         return self._deltas()
 
     async def _deltas(self) -> AsyncIterator[str]:
+        async for event in self.events():
+            if event.WhichOneof("event") == "delta":
+                yield event.delta
+
+    async def events(self) -> AsyncIterator[llm_pb2.StreamResponse]:
         try:
             async for event in self._call:
-                if event.HasField("done"):
+                kind = event.WhichOneof("event")
+                if kind == "done":
                     self.done = event.done
-                else:
-                    yield event.delta
+                elif kind == "delta":
+                    self._text.append(event.delta)
+                yield event
         except grpc.aio.AioRpcError as error:
             raise from_rpc_error(error) from None
 
@@ -160,16 +184,37 @@ class AsyncLLMClient:
         max_tokens: int | None = None,
         top_p: float | None = None,
         stop: Sequence[str] = (),
+        tools: Sequence[llm_pb2.Tool] = (),
+        tool_choice: ToolChoiceSpec | None = None,
+        parallel_tool_calls: bool | None = None,
+        response_format: llm_pb2.ResponseFormat | None = None,
+        reasoning: llm_pb2.Reasoning | None = None,
+        seed: int | None = None,
+        user: str = "",
         trace_id: str | None = None,
         timeout: float | None = None,
     ) -> llm_pb2.CompleteResponse:
+        """One completion. `tools`, `tool_choice` (`"auto"`, `"none"`, `"required"` or a tool's name),
+        `response_format` and `reasoning` take what llm_grpc_client.agents builds."""
         request = llm_pb2.CompleteRequest(
-            model=model,
-            messages=_messages(prompt, system),
-            temperature=temperature,
-            max_tokens=max_tokens,
-            top_p=top_p,
-            stop=list(stop),
+            **_request_fields(
+                prompt,
+                {
+                    "model": model,
+                    "system": system,
+                    "temperature": temperature,
+                    "max_tokens": max_tokens,
+                    "top_p": top_p,
+                    "stop": stop,
+                    "tools": tools,
+                    "tool_choice": tool_choice,
+                    "parallel_tool_calls": parallel_tool_calls,
+                    "response_format": response_format,
+                    "reasoning": reasoning,
+                    "seed": seed,
+                    "user": user,
+                },
+            )
         )
         try:
             response: llm_pb2.CompleteResponse = await self._stub.Complete(
@@ -189,16 +234,36 @@ class AsyncLLMClient:
         max_tokens: int | None = None,
         top_p: float | None = None,
         stop: Sequence[str] = (),
+        tools: Sequence[llm_pb2.Tool] = (),
+        tool_choice: ToolChoiceSpec | None = None,
+        parallel_tool_calls: bool | None = None,
+        response_format: llm_pb2.ResponseFormat | None = None,
+        reasoning: llm_pb2.Reasoning | None = None,
+        seed: int | None = None,
+        user: str = "",
         trace_id: str | None = None,
         timeout: float | None = None,
     ) -> TokenStream:
+        """A streamed completion; options as `complete`."""
         request = llm_pb2.StreamRequest(
-            model=model,
-            messages=_messages(prompt, system),
-            temperature=temperature,
-            max_tokens=max_tokens,
-            top_p=top_p,
-            stop=list(stop),
+            **_request_fields(
+                prompt,
+                {
+                    "model": model,
+                    "system": system,
+                    "temperature": temperature,
+                    "max_tokens": max_tokens,
+                    "top_p": top_p,
+                    "stop": stop,
+                    "tools": tools,
+                    "tool_choice": tool_choice,
+                    "parallel_tool_calls": parallel_tool_calls,
+                    "response_format": response_format,
+                    "reasoning": reasoning,
+                    "seed": seed,
+                    "user": user,
+                },
+            )
         )
         call = self._stub.Stream(request, metadata=self._metadata(trace_id), timeout=timeout or self._timeout)
         return TokenStream(call)
@@ -270,7 +335,8 @@ class LLMClient:
     def complete(
         self, prompt: Messages, *, trace_id: str | None = None, timeout: float | None = None, **options: Any
     ) -> llm_pb2.CompleteResponse:
-        """Options as AsyncLLMClient.complete: model, system, temperature, max_tokens, top_p, stop."""
+        """Options as AsyncLLMClient.complete: model, system, temperature, max_tokens, top_p, stop, tools,
+        tool_choice, parallel_tool_calls, response_format, reasoning, seed, user."""
         try:
             response: llm_pb2.CompleteResponse = self._stub.Complete(
                 llm_pb2.CompleteRequest(**_request_fields(prompt, options)),
@@ -284,7 +350,7 @@ class LLMClient:
     def stream(
         self, prompt: Messages, *, trace_id: str | None = None, timeout: float | None = None, **options: Any
     ) -> Iterator[str]:
-        """Text deltas as they arrive; afterwards `last_done` holds usage and finish reason."""
+        """Text deltas as they arrive; afterwards `last_done` holds usage, finish reason, tool calls."""
         self.last_done = None
         call = self._stub.Stream(
             llm_pb2.StreamRequest(**_request_fields(prompt, options)),
@@ -293,9 +359,10 @@ class LLMClient:
         )
         try:
             for event in call:
-                if event.HasField("done"):
+                kind = event.WhichOneof("event")
+                if kind == "done":
                     self.last_done = event.done
-                else:
+                elif kind == "delta":
                     yield event.delta
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
