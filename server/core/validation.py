@@ -507,7 +507,8 @@ def to_request(draft: DraftRequest, model: ModelInfo) -> ChatRequest:
 
 
 def _message(draft: DraftMessage) -> Message:
-    assert draft.role is not None
+    if draft.role is None:  # check() refuses a message without a role before any request is built
+        raise ValueError("a message without a role reached to_request")
     return Message(
         role=draft.role,
         content=draft.content,
