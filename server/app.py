@@ -7,7 +7,7 @@ import asyncio
 import datetime
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -15,10 +15,12 @@ import jwt
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from opentelemetry.sdk.trace import TracerProvider
 from prometheus_client import start_http_server
 from pydantic import SecretStr
 
 from llm_grpc.v1 import llm_pb2
+from server.api.draining import Drain
 from server.api.pipeline import Pipeline, add_to_server
 from server.api.servicer import LLMServicer
 from server.config import Settings, load_catalogue, load_limit_policy
@@ -40,10 +42,14 @@ from server.limits.redis_store import RedisLimitStore
 from server.observability.calls import MetricsObserver
 from server.observability.metrics import Metrics
 from server.observability.redact import Redactor
+from server.observability.tracing import Tracing, build_tracer_provider
 from server.providers.base import ProviderSettings, ProviderSpec
 from server.providers.registry import SPECS
 
 log = structlog.get_logger("llm_grpc.app")
+
+DRAIN_NOTICE_S = 5.0
+"""At most this long after SIGTERM the listener stays open, answering health checks NOT_SERVING."""
 
 MIN_TRIAL_SECONDS = 2.0
 """A circuit's half-open trial goes only to a call with this much time left (or the request timeout)."""
@@ -398,8 +404,12 @@ class App:
     limiter: Limiter
     metrics_address: tuple[str, int] | None
     """Where to serve /metrics (port 0 picks one); None serves no metrics endpoint."""
+    tracer_provider: TracerProvider | None = None
+    """The tracer provider the app built (and flushes at stop); None when traces are off or injected."""
     metrics_port: int | None = None
     _metrics_server: Any = None
+    drain: Drain = field(default_factory=Drain)
+    """Counts calls in flight; refuses new ones once the drain notice starts."""
 
     async def start(self) -> None:
         if self.metrics_address is not None:
@@ -412,13 +422,20 @@ class App:
         for service in ("", SERVICE_NAME):
             await self.health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float | None = 5.0) -> None:
-        """Report NOT_SERVING, let in-flight calls finish within `grace`, then release everything."""
+    async def stop(self, grace: float | None = 5.0, notice: float = DRAIN_NOTICE_S) -> None:
+        """Report NOT_SERVING, let in-flight calls finish within `grace`, then release everything.
+
+        For up to `notice` seconds (less once no call is in flight) the listener stays open, so health
+        checks answer NOT_SERVING and new calls get UNAVAILABLE (server/api/draining.py); then the grpc
+        server closes it and gives the calls still running what is left of `grace`."""
         await self.health_servicer.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        waited = await self.drain.notice(0.0 if grace is None else min(notice, grace))
+        await self.server.stop(None if grace is None else max(0.0, grace - waited))
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
         await self.limiter.aclose()
+        if self.tracer_provider is not None:
+            await asyncio.to_thread(self.tracer_provider.shutdown)  # flushes the spans still queued
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
@@ -434,6 +451,8 @@ def build_app(
     reuse_port: bool = False,
     clock: Clock = time.time,
     limit_store: LimitStore | None = None,
+    tracer_provider: TracerProvider | None = None,
+    circuit_clock: Clock = time.monotonic,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     plan = check_settings(settings)
@@ -442,6 +461,11 @@ def build_app(
     providers = providers if providers is not None else build_providers(settings, plan)
     redactor = redactor_for(settings)
     metrics = Metrics()
+    endpoint = settings.traces_endpoint()
+    owned_tracer = None
+    if tracer_provider is None and endpoint is not None:
+        tracer_provider = owned_tracer = build_tracer_provider(settings.otel_service_name, endpoint)
+    tracing = Tracing(tracer_provider) if tracer_provider is not None else None
     store = limit_store if limit_store is not None else build_limit_store(settings)
     limiter = build_limiter(settings, plan.policy, metrics, store, clock)
     circuit = CircuitBreaker(
@@ -449,6 +473,7 @@ def build_app(
         settings.llm_circuit_failures,
         settings.llm_circuit_cooldown,
         min_trial_seconds=min(MIN_TRIAL_SECONDS, settings.llm_request_timeout),
+        clock=circuit_clock,
     )
     gateway = Gateway(
         allowlist=Allowlist(settings.allowed_models, settings.llm_default_model),
@@ -468,7 +493,7 @@ def build_app(
             max_tools=settings.llm_max_tools,
         ),
         request_timeout=settings.llm_request_timeout,
-        observer=MetricsObserver(metrics),
+        observer=MetricsObserver(metrics, tracing),
         admission=Admission(
             list(providers),
             settings.llm_max_in_flight,
@@ -486,7 +511,9 @@ def build_app(
     max_message = max(
         4 * 1024 * 1024, 2 * settings.llm_max_request_bytes + 2 * settings.llm_max_attachment_bytes
     )
+    drain = Drain()
     server = grpc.aio.server(
+        interceptors=[drain],
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
@@ -496,9 +523,11 @@ def build_app(
             ("grpc.max_connection_age_grace_ms", int(settings.llm_max_connection_age_grace * 1000)),
             # Only --workers shares a port; otherwise a second server on a busy port must fail to start.
             ("grpc.so_reuseport", 1 if reuse_port else 0),
-        ]
+        ],
     )
-    pipeline = Pipeline(metrics, redactor, plan.authenticator, settings.llm_max_metadata_value_length)
+    pipeline = Pipeline(
+        metrics, redactor, plan.authenticator, settings.llm_max_metadata_value_length, tracing=tracing
+    )
     add_to_server(LLMServicer(gateway, monitor, metrics, redactor), pipeline, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -519,4 +548,16 @@ def build_app(
     if bound == 0:
         raise ConfigError(f"cannot listen on {host}:{port}")
     metrics_address = None if metrics_port is None else (host, metrics_port)
-    return App(server, bound, gateway, monitor, health_servicer, providers, metrics, limiter, metrics_address)
+    return App(
+        server,
+        bound,
+        gateway,
+        monitor,
+        health_servicer,
+        providers,
+        metrics,
+        limiter,
+        metrics_address,
+        owned_tracer,
+        drain=drain,
+    )

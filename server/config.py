@@ -168,8 +168,16 @@ class Settings(BaseSettings):
     """Seconds a limit check may wait for Redis before the call is refused (or admitted, fail-open)."""
     llm_limits_fail_open: bool = False
     """With Redis unreachable, admit calls unlimited instead of refusing them (UNAVAILABLE)."""
+    otel_traces_exporter: str = ""
+    """OpenTelemetry's own variable: `otlp` turns traces on, `none` keeps them off."""
+    otel_exporter_otlp_endpoint: str | None = None
+    """Where traces go over OTLP/gRPC (e.g. http://otel-collector:4317); setting it turns traces on."""
+    otel_exporter_otlp_traces_endpoint: str | None = None
+    otel_service_name: str = "llm-grpc"
+    otel_sdk_disabled: bool = False
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
-    llm_log_format: Literal["json", "console"] = "json"
+    llm_log_format: Literal["auto", "json", "console"] = "auto"
+    """auto: console lines on a terminal, JSON lines otherwise (a container, a pipe, a file)."""
 
     @field_validator("allowed_models", mode="before")
     @classmethod
@@ -209,6 +217,16 @@ class Settings(BaseSettings):
         values = [getattr(self, name) for name in type(self).model_fields]
         values += self._instance_keys.values()
         return [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
+
+    def traces_endpoint(self) -> str | None:
+        """The OTLP/gRPC endpoint traces go to, or None when tracing is off (the default)."""
+        exporter = self.otel_traces_exporter.strip().lower()
+        if self.otel_sdk_disabled or exporter == "none":
+            return None
+        endpoint = self.otel_exporter_otlp_traces_endpoint or self.otel_exporter_otlp_endpoint
+        if endpoint is None and exporter == "otlp":
+            return "http://localhost:4317"  # the OTLP/gRPC default
+        return endpoint
 
     def max_in_flight_per_caller(self) -> int:
         """LLM_MAX_IN_FLIGHT_PER_CALLER, or its default: a quarter of LLM_MAX_IN_FLIGHT (at least 1)."""

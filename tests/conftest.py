@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 import time
-from collections.abc import AsyncIterator, Callable
+import warnings
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import grpc
 import pytest
+import structlog
+from opentelemetry.sdk.trace import TracerProvider
 
 from llm_grpc.v1 import llm_pb2_grpc
 from server.app import App, build_app
@@ -18,6 +22,8 @@ from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.base import Emulator, RecordedRequest
 from server.emulators.gemini import GeminiEmulator
 from server.emulators.openai import OpenAIEmulator
+from server.observability.logging import configure_logging
+from server.observability.redact import Redactor
 
 OPENAI_KEY = "sk-test-openai-0123456789abcdef"
 ANTHROPIC_KEY = "sk-ant-test-0123456789abcdef"
@@ -91,6 +97,8 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
         metrics_port: int | None = None,
         clock: Callable[[], float] = time.time,
         limit_store: LimitStore | None = None,
+        tracer_provider: TracerProvider | None = None,
+        circuit_clock: Callable[[], float] = time.monotonic,
         **overrides: Any,
     ) -> App:
         app = build_app(
@@ -100,6 +108,8 @@ async def start_gateway(emulators: Emulators) -> AsyncIterator[Callable[..., Any
             metrics_port=metrics_port,
             clock=clock,
             limit_store=limit_store,
+            tracer_provider=tracer_provider,
+            circuit_clock=circuit_clock,
         )
         await app.start()
         apps.append(app)
@@ -125,3 +135,47 @@ async def channel(gateway: App) -> AsyncIterator[grpc.aio.Channel]:
 @pytest.fixture
 def stub(channel: grpc.aio.Channel) -> llm_pb2_grpc.LLMServiceAsyncStub:
     return llm_pb2_grpc.LLMServiceStub(channel)
+
+
+RenderedLogs = Callable[[], str]
+
+
+@pytest.fixture
+def rendered_logs(capsys: pytest.CaptureFixture[str]) -> Iterator[Callable[[Redactor], RenderedLogs]]:
+    """Log through the real `configure_logging` chain (JSON renderer, redaction, contextvars) and read
+    back what it wrote to stderr. Call it with the redactor; it returns a reader of the output so far."""
+    showwarning = warnings.showwarning
+
+    def configure(redactor: Redactor) -> RenderedLogs:
+        configure_logging("debug", "json", redactor)
+        # The production chain caches each logger on first use; a test must not leave loggers bound to
+        # its captured stderr behind, so only that one setting is turned off.
+        structlog.configure(cache_logger_on_first_use=False)
+        capsys.readouterr()
+        return lambda: capsys.readouterr().err
+
+    yield configure
+    structlog.reset_defaults()
+    warnings.showwarning = showwarning
+
+
+class FakeClock:
+    """A clock that moves only when a test moves it (for cool-downs and windows)."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def refusing_url() -> Iterator[str]:
+    """An http:// URL whose connections are refused, for as long as the test runs: a port bound but never
+    listening (it stays ours, so no other process can start listening there meanwhile)."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{held.getsockname()[1]}"

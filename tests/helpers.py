@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+import signal
 
-import aiohttp
+# The demo server is this same program, started with a fixed argv.
+import subprocess  # nosec B404
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
-from prometheus_client.parser import text_string_to_metric_families
 
 from llm_grpc.v1 import llm_pb2
+from server.app import App
+from server.emulators.base import Emulator
+from tests.processes import LogWatcher, start_gateway_process
 
 
 def user(text: str, system: str | None = None) -> list[llm_pb2.Message]:
@@ -58,27 +65,48 @@ def details_of(error: grpc.aio.AioRpcError) -> Details:
     return result
 
 
-async def active_requests(metrics_port: int, provider: str) -> float:
-    """`llm_active_requests{provider}` as the gateway's /metrics endpoint reports it now."""
-    async with (
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{metrics_port}/metrics") as response,
-    ):
-        text = await response.text()
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            if sample.name == "llm_active_requests" and sample.labels.get("provider") == provider:
-                return sample.value
-    return 0.0
+async def calls_settled(app: App, timeout: float = 30) -> None:
+    """Return once no call holds an admission slot in `app` (every call the test started has given its
+    slot back), failing after `timeout` seconds: an upper bound for a stuck call, not a measure."""
+    # The one place tests reach into the gateway's admission; a rename touches only this line.
+    await asyncio.wait_for(app.gateway._admission.idle(), timeout)
 
 
-async def wait_for_active_requests(metrics_port: int, provider: str, expected: float) -> float:
-    """Poll /metrics until `provider` has `expected` calls in flight, for at most about 10 s; the last
-    value seen (the caller asserts on it, so a miss fails with the number)."""
-    value = await active_requests(metrics_port, provider)
-    for _ in range(200):
-        if value == expected:
-            break
-        await asyncio.sleep(0.05)
-        value = await active_requests(metrics_port, provider)
+async def open_streams_reach(emulator: Emulator, count: int, timeout: float = 30) -> None:
+    """Return once the emulator has exactly `count` streams open (see `Emulator.wait_for_open_streams`)."""
+    await asyncio.wait_for(emulator.wait_for_open_streams(count), timeout)
+
+
+def active_requests(app: App, provider: str) -> float:
+    """`llm_active_requests{provider}` as the gateway's metrics hold it now."""
+    value: float = app.metrics.active.labels(provider)._value.get()
     return value
+
+
+def start_demo_server(*args: str, env: Mapping[str, str]) -> DemoServer:
+    """`llm-gateway serve --demo` in its own process on ports it picks itself (`--port 0`,
+    `--metrics-port 0`); returns once its `serving` line says where it listens."""
+    process, log, _ = start_gateway_process(["--demo", "--metrics-port", "0", *args], env)
+    return DemoServer(process, log.events("serving")[0], log)
+
+
+@dataclass
+class DemoServer:
+    process: subprocess.Popen[str]
+    serving: dict[str, Any]
+    """The `serving` log line: address, metrics, grpcurl, models, demo."""
+    log: LogWatcher
+
+    @property
+    def address(self) -> str:
+        return str(self.serving["address"])
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (killed if it does not stop within 60 s)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()

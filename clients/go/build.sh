@@ -21,15 +21,15 @@ cp "$here/main.go" "$work/src/example.com/llmclient/"
   GOCACHE="$work/cache" go build -o "$work/llm-go-client" .)
 echo "go client builds"
 
-port=$("$python" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cd "$root"
-"$python" -m server serve --demo --port "$port" --metrics-port -1 >/dev/null 2>&1 &
+# The gateway picks a free port (--port 0) and names it in its JSON `serving` log line; wait for that
+# line (tail exits with the gateway, so a failed start ends the wait too).
+LLM_LOG_FORMAT=json "$python" -m server serve --demo --port 0 --metrics-port -1 2>"$work/gateway.log" &
 gateway=$!
-for _ in $(seq 100); do
-  "$python" -m server health --target "127.0.0.1:$port" >/dev/null 2>&1 && break
-  sleep 0.2
-done
-output=$("$work/llm-go-client" "127.0.0.1:$port")
+serving=$(tail -n +1 --pid="$gateway" -f "$work/gateway.log" | grep -m1 '"event": "serving"' || true)
+[ -n "$serving" ] || { echo "the gateway did not start:"; cat "$work/gateway.log"; exit 1; }
+address=$("$python" -c 'import json, sys; print(json.loads(sys.argv[1])["address"])' "$serving")
+output=$("$work/llm-go-client" "$address")
 echo "$output"
 grep -q "emulator reply: Hello from Go" <<<"$output"
 grep -q "\[openai/gpt-5.4-mini\]" <<<"$output"

@@ -94,8 +94,8 @@ export interface CallOptions {
   max_tokens?: number;
   top_p?: number;
   stop?: string[];
-  tier?: 'TIER_FAST' | 'TIER_BALANCED' | 'TIER_PREMIUM';
-  complexity?: 'COMPLEXITY_SIMPLE' | 'COMPLEXITY_MODERATE' | 'COMPLEXITY_COMPLEX';
+  tier?: Tier;
+  complexity?: Complexity;
   tools?: Tool[];
   /** 'auto' | 'none' | 'required' | a tool's name | a ToolChoice. */
   tool_choice?: 'auto' | 'none' | 'required' | string | ToolChoice;
@@ -144,14 +144,47 @@ export class LLMError extends Error {
   fieldViolations: { field: string; description: string }[];
 }
 
+export type Tier = 'TIER_FAST' | 'TIER_BALANCED' | 'TIER_PREMIUM';
+export type Complexity = 'COMPLEXITY_SIMPLE' | 'COMPLEXITY_MODERATE' | 'COMPLEXITY_COMPLEX';
+
+export interface ClientOptions {
+  sourceAgent?: string;
+  sessionId?: string;
+  timeoutMs?: number;
+  /** Sent as `authorization: Bearer <token>` on every call. */
+  token?: string;
+  /** TLS with the system roots (implied by `ca`, `cert` or `key`). */
+  tls?: boolean;
+  /** PEM CA certificate(s) to trust instead of the system roots. */
+  ca?: Buffer | string;
+  /** PEM client certificate chain and private key, for mTLS (both or neither). */
+  cert?: Buffer | string;
+  key?: Buffer | string;
+  /** Channel credentials built by the caller; wins over tls/ca/cert/key. */
+  credentials?: ChannelCredentials;
+}
+
+export interface SelectModelResponse { model: string; provider: string; tier: Tier; reason: string }
+export interface ProviderMetrics { provider: string; requests: number; tokens: number; errors: number; cost_usd: number }
+export interface ModelMetrics { model: string; provider: string; requests: number; tokens: number; cost_usd: number }
+export interface GetMetricsResponse {
+  total_requests: number; total_tokens: number; mean_latency_ms: number; providers: ProviderMetrics[];
+  governance_violations: number; total_cost_usd: number; models: ModelMetrics[];
+}
+export interface Quota {
+  kind: string; scope: string; limit: number; used: number; remaining: number;
+  reset_time: { seconds: number; nanos: number } | null;
+}
+
 export class LLMClient {
-  constructor(target?: string, options?: {
-    sourceAgent?: string; sessionId?: string; timeoutMs?: number; credentials?: ChannelCredentials;
-  });
+  constructor(target?: string, options?: ClientOptions);
   complete(prompt: string | Message[], options?: CallOptions): Promise<CompleteResponse>;
   stream(prompt: string | Message[], options?: CallOptions): TokenStream;
   listModels(): Promise<{ models: { id: string; provider: string }[]; default_model: string }>;
   checkHealth(): Promise<{ status: string; providers: { provider: string; status: string }[] }>;
+  selectModel(options?: { tier?: Tier; complexity?: Complexity }): Promise<SelectModelResponse>;
+  getMetrics(): Promise<GetMetricsResponse>;
+  getQuota(model?: string): Promise<{ identity: string; quotas: Quota[] }>;
   close(): void;
 }
 

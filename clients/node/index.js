@@ -1,7 +1,8 @@
 'use strict';
 // Node.js client for llm.v1.LLMService: complete(), stream() as an async iterator, listModels(),
-// checkHealth(), and builders for agents (tools, tool results, images, documents, JSON formats,
-// reasoning). The contract is loaded from protos/ at start (no generated code to keep in sync).
+// checkHealth(), selectModel(), getMetrics(), getQuota(); a bearer token and TLS (or mTLS) by option;
+// builders for agents (tools, tool results, images, documents, JSON formats, reasoning).
+// The contract is loaded from protos/ at start (no generated code to keep in sync).
 
 const path = require('node:path');
 const grpc = require('@grpc/grpc-js');
@@ -108,15 +109,33 @@ function messagesOf(prompt, system) {
   return messages;
 }
 
+function pem(value) {
+  return value === undefined || value === null ? null : Buffer.from(value);
+}
+
+/**
+ * The channel credentials the options ask for: `credentials` as given; TLS when `tls` is true or a
+ * `ca` (PEM, trusted instead of the system roots) is given, with `cert` and `key` (PEM) for mTLS;
+ * plaintext otherwise.
+ */
+function credentialsOf(options) {
+  if (options.credentials) return options.credentials;
+  if (!options.tls && !options.ca && !options.cert && !options.key) return grpc.credentials.createInsecure();
+  if (Boolean(options.cert) !== Boolean(options.key)) throw new TypeError('mTLS needs both cert and key');
+  return grpc.credentials.createSsl(pem(options.ca), pem(options.key), pem(options.cert));
+}
+
 class LLMClient {
   /**
    * @param {string} target host:port of the gateway
-   * @param {{sourceAgent?: string, sessionId?: string, timeoutMs?: number, credentials?: grpc.ChannelCredentials}} [options]
+   * @param {{sourceAgent?: string, sessionId?: string, timeoutMs?: number, token?: string, tls?: boolean,
+   *   ca?: Buffer|string, cert?: Buffer|string, key?: Buffer|string, credentials?: grpc.ChannelCredentials}} [options]
    */
   constructor(target = 'localhost:50051', options = {}) {
-    this.client = new LLMService(target, options.credentials || grpc.credentials.createInsecure());
+    this.client = new LLMService(target, credentialsOf(options));
     this.sourceAgent = options.sourceAgent || '';
     this.sessionId = options.sessionId || '';
+    this.token = options.token || '';
     this.timeoutMs = options.timeoutMs || 120000;
   }
 
@@ -125,7 +144,16 @@ class LLMClient {
     if (traceId) md.set('a2a-trace-id', traceId);
     if (this.sourceAgent) md.set('a2a-source-agent', this.sourceAgent);
     if (this.sessionId) md.set('a2a-session-id', this.sessionId);
+    if (this.token) md.set('authorization', `Bearer ${this.token}`);
     return md;
+  }
+
+  unary(method, request) {
+    return new Promise((resolve, reject) => {
+      this.client[method](request, this.metadata(), { deadline: this.deadline() }, (error, response) =>
+        error ? reject(new LLMError(error)) : resolve(response),
+      );
+    });
   }
 
   deadline(timeoutMs) {
@@ -196,19 +224,29 @@ class LLMClient {
   }
 
   listModels() {
-    return new Promise((resolve, reject) => {
-      this.client.ListModels({}, { deadline: this.deadline() }, (error, response) =>
-        error ? reject(new LLMError(error)) : resolve(response),
-      );
-    });
+    return this.unary('ListModels', {});
   }
 
   checkHealth() {
-    return new Promise((resolve, reject) => {
-      this.client.CheckHealth({}, { deadline: this.deadline() }, (error, response) =>
-        error ? reject(new LLMError(error)) : resolve(response),
-      );
-    });
+    return this.unary('CheckHealth', {});
+  }
+
+  /**
+   * The cheapest allowed model of a tier ('TIER_FAST', 'TIER_BALANCED', 'TIER_PREMIUM') or for a task
+   * complexity ('COMPLEXITY_SIMPLE', ...); the tier wins when both are given.
+   */
+  selectModel(options = {}) {
+    return this.unary('SelectModel', { tier: options.tier || 'TIER_UNSPECIFIED', complexity: options.complexity || 'COMPLEXITY_UNSPECIFIED' });
+  }
+
+  /** The gateway's totals since start (int64 counts as numbers). */
+  getMetrics() {
+    return this.unary('GetMetrics', {});
+  }
+
+  /** This caller's rate limits and budgets (for `model`, or all). */
+  getQuota(model = '') {
+    return this.unary('GetQuota', { model });
   }
 
   close() {

@@ -29,6 +29,7 @@ from server.core.types import RequestContext
 from server.observability.calls import RpcRecord
 from server.observability.metrics import Metrics
 from server.observability.redact import Redactor
+from server.observability.tracing import Tracing
 
 log = structlog.get_logger("llm_grpc.api")
 
@@ -50,7 +51,10 @@ class Pipeline:
         redact: Redactor,
         authenticator: Authenticator | None,
         max_metadata_value_length: int,
+        *,
+        tracing: Tracing | None,
     ) -> None:
+        self._tracing = tracing
         self._metrics = metrics
         self._redact = redact
         self._auth = authenticator
@@ -65,10 +69,11 @@ class Pipeline:
             structlog.contextvars.clear_contextvars()
             structlog.contextvars.bind_contextvars(method=name)
             trace_id = ""
-            with RpcRecord(self._metrics, name) as record:
+            metadata = context.invocation_metadata() or ()
+            with RpcRecord(self._metrics, name, self._tracing, metadata) as record:
                 try:
                     ctx = self._context(context)
-                    trace_id = ctx.trace_id
+                    trace_id = record.trace_id = ctx.trace_id
                     ctx = self._authenticate(context, ctx, name)
                     REQUEST_CONTEXT.set(ctx)
                     await context.send_initial_metadata(((TRACE_ID_KEY, ctx.trace_id),))

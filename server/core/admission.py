@@ -30,6 +30,8 @@ class Admission:
         self._max_per_caller = max_per_caller
         self._per_caller: dict[str, int] = {}
         """Calls in flight by caller; a caller with none has no entry, so the map stays small."""
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     @asynccontextmanager
     async def slot(self, provider: ProviderName, caller: str, seconds_left: float) -> AsyncIterator[None]:
@@ -38,6 +40,7 @@ class Admission:
         if held >= self._max_per_caller:
             raise CallerOverLimit(caller, self._max_per_caller)
         self._per_caller[caller] = held + 1
+        self._idle.clear()
         try:
             async with self._provider_slot(provider, seconds_left):
                 yield
@@ -46,6 +49,13 @@ class Admission:
                 del self._per_caller[caller]
             else:
                 self._per_caller[caller] -= 1
+            if not self._per_caller:
+                self._idle.set()
+
+    async def idle(self) -> None:
+        """Return once no call holds a slot (at once when none does): tests and a draining server wait
+        on this instead of polling."""
+        await self._idle.wait()
 
     def in_flight(self, caller: str) -> int:
         """The caller's calls in flight now."""

@@ -156,8 +156,8 @@ class Gateway:
                 _caller_bound(time_remaining, self._request_timeout),
                 started,
                 spend,
-                lambda request, provider, seconds_left: provider.complete(
-                    request, _options(ctx, seconds_left)
+                lambda request, provider, seconds_left, trace: provider.complete(
+                    request, _options(ctx, seconds_left, trace)
                 ),
             )
             await opened.slot.aclose()
@@ -169,8 +169,16 @@ class Gateway:
         await self._limiter.settle(
             ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
         )
-        call.succeed(completion.usage, cost, completion.served_model, completion.request_id)
-        structured = check_output(completion.content, candidates[0][0].response_format)
+        call.succeed(
+            completion.usage,
+            cost,
+            completion.served_model,
+            completion.request_id,
+            completion.finish_reason.name,
+        )
+        structured = check_output(
+            completion.content, candidates[0][0].response_format, completion.finish_reason
+        )
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost, structured)
 
     async def stream(
@@ -202,8 +210,8 @@ class Gateway:
                 caller_bound,
                 started,
                 spend,
-                lambda request, provider, seconds_left: _open_stream(
-                    provider, request, _options(ctx, seconds_left)
+                lambda request, provider, seconds_left, trace: _open_stream(
+                    provider, request, _options(ctx, seconds_left, trace)
                 ),
             )
         except BaseException:
@@ -243,7 +251,9 @@ class Gateway:
                             tool_calls=event.tool_calls,
                             reasoning=event.reasoning,
                             response_id=event.response_id,
-                            structured_output=check_output("".join(text), candidates[0][0].response_format),
+                            structured_output=check_output(
+                                "".join(text), candidates[0][0].response_format, event.finish_reason
+                            ),
                         )
                     )
                 )
@@ -254,7 +264,7 @@ class Gateway:
             call.fail(error)
             await self._settle_cut(ticket, call.model, candidates[0][0], streamed)
             raise
-        call.succeed(event.usage, cost, event.served_model, event.request_id)
+        call.succeed(event.usage, cost, event.served_model, event.request_id, event.finish_reason.name)
 
     async def _open(
         self,
@@ -265,7 +275,7 @@ class Gateway:
         caller_bound: bool,
         started: float,
         spend: _Spend,
-        attempt: Callable[[ChatRequest, Provider, float], Awaitable[T]],
+        attempt: Callable[[ChatRequest, Provider, float, Mapping[str, str]], Awaitable[T]],
     ) -> _Opened[T]:
         """Run `attempt` on the first candidate, with retries; on UNAVAILABLE or RESOURCE_EXHAUSTED move
         to the next (an operator's explicit fallback chain). The caller owns the returned slot."""
@@ -282,7 +292,7 @@ class Gateway:
                     deadline,
                     caller_bound,
                     spend,
-                    lambda seconds_left, r=request, p=provider: attempt(r, p, seconds_left),  # type: ignore[misc]
+                    lambda seconds_left, trace, r=request, p=provider: attempt(r, p, seconds_left, trace),  # type: ignore[misc]
                 )
             except BaseException as error:
                 await slot.aclose()
@@ -425,13 +435,14 @@ class Gateway:
         deadline: float,
         caller_bound: bool,
         spend: _Spend,
-        attempt: Callable[[float], Awaitable[T]],
+        attempt: Callable[[float, Mapping[str, str]], Awaitable[T]],
     ) -> T:
         async def timed_attempt(seconds_left: float) -> T:
             trial = self._circuit.before_call(provider, seconds_left)
             started = time.perf_counter()
             try:
-                result = await attempt(seconds_left)
+                with call.attempt() as trace:
+                    result = await attempt(seconds_left, trace)
             except BaseException as error:
                 self._circuit.record(provider, error, trial=trial, caller_deadline=caller_bound)
                 spend.after_failed_attempt(error)
@@ -468,8 +479,8 @@ def _streamed_bytes(delta: Delta, text: list[str]) -> int:
     return len(delta.text.encode())
 
 
-def _options(ctx: RequestContext, seconds_left: float) -> CallOptions:
-    return CallOptions(headers=ctx.provider_headers(), timeout=seconds_left)
+def _options(ctx: RequestContext, seconds_left: float, trace: Mapping[str, str]) -> CallOptions:
+    return CallOptions(headers={**ctx.provider_headers(), **trace}, timeout=seconds_left)
 
 
 async def _open_stream(

@@ -11,7 +11,8 @@ and a clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import AbstractContextManager
 from typing import Protocol
 
 from server.core.types import CallOptions, ChatRequest, Completion, ProviderName, StreamEvent, Usage
@@ -68,11 +69,18 @@ class ProviderCall(Protocol):
         """Time spent on the provider (an attempt, a retry's wait): not gateway overhead."""
         ...
 
+    def attempt(self) -> AbstractContextManager[Mapping[str, str]]:
+        """One attempt at the provider (each retry is another): yields the HTTP headers that carry its
+        trace context to the provider (W3C `traceparent`; none when tracing is off)."""
+        ...
+
     def retry(self, reason: str, delay: float) -> None: ...
 
     def first_token(self) -> None: ...
 
-    def succeed(self, usage: Usage, cost_usd: float, served_model: str = "", request_id: str = "") -> None:
+    def succeed(
+        self, usage: Usage, cost_usd: float, served_model: str, request_id: str, finish_reason: str
+    ) -> None:
         """`served_model` and `request_id`: what the provider says served the call, and its id for it."""
         ...
 

@@ -38,12 +38,15 @@ async def call_with_retries(
     policy: RetryPolicy,
     deadline: float,
     on_retry: Callable[[ProviderError, float], None],
+    *,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> T:
     """Run `attempt(seconds_left)` until it succeeds, retrying retryable provider errors.
 
     `deadline` is in event-loop time. Gives up with the provider's own error (so a rate limit still
     reaches the caller as RESOURCE_EXHAUSTED with the provider's retry delay) when the retries are used
     up or the next wait would overrun the deadline, and with DeadlineExceeded when the time runs out.
+    `sleep` waits between attempts (tests pass a fake that records the delays and returns at once).
     """
     loop = asyncio.get_running_loop()
     retries = 0
@@ -63,5 +66,5 @@ async def call_with_retries(
             if loop.time() + delay >= deadline:
                 raise
             on_retry(error, delay)
-            await asyncio.sleep(delay)
+            await sleep(delay)
             retries += 1

@@ -12,7 +12,7 @@ from typing import Any
 
 from jsonschema import exceptions, validators
 
-from server.core.types import ResponseFormat, ResponseFormatType, StructuredOutput
+from server.core.types import FinishReason, ResponseFormat, ResponseFormatType, StructuredOutput
 
 MAX_ERROR_LENGTH = 300
 """An error quotes the offending value; long values are cut so the response stays small."""
@@ -27,9 +27,14 @@ def schema_problem(schema: Mapping[str, Any]) -> str | None:
     return None
 
 
-def check_output(text: str, response_format: ResponseFormat | None) -> StructuredOutput | None:
-    """The check of an answer for a JSON response format; None for free text."""
+def check_output(
+    text: str, response_format: ResponseFormat | None, finish_reason: FinishReason
+) -> StructuredOutput | None:
+    """The check of an answer for a JSON response format; None for free text, and for a turn that ended
+    in tool calls (it is not the answer yet: the answer comes after the tool results)."""
     if response_format is None or response_format.type is ResponseFormatType.TEXT:
+        return None
+    if finish_reason is FinishReason.TOOL_CALLS:
         return None
     try:
         document = json.loads(text)

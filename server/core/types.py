@@ -27,12 +27,13 @@ class FinishReason(enum.Enum):
     OTHER = "other"
 
 
+IMAGE_TOKEN_BOUND = 4096
+"""More than one image costs on any of the three providers (their largest sizes and finest detail)."""
+
+
 ProviderName = str
 """A provider *instance* as configuration names it: "openai", "anthropic", "gemini" for the standard
 three, or an operator's own name for another endpoint of a kind (server/providers/registry.py)."""
-
-IMAGE_TOKEN_BOUND = 4096
-"""More than one image costs on any of the three providers (their largest sizes and finest detail)."""
 
 
 @dataclass(slots=True, frozen=True)

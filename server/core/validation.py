@@ -489,7 +489,7 @@ def to_request(draft: DraftRequest, model: ModelInfo) -> ChatRequest:
     """The request adapters see, for a checked draft and its resolved, allowed `model`."""
     return ChatRequest(
         model=model.id,
-        messages=tuple(_message(m) for m in draft.messages if m.role is not None),
+        messages=tuple(_message(m, m.role) for m in draft.messages if m.role is not None),
         temperature=draft.temperature,
         max_tokens=draft.max_tokens,
         top_p=draft.top_p,
@@ -506,11 +506,9 @@ def to_request(draft: DraftRequest, model: ModelInfo) -> ChatRequest:
     )
 
 
-def _message(draft: DraftMessage) -> Message:
-    if draft.role is None:  # check() refuses a message without a role before any request is built
-        raise ValueError("a message without a role reached to_request")
+def _message(draft: DraftMessage, role: Role) -> Message:
     return Message(
-        role=draft.role,
+        role=role,
         content=draft.content,
         parts=tuple(p for p in draft.parts if p is not None),
         tool_calls=tuple(

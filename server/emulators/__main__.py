@@ -1,28 +1,42 @@
-"""`python -m server.emulators`: serve the three provider emulators on fixed ports (for manual tests and
-benchmarks), until interrupted."""
+"""`python -m server.emulators`: serve the three provider emulators until interrupted (for manual tests,
+the Node and Go client tests, and benchmarks).
+
+Prints one `NAME_BASE_URL=...` line per emulator once it listens (the environment the gateway reads).
+`--port 0` lets each pick a free port (what tests and scripts use: nothing to collide with);
+`--ports-file F` also writes the URLs as JSON, e.g. `{"OPENAI_BASE_URL": "http://127.0.0.1:41234"}`,
+renamed into place once all three listen, so a reader that sees the file sees all of it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
+import os
+from pathlib import Path
 
 from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.gemini import GeminiEmulator
 from server.emulators.openai import OpenAIEmulator
 
+ENV_NAMES = ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "GEMINI_BASE_URL")
 
-async def _serve(host: str, port: int, api_key: str, token_delay_ms: float) -> None:
+
+async def _serve(host: str, port: int, api_key: str, token_delay_ms: float, ports_file: Path | None) -> None:
     emulators = [
         OpenAIEmulator(api_key=api_key, token_delay_ms=token_delay_ms),
         AnthropicEmulator(api_key=api_key, token_delay_ms=token_delay_ms),
         GeminiEmulator(api_key=api_key, token_delay_ms=token_delay_ms),
     ]
-    for offset, (emulator, env) in enumerate(
-        zip(emulators, ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "GEMINI_BASE_URL"), strict=True)
-    ):
-        url = await emulator.start(host, port + offset)
-        print(f"{env}={url}", flush=True)
+    urls: dict[str, str] = {}
+    for offset, (emulator, env) in enumerate(zip(emulators, ENV_NAMES, strict=True)):
+        urls[env] = await emulator.start(host, port + offset if port else 0)
+        print(f"{env}={urls[env]}", flush=True)
+    if ports_file is not None:
+        partial = ports_file.with_name(ports_file.name + ".partial")
+        partial.write_text(json.dumps(urls))
+        os.replace(partial, ports_file)
     try:
         await asyncio.Event().wait()
     finally:
@@ -31,16 +45,22 @@ async def _serve(host: str, port: int, api_key: str, token_delay_ms: float) -> N
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument(
-        "--port", type=int, default=8801, help="OpenAI on PORT, Anthropic on +1, Gemini on +2"
+        "--port",
+        type=int,
+        default=8801,
+        help="OpenAI on PORT, Anthropic on +1, Gemini on +2 (default 8801); 0: each on a free port",
     )
     parser.add_argument("--api-key", default="demo-key")
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
+    parser.add_argument("--ports-file", type=Path, default=None, help="also write the URLs here as JSON")
     args = parser.parse_args()
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port, args.api_key, args.token_delay_ms))
+        asyncio.run(_serve(args.host, args.port, args.api_key, args.token_delay_ms, args.ports_file))
 
 
 if __name__ == "__main__":

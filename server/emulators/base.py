@@ -230,6 +230,8 @@ class Emulator:
     """Replies with tool calls so far: numbers their call ids."""
     _recorded: asyncio.Event = field(default_factory=asyncio.Event)
     """Set at each recorded request, so a test can wait for one instead of polling."""
+    _streams_changed: asyncio.Event = field(default_factory=asyncio.Event)
+    """Set when a stream opens or closes (`wait_for_open_streams`)."""
 
     def __post_init__(self) -> None:
         self.served_as = {**self.default_snapshots(), **self.served_as}
@@ -346,11 +348,19 @@ class Emulator:
     def streaming(self) -> Iterator[None]:
         """Wrap the body of a streaming response, so tests can see streams open and close."""
         self.open_streams += 1
+        self._streams_changed.set()
         try:
             yield
         finally:
             self.open_streams -= 1
             self.stream_closed_at.append(time.monotonic())
+            self._streams_changed.set()
+
+    async def wait_for_open_streams(self, count: int) -> None:
+        """Return once exactly `count` streams are open (tests wait on this instead of polling)."""
+        while self.open_streams != count:
+            self._streams_changed.clear()
+            await self._streams_changed.wait()
 
     async def interrupted(
         self,

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from contextvars import ContextVar
+from types import MappingProxyType
 from typing import Any
 
 import structlog
@@ -19,23 +22,35 @@ import structlog
 from server.core.errors import Code, GatewayError, Origin, ProviderError
 from server.core.types import ProviderName, Usage
 from server.observability.metrics import Metrics
+from server.observability.tracing import Tracing, finish_span
 
 log = structlog.get_logger("llm_grpc.call")
 
 _current: ContextVar[RpcRecord | None] = ContextVar("llm_grpc_rpc", default=None)
+_NO_HEADERS: Mapping[str, str] = MappingProxyType({})
 
 
 class RpcRecord:
     """One RPC from its first byte to its status. Provider records add their fields to it; `finish`
     writes the one log line and counts the call, with its final code and origin."""
 
-    __slots__ = ("_metrics", "_token", "fields", "method", "started")
+    __slots__ = ("_metrics", "_scope", "_span", "_token", "fields", "method", "started", "trace_id")
 
-    def __init__(self, metrics: Metrics, method: str) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        method: str,
+        tracing: Tracing | None = None,
+        metadata: Iterable[tuple[str, str | bytes]] = (),
+    ) -> None:
         self._metrics = metrics
         self.method = method
         self.started = time.perf_counter()
         self.fields: dict[str, Any] = {}
+        self.trace_id = ""
+        """The A2A trace id, once the pipeline has read it."""
+        self._scope = ExitStack()
+        self._span = self._scope.enter_context(tracing.rpc(method, metadata)) if tracing is not None else None
 
     def __enter__(self) -> RpcRecord:
         self._token = _current.set(self)
@@ -43,6 +58,7 @@ class RpcRecord:
 
     def __exit__(self, *_: object) -> None:
         _current.reset(self._token)
+        self._scope.close()
 
     def finish(self, error: BaseException | None) -> tuple[Code, Origin | None]:
         """End the RPC: its code and origin (None for a success), logged and counted once."""
@@ -50,6 +66,8 @@ class RpcRecord:
         latency_ms = round((time.perf_counter() - self.started) * 1000, 2)
         origin_label = origin.value if origin is not None else ""
         self._metrics.calls.labels(self.method, code.name, origin_label).inc()
+        if self._span is not None:
+            finish_span(self._span, self.fields, code.value, reason, self.trace_id)
         line: dict[str, Any] = {
             "method": self.method,
             "status": code.name,
@@ -92,13 +110,14 @@ def annotate(**fields: Any) -> None:
 class MetricsObserver:
     """The core's `CallObserver`: provider metrics, and the provider's part of the RPC's log line."""
 
-    def __init__(self, metrics: Metrics) -> None:
+    def __init__(self, metrics: Metrics, tracing: Tracing | None = None) -> None:
         self._metrics = metrics
+        self._tracing = tracing
 
     def provider_call(
         self, method: str, model: str, provider: ProviderName, started: float
     ) -> ProviderRecord:
-        return ProviderRecord(self._metrics, method, model, provider, started)
+        return ProviderRecord(self._metrics, method, model, provider, started, self._tracing)
 
     def failover(self, from_model: str, to_model: str, reason: str) -> None:
         self._metrics.failover(from_model, to_model)
@@ -114,6 +133,7 @@ class ProviderRecord:
 
     __slots__ = (
         "_metrics",
+        "_tracing",
         "first_token_ms",
         "method",
         "model",
@@ -123,8 +143,17 @@ class ProviderRecord:
         "started",
     )
 
-    def __init__(self, metrics: Metrics, method: str, model: str, provider: str, started: float) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        method: str,
+        model: str,
+        provider: str,
+        started: float,
+        tracing: Tracing | None = None,
+    ) -> None:
         self._metrics = metrics
+        self._tracing = tracing
         self.method = method
         self.model = model
         self.provider = provider
@@ -141,6 +170,11 @@ class ProviderRecord:
 
     def waited_on_provider(self, seconds: float) -> None:
         self.provider_s += seconds
+
+    def attempt(self) -> AbstractContextManager[Mapping[str, str]]:
+        if self._tracing is None:
+            return nullcontext(_NO_HEADERS)
+        return self._tracing.attempt(self.provider, self.model)
 
     def retry(self, reason: str, delay: float) -> None:
         self.retries += 1
@@ -164,9 +198,14 @@ class ProviderRecord:
         self._metrics.overhead.labels(self.method).observe(
             max(0.0, self.first_token_ms / 1000 - self.provider_s)
         )
+        self._metrics.genai_time_to_first_token.labels("chat", self.provider, self.model).observe(
+            self.first_token_ms / 1000
+        )
         annotate(time_to_first_token_ms=round(self.first_token_ms, 2))
 
-    def succeed(self, usage: Usage, cost_usd: float, served_model: str = "", request_id: str = "") -> None:
+    def succeed(
+        self, usage: Usage, cost_usd: float, served_model: str, request_id: str, finish_reason: str
+    ) -> None:
         elapsed_ms = self.elapsed_ms()
         m = self._metrics
         m.active.labels(self.provider).dec()
@@ -175,6 +214,11 @@ class ProviderRecord:
         m.tokens.labels(self.provider, self.model, "prompt").inc(usage.prompt_tokens)
         m.tokens.labels(self.provider, self.model, "completion").inc(usage.completion_tokens)
         m.cost.labels(self.provider, self.model).inc(cost_usd)
+        m.genai_token_usage.labels("chat", self.provider, self.model, "input").observe(usage.prompt_tokens)
+        m.genai_token_usage.labels("chat", self.provider, self.model, "output").observe(
+            usage.completion_tokens
+        )
+        m.genai_operation_duration.labels("chat", self.provider, self.model, "").observe(elapsed_ms / 1000)
         if self.first_token_ms is None:  # unary: all of the call but the provider's part
             m.overhead.labels(self.method).observe(max(0.0, elapsed_ms / 1000 - self.provider_s))
         annotate(
@@ -186,6 +230,7 @@ class ProviderRecord:
             completion_tokens=usage.completion_tokens,
             cost_usd=round(cost_usd, 8),
             retries=self.retries,
+            finish_reason=finish_reason,
         )
 
     def fail(self, error: BaseException) -> None:
@@ -194,6 +239,9 @@ class ProviderRecord:
         m.active.labels(self.provider).dec()
         m.requests.labels(self.provider, self.model, self.method, code.name).inc()
         m.duration.labels(self.provider, self.model, self.method).observe(self.elapsed_ms() / 1000)
+        m.genai_operation_duration.labels("chat", self.provider, self.model, reason or "").observe(
+            self.elapsed_ms() / 1000
+        )
         if origin is Origin.PROVIDER and reason is not None:  # only what the provider caused
             m.errors.labels(self.provider, self.model, reason.lower()).inc()
         annotate(model=self.model, provider=self.provider, retries=self.retries)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from collections.abc import MutableMapping
-from typing import Any
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
 
 import structlog
 
@@ -14,7 +14,8 @@ from server.observability.redact import Redactor
 
 
 class RedactProcessor:
-    """Scrubs every string value of the event (exception text included) just before rendering."""
+    """Scrubs every string of the event (exception text included, and strings nested in dicts, lists and
+    tuples: a logged header map is as likely to hold a key as a message) just before rendering."""
 
     def __init__(self, redactor: Redactor) -> None:
         self._redact = redactor
@@ -23,13 +24,29 @@ class RedactProcessor:
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
         for key, value in event.items():
-            if isinstance(value, str):
-                event[key] = self._redact(value)
+            event[key] = self._scrub(value)
         return event
+
+    def _scrub(self, value: Any) -> Any:
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, Mapping):
+            return {key: self._scrub(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return [self._scrub(item) for item in value]
+        return value
+
+
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    """`auto` is `console` when `stream` is a terminal (a person is reading), else `json`."""
+    if fmt != "auto":
+        return fmt
+    return "console" if stream.isatty() else "json"
 
 
 def configure_logging(level: str, fmt: str, redactor: Redactor) -> None:
-    """Configure structlog once at start. `fmt` is `json` or `console`."""
+    """Configure structlog once at start. `fmt` is `json`, `console` or `auto` (see resolve_format)."""
+    fmt = resolve_format(fmt, sys.stderr)
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if fmt == "console"

@@ -16,6 +16,44 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 OTHER = "other"
 # LLM latencies: 50 ms to 120 s.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
+# The OpenTelemetry GenAI semantic conventions' metrics, under their Prometheus names, with the buckets
+# the conventions advise (https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/).
+GENAI_LABELS = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model"]
+TOKEN_BUCKETS = tuple(float(4**n) for n in range(14))  # 1 .. 67,108,864
+GENAI_DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+GENAI_TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1)
 
 
@@ -118,6 +156,28 @@ class Metrics:
             "Time spent in the gateway outside the provider call",
             ["method"],
             buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+
+        self.genai_token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "OTel GenAI: tokens used per provider call, by token type (input, output)",
+            [*GENAI_LABELS, "gen_ai_token_type"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
+        self.genai_operation_duration = Histogram(
+            "gen_ai_client_operation_duration_seconds",
+            "OTel GenAI: duration of provider calls (error_type empty on success)",
+            [*GENAI_LABELS, "error_type"],
+            buckets=GENAI_DURATION_BUCKETS,
+            registry=r,
+        )
+        self.genai_time_to_first_token = Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "OTel GenAI: time to the first token of a stream",
+            GENAI_LABELS,
+            buckets=GENAI_TTFT_BUCKETS,
             registry=r,
         )
 

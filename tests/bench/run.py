@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.processes import start_emulators, start_gateway_process
+
 PYTHON = sys.executable
 BIN = Path(sys.executable).parent
-EMULATOR_PORT = 18801
-GATEWAY_PORT = 18851
 KEY = "bench-key"
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -51,68 +51,30 @@ def rss_mb(pid: int) -> float:
 
 
 class Stack:
-    """Emulators and gateway in their own processes."""
+    """Emulators and gateway in their own processes, each on a port it picks itself (port 0) and
+    reports (tests/processes.py)."""
 
     def __init__(self, token_delay_ms: float, workers: int = 1) -> None:
         env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
-        self.emulators = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "server.emulators",
-                "--port",
-                str(EMULATOR_PORT),
-                "--api-key",
-                KEY,
-                "--token-delay-ms",
-                str(token_delay_ms),
-            ],
-            stdout=subprocess.DEVNULL,
-            env=env,
+        self.emulators, urls = start_emulators(KEY, "--token-delay-ms", str(token_delay_ms), env=env)
+        self.openai_url = urls["OPENAI_BASE_URL"]
+        gateway_env = (
+            env
+            | urls
+            | {
+                "OPENAI_API_KEY": KEY,
+                "ANTHROPIC_API_KEY": KEY,
+                "GOOGLE_API_KEY": KEY,
+                "LLM_LOG_LEVEL": "info",  # the `serving` line says where it listens
+                "LLM_ALLOW_PLAINTEXT": "true",
+                "LLM_AUTH_DISABLED": "true",
+                # One load generator stands for many callers: its 1000 concurrent streams must not meet the
+                # per-caller limit (a quarter of LLM_MAX_IN_FLIGHT by default).
+                "LLM_MAX_IN_FLIGHT_PER_CALLER": "2000",
+            }
         )
-        gateway_env = env | {
-            "OPENAI_API_KEY": KEY,
-            "ANTHROPIC_API_KEY": KEY,
-            "GOOGLE_API_KEY": KEY,
-            "OPENAI_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT}/v1",
-            "ANTHROPIC_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT + 1}",
-            "GEMINI_BASE_URL": f"http://127.0.0.1:{EMULATOR_PORT + 2}",
-            "LLM_LOG_LEVEL": "warning",
-            "LLM_ALLOW_PLAINTEXT": "true",
-            "LLM_AUTH_DISABLED": "true",
-            # One load generator stands for many callers: its 1000 concurrent streams must not meet the
-            # per-caller limit (a quarter of LLM_MAX_IN_FLIGHT by default).
-            "LLM_MAX_IN_FLIGHT_PER_CALLER": "2000",
-        }
-        self.gateway = subprocess.Popen(
-            [
-                PYTHON,
-                "-m",
-                "server",
-                "serve",
-                "--port",
-                str(GATEWAY_PORT),
-                "--metrics-port",
-                "-1",
-                "--workers",
-                str(workers),
-            ],
-            env=gateway_env,
-            stderr=subprocess.DEVNULL,
-        )
-        self._wait_ready()
-
-    def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            probe = subprocess.run(
-                [PYTHON, "-m", "server", "health", "--target", f"127.0.0.1:{GATEWAY_PORT}"],
-                capture_output=True,
-            )
-            if probe.returncode == 0:
-                return
-            time.sleep(0.3)
-        raise SystemExit("the gateway did not start")
+        args = ["--metrics-port", "-1", "--workers", str(workers)]
+        self.gateway, self.log, self.address = start_gateway_process(args, gateway_env, serving=workers)
 
     def stop(self) -> None:
         for process in (self.gateway, self.emulators):
@@ -120,8 +82,10 @@ class Stack:
             process.wait(timeout=30)
 
 
-def load(side: str, *, stream: bool = False, concurrency: int = 64, requests: int = 640) -> dict[str, Any]:
-    target = f"http://127.0.0.1:{EMULATOR_PORT}/v1" if side == "sdk" else f"127.0.0.1:{GATEWAY_PORT}"
+def load(
+    stack: Stack, side: str, *, stream: bool = False, concurrency: int = 64, requests: int = 640
+) -> dict[str, Any]:
+    target = stack.openai_url if side == "sdk" else stack.address
     command = [
         PYTHON,
         "-m",
@@ -145,12 +109,12 @@ def load(side: str, *, stream: bool = False, concurrency: int = 64, requests: in
     return result
 
 
-def alternate(rounds: int, **kwargs: Any) -> dict[str, dict[str, Any]]:
+def alternate(stack: Stack, rounds: int, **kwargs: Any) -> dict[str, dict[str, Any]]:
     """Run SDK and gateway sides alternately and pool each side's samples."""
     pooled: dict[str, dict[str, Any]] = {}
     for _ in range(rounds):
         for side in ("sdk", "gateway"):
-            result = load(side, **kwargs)
+            result = load(stack, side, **kwargs)
             into = pooled.setdefault(
                 side, {"latency": [], "ttft": [], "gaps": [], "errors": 0, "throughput": []}
             )
@@ -181,8 +145,8 @@ def main() -> None:
 
     stack = Stack(token_delay_ms=10)
     try:
-        unary = alternate(args.rounds, concurrency=64, requests=int(640 * scale))
-        streams = alternate(args.rounds, stream=True, concurrency=64, requests=int(640 * scale))
+        unary = alternate(stack, args.rounds, concurrency=64, requests=int(640 * scale))
+        streams = alternate(stack, args.rounds, stream=True, concurrency=64, requests=int(640 * scale))
     finally:
         stack.stop()
     sdk, gw = unary["sdk"]["latency"], unary["gateway"]["latency"]
@@ -219,9 +183,9 @@ def main() -> None:
     stack = Stack(token_delay_ms=0)
     try:
         cpu_before = cpu_seconds(stack.gateway.pid)
-        measured = load("gateway", concurrency=16, requests=int(3000 * scale))
+        measured = load(stack, "gateway", concurrency=16, requests=int(3000 * scale))
         server_cpu = (cpu_seconds(stack.gateway.pid) - cpu_before) / measured["calls"]
-        direct = load("sdk", concurrency=16, requests=int(3000 * scale))
+        direct = load(stack, "sdk", concurrency=16, requests=int(3000 * scale))
         lines += [
             "",
             "## CPU per unary call, emulator 0 ms, 16 in flight",
@@ -242,8 +206,8 @@ def main() -> None:
         for concurrency, requests in ((1, 300), (64, 3000), (1000, 5000)):
             n = int(requests * scale)
             direct, through = (
-                load("sdk", concurrency=concurrency, requests=n),
-                load("gateway", concurrency=concurrency, requests=n),
+                load(stack, "sdk", concurrency=concurrency, requests=n),
+                load(stack, "gateway", concurrency=concurrency, requests=n),
             )
             lines.append(
                 f"| {concurrency} | {direct['throughput']:.0f} | {through['throughput']:.0f} | "
@@ -262,7 +226,7 @@ def main() -> None:
             "|---|---|---|",
         ]
         for concurrency, requests in ((64, 3000), (1000, 5000)):
-            through = load("gateway", concurrency=concurrency, requests=int(requests * scale))
+            through = load(stack, "gateway", concurrency=concurrency, requests=int(requests * scale))
             lines.append(f"| {concurrency} | {through['throughput']:.0f} | {through['errors']} |")
     finally:
         stack.stop()
@@ -279,7 +243,7 @@ def main() -> None:
 
         watcher = threading.Thread(target=watch)
         watcher.start()
-        result = load("gateway", stream=True, concurrency=1000, requests=1000)
+        result = load(stack, "gateway", stream=True, concurrency=1000, requests=1000)
         done.set()
         watcher.join()
         lines += [

@@ -3,19 +3,18 @@ gateway (`llm-gateway serve --demo`, its own process), for a model of each provi
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import MODELS
+from tests.helpers import start_demo_server
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "agents.md"
@@ -36,29 +35,11 @@ def snippet(language: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def demo_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """`llm-gateway serve --demo --port 0` in its own process; its address, read from its `serving` line."""
-    log_path = tmp_path_factory.mktemp("demo") / "server.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--demo", "--port", "0", "--metrics-port", "-1"],
-            cwd=ROOT,
-            env=BASE_ENV,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
-    address = ""
-    deadline = time.monotonic() + 60
-    while not address:
-        assert process.poll() is None, f"the demo server exited during start:\n{log_path.read_text()}"
-        assert time.monotonic() < deadline, "the demo server did not start within 60 s"
-        for line in log_path.read_text().splitlines():
-            if '"serving"' in line:
-                address = json.loads(line)["address"]
-        time.sleep(0.05)
-    yield address
-    process.terminate()
-    process.wait(timeout=60)
+def demo_target() -> Iterator[str]:
+    """`llm-gateway serve --demo` in its own process, on a port it picks itself; its address."""
+    server = start_demo_server(env=BASE_ENV)
+    yield server.address
+    server.stop()
 
 
 def run(command: list[str], target: str, model: str, cwd: Path, **env: str) -> str:

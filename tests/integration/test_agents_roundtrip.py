@@ -210,12 +210,28 @@ async def test_cached_prompt_tokens_are_reported_and_priced_at_the_cached_rate(
     assert usage.cached_input_tokens >= 1024
     info = gateway.gateway.catalogue.get(MODELS[provider])
     assert info.cached_input_per_mtok is not None
-    uncached = usage.prompt_tokens - usage.cached_input_tokens - usage.cache_write_tokens
+    cached = min(usage.cached_input_tokens, usage.prompt_tokens)  # a part of the prompt, never more
+    uncached = usage.prompt_tokens - cached - usage.cache_write_tokens
     expected = (
         uncached * info.input_per_mtok
-        + usage.cached_input_tokens * info.cached_input_per_mtok
+        + cached * info.cached_input_per_mtok
         + usage.cache_write_tokens * (info.cache_write_per_mtok or info.input_per_mtok)
         + usage.completion_tokens * info.output_per_mtok
     ) / 1e6
     assert second.cost_usd == pytest.approx(expected)
     assert second.cost_usd < first.cost_usd
+
+
+@pytest.mark.parametrize("provider", PROVIDERS)
+async def test_a_tool_call_turn_carries_no_structured_output_verdict(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, provider: str
+) -> None:
+    response = await stub.Complete(
+        llm_pb2.CompleteRequest(
+            model=MODELS[provider], messages=user("who?"), tools=[WEATHER], response_format=person_format()
+        ),
+        timeout=10,
+    )
+
+    assert response.finish_reason == llm_pb2.FINISH_REASON_TOOL_CALLS
+    assert not response.HasField("structured_output")  # the answer comes after the tool results

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from collections.abc import Callable
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App
-from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, MODELS, OPENAI_KEY, Emulators
+from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, MODELS, OPENAI_KEY, Emulators, FakeClock
 from tests.helpers import details_of, user
 
 PROVIDERS = sorted(MODELS)
@@ -328,7 +327,10 @@ async def test_calls_past_the_in_flight_limit_are_shed_with_resource_exhausted(
 async def test_circuit_opens_after_consecutive_failures_and_a_trial_call_closes_it(
     start_gateway: Callable[..., Any], emulators: Emulators
 ) -> None:
-    app: App = await start_gateway(llm_circuit_failures=2, llm_circuit_cooldown=0.3, llm_max_retries=0)
+    clock = FakeClock()
+    app: App = await start_gateway(
+        llm_circuit_failures=2, llm_circuit_cooldown=30, llm_max_retries=0, circuit_clock=clock
+    )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         failing = llm_pb2.CompleteRequest(
@@ -345,7 +347,7 @@ async def test_circuit_opens_after_consecutive_failures_and_a_trial_call_closes_
         other = await stub.Complete(
             llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("hi")), timeout=10
         )
-        await asyncio.sleep(0.35)
+        clock.advance(31)  # the cool-down is over
         trial = await stub.Complete(
             llm_pb2.CompleteRequest(model=MODELS["anthropic"], messages=user("hi")), timeout=10
         )

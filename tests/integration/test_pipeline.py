@@ -228,3 +228,33 @@ def test_roles_naming_an_unknown_method_or_a_model_outside_the_allowlist_stop_th
 
     assert "names unknown method 'Complet'" in str(refused.value)
     assert "names model 'gpt-9', which is not in ALLOWED_MODELS" in str(refused.value)
+
+
+async def test_the_otel_genai_metric_names_are_exposed_beside_the_seed_names(
+    app: App, stub: llm_pb2_grpc.LLMServiceAsyncStub
+) -> None:
+    await stub.Complete(llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("a b c")), timeout=10)
+    async for _ in stub.Stream(
+        llm_pb2.StreamRequest(model=MODELS["gemini"], messages=user("hi")), timeout=10
+    ):
+        pass
+
+    genai = {
+        "gen_ai_operation_name": "chat",
+        "gen_ai_provider_name": "openai",
+        "gen_ai_request_model": MODELS["openai"],
+    }
+    tokens = await _samples(app, "gen_ai_client_token_usage_count")
+    durations = await _samples(app, "gen_ai_client_operation_duration_seconds_count")
+    first_tokens = await _samples(app, "gen_ai_server_time_to_first_token_seconds_count")
+
+    assert genai | {"gen_ai_token_type": "input"} in tokens
+    assert genai | {"gen_ai_token_type": "output"} in tokens
+    assert genai | {"error_type": ""} in durations
+    assert first_tokens == [
+        {
+            "gen_ai_operation_name": "chat",
+            "gen_ai_provider_name": "gemini",
+            "gen_ai_request_model": MODELS["gemini"],
+        }
+    ]

@@ -8,12 +8,19 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-import structlog
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App, build_providers, check_settings, redactor_for
-from server.observability.logging import RedactProcessor
-from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, MODELS, OPENAI_KEY, Emulators, make_settings
+from server.observability.redact import Redactor
+from tests.conftest import (
+    ANTHROPIC_KEY,
+    GEMINI_KEY,
+    MODELS,
+    OPENAI_KEY,
+    Emulators,
+    RenderedLogs,
+    make_settings,
+)
 from tests.helpers import user
 
 KEYS = (OPENAI_KEY, ANTHROPIC_KEY, GEMINI_KEY)
@@ -30,44 +37,47 @@ ERROR_PATHS = [
 
 @pytest.mark.parametrize("provider", sorted(MODELS))
 async def test_keys_never_reach_a_response_a_log_line_or_a_metric(
-    start_gateway: Callable[..., Any], emulators: Emulators, provider: str
+    start_gateway: Callable[..., Any],
+    emulators: Emulators,
+    provider: str,
+    rendered_logs: Callable[[Redactor], RenderedLogs],
 ) -> None:
     app: App = await start_gateway(metrics_port=0, llm_max_retries=0)
-    redact = RedactProcessor(redactor_for(make_settings(emulators)))
+    # The real logging chain of `llm-gateway serve`, rendered to JSON as in production.
+    read_logs = rendered_logs(redactor_for(make_settings(emulators)))
     seen: list[str] = []
-    with structlog.testing.capture_logs(processors=[structlog.contextvars.merge_contextvars, redact]) as logs:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-            stub = llm_pb2_grpc.LLMServiceStub(channel)
-            for fault in ERROR_PATHS:
-                text = f"hi [[emulate: {fault}]]"
-                for request in (
-                    stub.Complete(
-                        llm_pb2.CompleteRequest(model=MODELS[provider], messages=user(text)), timeout=10
-                    ),
-                    stub.Stream(
-                        llm_pb2.StreamRequest(model=MODELS[provider], messages=user(text)), timeout=10
-                    ),
-                ):
-                    try:
-                        if isinstance(request, grpc.aio.UnaryUnaryCall):
-                            seen.append(str(await request))
-                        else:
-                            seen += [str(event) async for event in request]
-                    except grpc.aio.AioRpcError as error:
-                        seen += [
-                            str(error.details()),
-                            str(error.trailing_metadata()),
-                            str(error.debug_error_string()),
-                        ]
-            health = await stub.CheckHealth(llm_pb2.CheckHealthRequest(), timeout=10)
-            seen.append(str(health))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        for fault in ERROR_PATHS:
+            text = f"hi [[emulate: {fault}]]"
+            for request in (
+                stub.Complete(
+                    llm_pb2.CompleteRequest(model=MODELS[provider], messages=user(text)), timeout=10
+                ),
+                stub.Stream(llm_pb2.StreamRequest(model=MODELS[provider], messages=user(text)), timeout=10),
+            ):
+                try:
+                    if isinstance(request, grpc.aio.UnaryUnaryCall):
+                        seen.append(str(await request))
+                    else:
+                        seen += [str(event) async for event in request]
+                except grpc.aio.AioRpcError as error:
+                    seen += [
+                        str(error.details()),
+                        str(error.trailing_metadata()),
+                        str(error.debug_error_string()),
+                    ]
+        health = await stub.CheckHealth(llm_pb2.CheckHealthRequest(), timeout=10)
+        seen.append(str(health))
     assert app.metrics_port is not None
     async with (
         aiohttp.ClientSession() as session,
         session.get(f"http://127.0.0.1:{app.metrics_port}/metrics") as r,
     ):
         seen.append(await r.text())
-    seen.append(str(logs))
+    logs = read_logs()
+    assert '"event": "llm.call"' in logs  # the call lines were rendered
+    seen.append(logs)
 
     everything = "\n".join(seen)
     assert "emulated failure" in everything  # the error paths ran

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -45,20 +44,17 @@ async def test_list_models_follows_the_configured_allowlist(start_gateway: Calla
     assert response.default_model == "gemini-3.5-flash"
 
 
-async def _health(stub: llm_pb2_grpc.LLMServiceAsyncStub) -> llm_pb2.CheckHealthResponse:
-    """CheckHealth once every configured provider has been probed."""
-    for _ in range(200):
-        response = await stub.CheckHealth(llm_pb2.CheckHealthRequest(), timeout=10)
-        if all(p.status != llm_pb2.HEALTH_STATUS_UNKNOWN for p in response.providers):
-            return response
-        await asyncio.sleep(0.02)
-    raise AssertionError("providers were never probed")
+async def _health(app: App, stub: llm_pb2_grpc.LLMServiceAsyncStub) -> llm_pb2.CheckHealthResponse:
+    """CheckHealth once every configured provider has been probed (a probe round run here and awaited,
+    rather than waiting for the monitor's own)."""
+    await app.health_monitor.probe_all()
+    return await stub.CheckHealth(llm_pb2.CheckHealthRequest(), timeout=10)
 
 
 async def test_check_health_reports_each_provider_from_the_probe(
-    stub: llm_pb2_grpc.LLMServiceAsyncStub,
+    gateway: App, stub: llm_pb2_grpc.LLMServiceAsyncStub
 ) -> None:
-    response = await _health(stub)
+    response = await _health(gateway, stub)
 
     assert response.status == llm_pb2.HEALTH_STATUS_SERVING
     assert sorted(p.provider for p in response.providers) == ["anthropic", "gemini", "openai"]
@@ -69,10 +65,12 @@ async def test_check_health_reports_each_provider_from_the_probe(
         assert provider.error == ""
 
 
-async def test_check_health_reports_a_failing_provider(start_gateway: Callable[..., Any]) -> None:
-    app: App = await start_gateway(anthropic_base_url="http://127.0.0.1:9")
+async def test_check_health_reports_a_failing_provider(
+    start_gateway: Callable[..., Any], refusing_url: str
+) -> None:
+    app: App = await start_gateway(anthropic_base_url=refusing_url)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
-        response = await _health(llm_pb2_grpc.LLMServiceStub(channel))
+        response = await _health(app, llm_pb2_grpc.LLMServiceStub(channel))
 
     states = {p.provider: p for p in response.providers}
     assert response.status == llm_pb2.HEALTH_STATUS_NOT_SERVING
@@ -105,21 +103,26 @@ async def test_reflection_lists_the_service(channel: grpc.aio.Channel) -> None:
 async def test_check_health_follows_a_provider_going_down_and_coming_back(
     start_gateway: Callable[..., Any], emulators: Emulators
 ) -> None:
-    app: App = await start_gateway(llm_health_interval=0.1)
+    # Probe rounds are run by the test (`_health`), one after each change; the monitor's own would
+    # come only after an hour.
+    app: App = await start_gateway(llm_health_interval=3600)
     port = int(emulators.anthropic.base_url.rsplit(":", 1)[1])
-
-    async def anthropic_status(stub: llm_pb2_grpc.LLMServiceAsyncStub, wanted: int) -> bool:
-        for _ in range(100):
-            response = await stub.CheckHealth(llm_pb2.CheckHealthRequest(), timeout=10)
-            if {p.provider: p.status for p in response.providers}["anthropic"] == wanted:
-                return True
-            await asyncio.sleep(0.05)
-        return False
 
     async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
-        assert await anthropic_status(stub, llm_pb2.HEALTH_STATUS_SERVING)
+
+        async def anthropic_status() -> int:
+            response = await _health(app, stub)
+            return {p.provider: p.status for p in response.providers}["anthropic"]
+
+        up = await anthropic_status()
         await emulators.anthropic.stop()
-        assert await anthropic_status(stub, llm_pb2.HEALTH_STATUS_NOT_SERVING)
+        down = await anthropic_status()
         await emulators.anthropic.start("127.0.0.1", port)
-        assert await anthropic_status(stub, llm_pb2.HEALTH_STATUS_SERVING)
+        back = await anthropic_status()
+
+    assert (up, down, back) == (
+        llm_pb2.HEALTH_STATUS_SERVING,
+        llm_pb2.HEALTH_STATUS_NOT_SERVING,
+        llm_pb2.HEALTH_STATUS_SERVING,
+    )

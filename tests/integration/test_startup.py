@@ -6,10 +6,8 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +18,7 @@ import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from tests.helpers import user
+from tests.processes import LogWatcher, event, start_gateway_process, stop
 
 GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
 BASE_ENV = {
@@ -73,37 +72,15 @@ def test_invalid_setting_stops_the_start_naming_it() -> None:
     result = _serve({"OPENAI_API_KEY": "sk-x", "LLM_REQUEST_TIMEOUT": "soon"})
 
     assert result.returncode != 0
-    assert "llm_request_timeout" in result.stderr
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    assert "LLM_REQUEST_TIMEOUT" in result.stderr
 
 
 @pytest.fixture
-def demo_server(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], str]]:
-    """`llm-gateway serve --demo` in its own process, logging to a file (a full pipe would block it)."""
-    port = _free_port()
-    log_path = tmp_path / "server.log"
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--demo", "--port", str(port), "--metrics-port", "-1"],
-            env=BASE_ENV,
-            stderr=log_file,
-            text=True,
-        )
-    deadline = time.monotonic() + 30
-    while '"serving"' not in log_path.read_text():
-        assert process.poll() is None, f"the demo server exited during start:\n{log_path.read_text()}"
-        assert time.monotonic() < deadline, "the demo server did not start within 30 s"
-        time.sleep(0.05)
-    yield process, f"127.0.0.1:{port}"
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+def demo_server() -> Iterator[tuple[subprocess.Popen[str], str, LogWatcher]]:
+    """`llm-gateway serve --demo --port 0` in its own process; its address read from its `serving` line."""
+    process, log, address = start_gateway_process(["--demo", "--metrics-port", "-1"], BASE_ENV)
+    yield process, address, log
+    stop(process)
 
 
 def _grpcurl(*args: str) -> str:
@@ -123,9 +100,9 @@ def _json_objects(text: str) -> list[dict[str, Any]]:
 
 
 def test_demo_server_serves_grpcurl_and_stops_cleanly_on_sigterm(
-    demo_server: tuple[subprocess.Popen[str], str],
+    demo_server: tuple[subprocess.Popen[str], str, LogWatcher],
 ) -> None:
-    process, address = demo_server
+    process, address, _ = demo_server
 
     assert "llm.v1.LLMService" in _grpcurl(address, "list")
     assert "rpc Stream" in _grpcurl(address, "describe", "llm.v1.LLMService")
@@ -150,9 +127,9 @@ def test_demo_server_serves_grpcurl_and_stops_cleanly_on_sigterm(
 
 
 async def test_sigterm_drains_live_streams_refuses_new_calls_and_exits_zero(
-    demo_server: tuple[subprocess.Popen[str], str],
+    demo_server: tuple[subprocess.Popen[str], str, LogWatcher],
 ) -> None:
-    process, address = demo_server
+    process, address, log = demo_server
     async with grpc.aio.insecure_channel(address) as channel:
         stub = llm_pb2_grpc.LLMServiceStub(channel)
         request = llm_pb2.StreamRequest(
@@ -163,15 +140,11 @@ async def test_sigterm_drains_live_streams_refuses_new_calls_and_exits_zero(
         firsts = [await anext(iterator) for iterator in iterators]  # every stream is live
 
         process.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.2)
-        with pytest.raises(grpc.aio.AioRpcError) as refused:
-            async with grpc.aio.insecure_channel(address) as fresh:
-                await llm_pb2_grpc.LLMServiceStub(fresh).Complete(
-                    llm_pb2.CompleteRequest(messages=user("hi")), timeout=5
-                )
+        await asyncio.to_thread(log.wait_for, event("draining"))
+        refused = await _first_refused_fresh_call(address)
         rests = [[event async for event in iterator] for iterator in iterators]
 
-    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert refused.code() == grpc.StatusCode.UNAVAILABLE
     for first, rest in zip(firsts, rests, strict=True):
         text = first.delta + "".join(e.delta for e in rest if e.WhichOneof("event") == "delta")
         assert text == "emulator reply: one two three"
@@ -179,32 +152,60 @@ async def test_sigterm_drains_live_streams_refuses_new_calls_and_exits_zero(
     assert process.wait(timeout=30) == 0
 
 
-def test_workers_share_one_port_and_each_serves_its_own_metrics(tmp_path: Path) -> None:
-    port, metrics = _free_port(), _free_port()
-    log_path = tmp_path / "workers.log"
-    command = [sys.executable, "-m", "server", "serve", "--demo", "--port", str(port), "--workers", "2"]
-    with log_path.open("w") as log_file:
-        process = subprocess.Popen([*command, "--metrics-port", str(metrics)], env=BASE_ENV, stderr=log_file)
+async def _first_refused_fresh_call(address: str, attempts: int = 100) -> grpc.aio.AioRpcError:
+    """A new call on a new connection, repeated until the draining server refuses one: it logs
+    `draining` just before it stops taking calls, so a call or two may still get through, or be
+    cancelled if it arrived as the server began to stop (gRPC core's answer to that race)."""
+    for _ in range(attempts):
+        try:
+            async with grpc.aio.insecure_channel(address) as fresh:
+                await llm_pb2_grpc.LLMServiceStub(fresh).Complete(
+                    llm_pb2.CompleteRequest(messages=user("hi")), timeout=5
+                )
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.CANCELLED:
+                return error
+    raise AssertionError(f"{attempts} new calls were all served after SIGTERM")
+
+
+def _complete(address: str) -> str:
+    with grpc.insecure_channel(address) as channel:
+        reply = llm_pb2_grpc.LLMServiceStub(channel).Complete(
+            llm_pb2.CompleteRequest(messages=user("hi")), timeout=10
+        )
+    return reply.content
+
+
+def test_workers_share_one_port_serve_their_own_metrics_and_are_replaced_when_they_die() -> None:
+    # One test for both (each start of a worker costs seconds): two workers, both killed, two new ones.
+    process, log, address = start_gateway_process(
+        ["--demo", "--workers", "2", "--metrics-port", "0"], BASE_ENV, serving=2
+    )
     try:
-        deadline = time.monotonic() + 30
-        while log_path.read_text().count('"event": "serving"') < 2:
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "two workers did not start"
-            time.sleep(0.05)
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-            reply = llm_pb2_grpc.LLMServiceStub(channel).Complete(
-                llm_pb2.CompleteRequest(messages=user("hi")), timeout=10
-            )
+        content_before = _complete(address)
+        first = {line["pid"] for line in log.events("serving")}
+        for pid in first:  # every worker dies: a call that is served now is served by a new one
+            os.kill(pid, signal.SIGKILL)
+        restarted = log.wait_for(event("worker.restarted"), count=2)
+        log.wait_for(lambda line: line.get("event") == "serving" and line["pid"] not in first, count=2)
+        content_after = _complete(address)
+        serving, died = log.events("serving"), log.events("worker.died")
         scraped = [
-            urllib.request.urlopen(f"http://127.0.0.1:{metrics + i}/metrics", timeout=5).read().decode()
-            for i in range(2)
+            urllib.request.urlopen(f"http://127.0.0.1:{line['metrics_port']}/metrics", timeout=5)
+            .read()
+            .decode()
+            for line in serving[2:]
         ]
         process.send_signal(signal.SIGTERM)
         code = process.wait(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
+        stop(process)
 
-    assert reply.content == "emulator reply: hi"
+    assert content_before == content_after == "emulator reply: hi"
+    assert {line["address"] for line in serving} == {address}
+    assert len({line["metrics_port"] for line in serving[2:]}) == 2
     assert all("llm_requests_total" in text for text in scraped)
+    assert {line["pid"] for line in died} == first
+    assert all(line["exit_code"] == -signal.SIGKILL for line in died)
+    assert {line["worker"] for line in restarted} == {0, 1}
     assert code == 0

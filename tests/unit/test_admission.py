@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from server.core.admission import Admission
@@ -53,3 +55,25 @@ async def test_slots_are_given_back_when_the_call_fails_or_is_refused() -> None:
 
 def test_callers_without_a_source_agent_are_reported_as_anonymous() -> None:
     assert CallerOverLimit("", 3).subject == "anonymous"
+
+
+async def test_idle_waits_for_the_last_slot_to_be_given_back() -> None:
+    admission = _admission()
+    await admission.idle()  # nothing held: at once
+    release = asyncio.Event()
+
+    async def hold(caller: str) -> None:
+        async with admission.slot(OPENAI, caller, 1.0):
+            await release.wait()
+
+    holders = [asyncio.create_task(hold(caller)) for caller in ("a", "b")]
+    await asyncio.sleep(0)  # let both take their slots
+    waiting = asyncio.create_task(admission.idle())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+
+    release.set()
+    await asyncio.gather(*holders)
+    await waiting
+
+    assert admission.in_flight("a") == admission.in_flight("b") == 0

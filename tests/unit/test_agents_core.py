@@ -11,6 +11,7 @@ from server.core.types import (
     IMAGE_TOKEN_BOUND,
     ChatRequest,
     DocumentPart,
+    FinishReason,
     ImagePart,
     Message,
     ResponseFormat,
@@ -34,6 +35,7 @@ CLAUDE = ModelInfo(
     cached_input_per_mtok=0.1,
     cache_write_per_mtok=1.25,
 )
+STOP = FinishReason.STOP
 PERSON = ResponseFormat(
     ResponseFormatType.JSON_SCHEMA,
     "person",
@@ -65,20 +67,26 @@ def test_cache_prices_default_to_the_input_price() -> None:
     ],
 )
 def test_a_json_schema_answer_is_checked_against_its_schema(text: str, expected: StructuredOutput) -> None:
-    assert check_output(text, PERSON) == expected
+    assert check_output(text, PERSON, STOP) == expected
 
 
 def test_a_json_object_answer_must_be_an_object() -> None:
     json_object = ResponseFormat(ResponseFormatType.JSON_OBJECT)
 
-    assert check_output("[1]", json_object) == StructuredOutput(False, "the answer is JSON but not an object")
-    assert check_output("{}", json_object) == StructuredOutput(True)
-    assert not check_output("nope", json_object).valid  # type: ignore[union-attr]
+    assert check_output("[1]", json_object, STOP) == StructuredOutput(
+        False, "the answer is JSON but not an object"
+    )
+    assert check_output("{}", json_object, STOP) == StructuredOutput(True)
+    assert not check_output("nope", json_object, STOP).valid  # type: ignore[union-attr]
 
 
 def test_free_text_is_not_checked() -> None:
-    assert check_output("anything", None) is None
-    assert check_output("anything", ResponseFormat(ResponseFormatType.TEXT)) is None
+    assert check_output("anything", None, STOP) is None
+    assert check_output("anything", ResponseFormat(ResponseFormatType.TEXT), STOP) is None
+
+
+def test_a_turn_that_ends_in_tool_calls_is_not_checked() -> None:
+    assert check_output("", PERSON, FinishReason.TOOL_CALLS) is None
 
 
 def test_the_prompt_bound_counts_parts_tool_turns_schemas_and_attachments() -> None:

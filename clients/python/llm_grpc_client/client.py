@@ -1,5 +1,6 @@
-"""AsyncLLMClient and LLMClient: complete, stream, list models, check health — A2A context in metadata,
-deadlines, TLS and bearer tokens, and gRPC's own retries of UNAVAILABLE for unary calls."""
+"""AsyncLLMClient and LLMClient: complete, stream, list models, check health, select a model, metrics and
+quotas — A2A context in metadata, deadlines, TLS (and mTLS) and bearer tokens, and gRPC's own retries of
+UNAVAILABLE for unary calls."""
 
 from __future__ import annotations
 
@@ -34,7 +35,15 @@ SERVICE_CONFIG = json.dumps(
         "methodConfig": [
             {
                 "name": [
-                    {"service": SERVICE, "method": m} for m in ("Complete", "ListModels", "CheckHealth")
+                    {"service": SERVICE, "method": m}
+                    for m in (
+                        "Complete",
+                        "ListModels",
+                        "CheckHealth",
+                        "SelectModel",
+                        "GetMetrics",
+                        "GetQuota",
+                    )
                 ],
                 "retryPolicy": {
                     "maxAttempts": 3,
@@ -50,8 +59,35 @@ SERVICE_CONFIG = json.dumps(
 CHANNEL_OPTIONS = [("grpc.service_config", SERVICE_CONFIG), ("grpc.enable_retries", 1)]
 
 
-def _credentials(tls: bool, root_certificates: bytes | None) -> grpc.ChannelCredentials | None:
-    return grpc.ssl_channel_credentials(root_certificates) if tls or root_certificates else None
+def _credentials(
+    tls: bool,
+    root_certificates: bytes | None,
+    private_key: bytes | None = None,
+    certificate_chain: bytes | None = None,
+) -> grpc.ChannelCredentials | None:
+    """TLS credentials when any TLS option is given (a client certificate and key for mTLS), else None."""
+    if not (tls or root_certificates or private_key or certificate_chain):
+        return None
+    if (private_key is None) != (certificate_chain is None):
+        raise ValueError("mTLS needs both private_key and certificate_chain")
+    return grpc.ssl_channel_credentials(root_certificates, private_key, certificate_chain)
+
+
+def enum_value(enum: Any, prefix: str, value: str | int | None) -> int:
+    """An enum value from its number, its full name (`TIER_FAST`) or its short name (`fast`); 0 for
+    None or ""; ValueError naming the accepted names otherwise."""
+    if value is None or value == "":
+        return 0
+    if isinstance(value, int):
+        return value
+    name = value.upper()
+    name = name if name.startswith(prefix) else prefix + name
+    try:
+        number: int = enum.Value(name)
+    except ValueError:
+        names = ", ".join(v.name.removeprefix(prefix).lower() for v in enum.DESCRIPTOR.values if v.number)
+        raise ValueError(f"unknown {prefix.rstrip('_').lower()} {value!r}; expected one of {names}") from None
+    return number
 
 
 def _request_fields(prompt: Messages, options: dict[str, Any]) -> dict[str, Any]:
@@ -71,6 +107,8 @@ def _request_fields(prompt: Messages, options: dict[str, Any]) -> dict[str, Any]
         "reasoning": options.get("reasoning"),
         "seed": options.get("seed"),
         "user": options.get("user") or "",
+        "tier": enum_value(llm_pb2.Tier, "TIER_", options.get("tier")),
+        "complexity": enum_value(llm_pb2.Complexity, "COMPLEXITY_", options.get("complexity")),
     }
 
 
@@ -146,10 +184,13 @@ class AsyncLLMClient:
         root_certificates: bytes | None = None,
         token: str | None = None,
         channel: grpc.aio.Channel | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
     ) -> None:
-        """`tls`/`root_certificates` for a TLS server; `token` is sent as `authorization: Bearer`."""
+        """`tls`/`root_certificates` for a TLS server (`private_key` and `certificate_chain`, PEM, for
+        mTLS); `token` is sent as `authorization: Bearer`."""
         if channel is None:
-            credentials = _credentials(tls, root_certificates)
+            credentials = _credentials(tls, root_certificates, private_key, certificate_chain)
             channel = (
                 grpc.aio.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
                 if credentials is not None
@@ -191,11 +232,15 @@ class AsyncLLMClient:
         reasoning: llm_pb2.Reasoning | None = None,
         seed: int | None = None,
         user: str = "",
+        tier: str | int | None = None,
+        complexity: str | int | None = None,
         trace_id: str | None = None,
         timeout: float | None = None,
     ) -> llm_pb2.CompleteResponse:
         """One completion. `tools`, `tool_choice` (`"auto"`, `"none"`, `"required"` or a tool's name),
-        `response_format` and `reasoning` take what llm_grpc_client.agents builds."""
+        `response_format` and `reasoning` take what llm_grpc_client.agents builds. `tier` (`fast`,
+        `balanced`, `premium`) or `complexity` (`simple`, `moderate`, `complex`) let the gateway pick the
+        cheapest allowed model when `model` is empty."""
         request = llm_pb2.CompleteRequest(
             **_request_fields(
                 prompt,
@@ -213,6 +258,8 @@ class AsyncLLMClient:
                     "reasoning": reasoning,
                     "seed": seed,
                     "user": user,
+                    "tier": tier,
+                    "complexity": complexity,
                 },
             )
         )
@@ -241,6 +288,8 @@ class AsyncLLMClient:
         reasoning: llm_pb2.Reasoning | None = None,
         seed: int | None = None,
         user: str = "",
+        tier: str | int | None = None,
+        complexity: str | int | None = None,
         trace_id: str | None = None,
         timeout: float | None = None,
     ) -> TokenStream:
@@ -262,6 +311,8 @@ class AsyncLLMClient:
                     "reasoning": reasoning,
                     "seed": seed,
                     "user": user,
+                    "tier": tier,
+                    "complexity": complexity,
                 },
             )
         )
@@ -296,6 +347,36 @@ class AsyncLLMClient:
             raise from_rpc_error(error) from None
         return response
 
+    async def select_model(
+        self, tier: str | int | None = None, complexity: str | int | None = None
+    ) -> llm_pb2.SelectModelResponse:
+        """The cheapest allowed model of a tier (`fast`, `balanced`, `premium`) or for a task
+        complexity (`simple`, `moderate`, `complex`); the tier wins when both are given."""
+        try:
+            response: llm_pb2.SelectModelResponse = await self._stub.SelectModel(
+                _select_request(tier, complexity), metadata=self._metadata(None), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
+    async def get_metrics(self) -> llm_pb2.GetMetricsResponse:
+        """The gateway's totals since start: calls, tokens, cost, errors, per provider and model."""
+        try:
+            response: llm_pb2.GetMetricsResponse = await self._stub.GetMetrics(
+                llm_pb2.GetMetricsRequest(), metadata=self._metadata(None), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
+
+def _select_request(tier: str | int | None, complexity: str | int | None) -> llm_pb2.SelectModelRequest:
+    return llm_pb2.SelectModelRequest(
+        tier=llm_pb2.Tier.ValueType(enum_value(llm_pb2.Tier, "TIER_", tier)),
+        complexity=llm_pb2.Complexity.ValueType(enum_value(llm_pb2.Complexity, "COMPLEXITY_", complexity)),
+    )
+
 
 class LLMClient:
     """The blocking twin of AsyncLLMClient, for scripts and threads without an event loop."""
@@ -310,8 +391,10 @@ class LLMClient:
         tls: bool = False,
         root_certificates: bytes | None = None,
         token: str | None = None,
+        private_key: bytes | None = None,
+        certificate_chain: bytes | None = None,
     ) -> None:
-        credentials = _credentials(tls, root_certificates)
+        credentials = _credentials(tls, root_certificates, private_key, certificate_chain)
         self._channel = (
             grpc.secure_channel(target, credentials, options=CHANNEL_OPTIONS)
             if credentials is not None
@@ -392,6 +475,30 @@ class LLMClient:
                 llm_pb2.GetQuotaRequest(model=model),
                 metadata=self._context.metadata(None),
                 timeout=self._timeout,
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
+    def select_model(
+        self, tier: str | int | None = None, complexity: str | int | None = None
+    ) -> llm_pb2.SelectModelResponse:
+        """As AsyncLLMClient.select_model."""
+        try:
+            response: llm_pb2.SelectModelResponse = self._stub.SelectModel(
+                _select_request(tier, complexity),
+                metadata=self._context.metadata(None),
+                timeout=self._timeout,
+            )
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from None
+        return response
+
+    def get_metrics(self) -> llm_pb2.GetMetricsResponse:
+        """As AsyncLLMClient.get_metrics."""
+        try:
+            response: llm_pb2.GetMetricsResponse = self._stub.GetMetrics(
+                llm_pb2.GetMetricsRequest(), metadata=self._context.metadata(None), timeout=self._timeout
             )
         except grpc.RpcError as error:
             raise from_rpc_error(error) from None
