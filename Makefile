@@ -7,19 +7,24 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-check node-test soak fuzz test-unit test-integration bench profile bench-routing clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing clean
 
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
+INSTALL_LOG := $(VENV)/install.log
+
+# Quiet unless it fails: pip's output goes to $(INSTALL_LOG), shown only when an install fails.
 $(STAMP): pyproject.toml clients/python/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]' -e clients/python
-	touch $(STAMP)
+	@echo "installing into $(VENV) (first run: a few minutes; log in $(INSTALL_LOG))"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip >$(INSTALL_LOG) 2>&1 || { cat $(INSTALL_LOG); exit 1; }
+	@$(PIP) -e '.[dev]' -e clients/python >>$(INSTALL_LOG) 2>&1 || { cat $(INSTALL_LOG); exit 1; }
+	@touch $(STAMP)
 
 install: $(STAMP)
 
 ## Serve on localhost:50051 with the bundled provider emulators (no keys, no network).
 run: $(STAMP)
-	$(BIN)/llm-gateway serve --demo
+	@$(BIN)/llm-gateway serve --demo
 
 ## Regenerate llm_grpc/v1 from protos/ (messages, grpc stubs, .pyi type stubs).
 proto: $(STAMP)
@@ -50,22 +55,27 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/bandit -q -r server clients/python -x server/emulators
 	$(BIN)/bandit -q -r server/emulators -s B101  # the emulators' asserts state test-double invariants
-	$(BIN)/yamllint -c docs/deploy/kubernetes/.yamllint docs/deploy/kubernetes
+	$(BIN)/yamllint -c docs/deploy/kubernetes/.yamllint docs/deploy/kubernetes docs/deploy/prometheus
 	$(BIN)/kubernetes-validate --strict -k 1.30.0 $$(ls docs/deploy/kubernetes/*.yaml | grep -v kustomization)
+	@# docs/deploy/kubernetes/monitoring/ holds Prometheus Operator CRDs, which have no bundled schema:
+	@# tests/integration/test_dashboards.py checks them against the rules file and the Service instead.
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 ## The README's test command: contract, lint, types, then every test (Python, then the Node client's).
-test: proto-check buf-lint lint typecheck system-deps
+test: proto-check buf-lint lint typecheck system-deps node-deps
 	$(BIN)/pytest -q
 	$(MAKE) go-check
 	$(MAKE) node-test
 
-## Debian packages the tests start for real: redis-server (installed when missing; needs root, as in CI).
+## Debian packages the tests run for real (installed when missing; needs root, as in CI): redis-server,
+## and promtool (package prometheus) for the alerting rules and the dashboard's queries.
 system-deps:
 	@command -v redis-server >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@command -v promtool >/dev/null || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; }
 
 GO_PACKAGES := golang-go golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev \
 	protoc-gen-go protoc-gen-go-grpc protobuf-compiler
@@ -76,10 +86,16 @@ go-check: $(STAMP)
 	@command -v go >/dev/null && command -v protoc-gen-go-grpc >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GO_PACKAGES) >/dev/null; }
 	PYTHON=$(abspath $(PY)) clients/go/build.sh
+	$(BIN)/pytest -q tests/integration/test_agents_docs.py -k go  # docs/agents.md's Go loop, now Go is here
+
+## The Node.js client's packages (from the npm registry): for its tests and the runnable docs' JS blocks.
+node-deps:
+	cd clients/node && npm ci --silent --no-audit --no-fund
 
 ## The Node.js client's tests against the real gateway (node's own test runner).
-node-test: $(STAMP)
-	cd clients/node && npm ci --silent --no-audit --no-fund && node --test test/
+node-test: $(STAMP) node-deps
+	cd clients/node && node --test test/
+	$(BIN)/pytest -q tests/integration/test_agents_docs.py -k node  # docs/agents.md's Node loop
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

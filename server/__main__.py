@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import structlog
@@ -17,6 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr, ValidationError
 
 from server.app import (
+    DRAIN_NOTICE_S,
     App,
     ConfigError,
     build_app,
@@ -27,7 +32,7 @@ from server.app import (
 from server.config import Settings
 from server.core.lifecycle import verify
 from server.emulators.base import Emulator
-from server.observability.logging import configure_logging
+from server.observability.logging import configure_logging, resolve_format
 from server.providers.registry import SPECS
 from server.workers import RestartPolicy, Supervisor, reserve_port
 
@@ -56,10 +61,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="serve with bundled provider emulators instead of the real providers (no keys, no network)",
     )
     serve.add_argument(
-        "--log-format", choices=("json", "console"), default=None, help="default: LLM_LOG_FORMAT"
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=None,
+        help="default: LLM_LOG_FORMAT (auto: console on a terminal, else JSON)",
     )
     serve.add_argument(
         "--shutdown-grace", type=float, default=30.0, help="seconds in-flight calls get on SIGTERM"
+    )
+    serve.add_argument(
+        "--drain-notice",
+        type=float,
+        default=DRAIN_NOTICE_S,
+        help="after SIGTERM, keep the port open (health NOT_SERVING, new calls refused) until no call is "
+        f"in flight, at most this many seconds (default {DRAIN_NOTICE_S:g}; 0: close it at once)",
     )
     serve.add_argument(
         "--workers",
@@ -163,27 +178,85 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     )
     if not args.demo:
         _warn_if_insecure(settings)
+    # Signals are ours before `serving` is said: whoever reads that line may send SIGTERM at once.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
     await app.start()
+    start = startup_lines(args.host, app.port, app.metrics_port, settings)
     log.info(
         "serving",
         address=f"{args.host}:{app.port}",
         metrics_port=app.metrics_port,
         pid=os.getpid(),
+        metrics=start.metrics_url,
+        grpcurl=start.grpcurl,
         models=list(settings.allowed_models),
         demo=args.demo,
     )
-
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
+    if args.log_format == "console":  # a person at a terminal: the lines to copy, without log noise
+        print(start.banner(args.demo), file=sys.stderr, flush=True)
     await stopping.wait()
-    log.info("draining", grace_s=args.shutdown_grace)
-    await app.stop(args.shutdown_grace)
+    log.info("draining", grace_s=args.shutdown_grace, notice_s=args.drain_notice)
+    await app.stop(args.shutdown_grace, notice=args.drain_notice)
     for emulator in emulators:
         await emulator.stop()
     log.info("stopped")
     return 0
+
+
+@dataclass(frozen=True, slots=True)
+class StartupLines:
+    """What `serve` tells whoever started it: where it listens and a call to paste."""
+
+    address: str
+    metrics_url: str | None
+    grpcurl: str
+    tls: bool
+
+    def banner(self, demo: bool) -> str:
+        mode = " in demo mode (local emulators, canned replies, no keys)" if demo else ""
+        lines = [
+            f"llm-grpc is serving{mode}",
+            f"  gRPC     {self.address} ({'TLS' if self.tls else 'plaintext'})",
+            f"  metrics  {self.metrics_url or 'off (--metrics-port -1)'}",
+            f"  try      {self.grpcurl}",
+            "  stop     Ctrl-C",
+        ]
+        return "\n".join(lines)
+
+
+def startup_lines(host: str, port: int, metrics_port: int | None, settings: Settings) -> StartupLines:
+    """The address to dial (localhost for a wildcard bind), the metrics URL and a grpcurl command line
+    that works as pasted (TLS and a token are placeholders to fill in)."""
+    # A wildcard bind is dialled as localhost (a comparison here, not a bind).
+    dial = "localhost" if host in ("0.0.0.0", "::", "") else host  # nosec B104
+    address = f"{dial}:{port}"
+    tls = settings.llm_tls_cert_file is not None
+    command = [_grpcurl_command(), "-cacert YOUR_CA.pem" if tls else "-plaintext"]
+    if not settings.llm_auth_disabled:
+        command.append('-H "authorization: Bearer $TOKEN"')
+    command += [
+        '-d \'{"messages":[{"role":"ROLE_USER","content":"Hello"}]}\'',
+        address,
+        "llm.v1.LLMService/Complete",
+    ]
+    metrics = f"http://{dial}:{metrics_port}/metrics" if metrics_port is not None else None
+    return StartupLines(address, metrics, " ".join(command), tls)
+
+
+def _grpcurl_command() -> str:
+    """`grpcurl` when it is on PATH, else the one `make install` put next to this Python (relative to
+    the working directory when inside it, as `.venv/bin/grpcurl`)."""
+    if shutil.which("grpcurl"):
+        return "grpcurl"
+    bundled = Path(sys.executable).with_name("grpcurl")
+    if not bundled.exists():
+        return "grpcurl"
+    with contextlib.suppress(ValueError):
+        return str(Path(os.path.abspath(bundled)).relative_to(Path.cwd()))
+    return str(bundled)
 
 
 def _warn_if_insecure(settings: Settings) -> None:
@@ -207,12 +280,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         settings = Settings()
     except ValidationError as error:
-        sys.exit(f"llm-gateway: invalid configuration:\n{error}")
-    configure_logging(
-        settings.llm_log_level,
-        getattr(args, "log_format", None) or settings.llm_log_format,
-        redactor_for(settings),
-    )
+        sys.exit(f"llm-gateway: invalid configuration: {settings_problems(error)}")
+    log_format = resolve_format(getattr(args, "log_format", None) or settings.llm_log_format, sys.stderr)
+    if args.command == "serve":
+        args.log_format = log_format
+    configure_logging(settings.llm_log_level, log_format, redactor_for(settings))
     if args.command == "models":
         try:
             code, report = asyncio.run(verify_models(settings, args.timeout, args.demo))
@@ -227,6 +299,25 @@ def main(argv: Sequence[str] | None = None) -> None:
             sys.exit(runner.run(_serve(args, settings)))
     except ConfigError as error:
         sys.exit(f"llm-gateway: {error}")
+
+
+def settings_problems(error: ValidationError) -> str:
+    """Each invalid setting on one line: its environment variable, the value (never a secret's) and
+    what is wrong, instead of pydantic's multi-line report."""
+    problems = []
+    for problem in error.errors():
+        field = str(problem["loc"][0]) if problem["loc"] else ""
+        name = field.upper() or "the environment"
+        value = problem.get("input")
+        annotation = Settings.model_fields[field].annotation if field in Settings.model_fields else None
+        shown = "" if "SecretStr" in str(annotation) else f"={value!r}"
+        if problem["type"].startswith("bool") and value == "":
+            problems.append(f"{name} is set but empty: set it to true or false, or unset it")
+        elif problem["type"].startswith("bool"):
+            problems.append(f"{name}{shown} is not a boolean: use true or false (also 1/0, yes/no, on/off)")
+        else:
+            problems.append(f"{name}{shown}: {problem['msg']}")
+    return "; ".join(problems)
 
 
 def _run_workers(args: argparse.Namespace) -> int:
@@ -245,6 +336,7 @@ def _run_workers(args: argparse.Namespace) -> int:
             str(args.metrics_port + index if args.metrics_port > 0 else args.metrics_port),
         ]
         argv += ["--shutdown-grace", str(args.shutdown_grace), "--reuse-port"]
+        argv += ["--drain-notice", str(args.drain_notice)]
         argv += ["--demo"] if args.demo else []
         argv += ["--log-format", args.log_format] if args.log_format else []
         argv += ["--loop", args.loop] if args.loop else []

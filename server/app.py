@@ -7,7 +7,7 @@ import asyncio
 import datetime
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import grpc
@@ -20,6 +20,7 @@ from prometheus_client import start_http_server
 from pydantic import SecretStr
 
 from llm_grpc.v1 import llm_pb2
+from server.api.draining import Drain
 from server.api.pipeline import Pipeline, add_to_server
 from server.api.servicer import LLMServicer
 from server.config import Settings, load_catalogue, load_limit_policy
@@ -46,6 +47,9 @@ from server.providers.base import ProviderSettings, ProviderSpec
 from server.providers.registry import SPECS
 
 log = structlog.get_logger("llm_grpc.app")
+
+DRAIN_NOTICE_S = 5.0
+"""At most this long after SIGTERM the listener stays open, answering health checks NOT_SERVING."""
 
 MIN_TRIAL_SECONDS = 2.0
 """A circuit's half-open trial goes only to a call with this much time left (or the request timeout)."""
@@ -404,6 +408,8 @@ class App:
     """The tracer provider the app built (and flushes at stop); None when traces are off or injected."""
     metrics_port: int | None = None
     _metrics_server: Any = None
+    drain: Drain = field(default_factory=Drain)
+    """Counts calls in flight; refuses new ones once the drain notice starts."""
 
     async def start(self) -> None:
         if self.metrics_address is not None:
@@ -416,10 +422,15 @@ class App:
         for service in ("", SERVICE_NAME):
             await self.health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
-    async def stop(self, grace: float | None = 5.0) -> None:
-        """Report NOT_SERVING, let in-flight calls finish within `grace`, then release everything."""
+    async def stop(self, grace: float | None = 5.0, notice: float = DRAIN_NOTICE_S) -> None:
+        """Report NOT_SERVING, let in-flight calls finish within `grace`, then release everything.
+
+        For up to `notice` seconds (less once no call is in flight) the listener stays open, so health
+        checks answer NOT_SERVING and new calls get UNAVAILABLE (server/api/draining.py); then the grpc
+        server closes it and gives the calls still running what is left of `grace`."""
         await self.health_servicer.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        waited = await self.drain.notice(0.0 if grace is None else min(notice, grace))
+        await self.server.stop(None if grace is None else max(0.0, grace - waited))
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
         await self.limiter.aclose()
@@ -488,6 +499,10 @@ def build_app(
             max_stop_sequences=settings.llm_max_stop_sequences,
             max_stop_length=settings.llm_max_stop_length,
             max_metadata_value_length=settings.llm_max_metadata_value_length,
+            max_image_bytes=settings.llm_max_image_bytes,
+            max_document_bytes=settings.llm_max_document_bytes,
+            max_attachment_bytes=settings.llm_max_attachment_bytes,
+            max_tools=settings.llm_max_tools,
         ),
         request_timeout=settings.llm_request_timeout,
         observer=MetricsObserver(metrics, tracing),
@@ -505,8 +520,12 @@ def build_app(
     monitor = HealthMonitor(providers, circuit, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the
     # gateway's own INVALID_ARGUMENT naming the limit; only a grossly oversize one meets gRPC's.
-    max_message = max(4 * 1024 * 1024, 2 * settings.llm_max_request_bytes)
+    max_message = max(
+        4 * 1024 * 1024, 2 * settings.llm_max_request_bytes + 2 * settings.llm_max_attachment_bytes
+    )
+    drain = Drain()
     server = grpc.aio.server(
+        interceptors=[drain],
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
@@ -517,7 +536,7 @@ def build_app(
             # Only --workers shares a port; otherwise a second server on a busy port must fail to start.
             ("grpc.so_reuseport", 1 if reuse_port else 0),
             *pending_call_limits(settings.llm_max_in_flight, len(providers)),
-        ]
+        ],
     )
     pipeline = Pipeline(
         metrics, redactor, plan.authenticator, settings.llm_max_metadata_value_length, tracing=tracing
@@ -553,4 +572,5 @@ def build_app(
         limiter,
         metrics_address,
         owned_tracer,
+        drain=drain,
     )

@@ -127,6 +127,11 @@ class Settings(BaseSettings):
     llm_max_stop_sequences: int = Field(default=16, ge=0)
     llm_max_stop_length: int = Field(default=256, ge=1)
     llm_max_metadata_value_length: int = Field(default=128, ge=8)
+    llm_max_image_bytes: int = Field(default=5 * 1024 * 1024, ge=1024)
+    llm_max_document_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    llm_max_attachment_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    """All inline images and documents of one request together."""
+    llm_max_tools: int = Field(default=128, ge=0)
     llm_health_interval: float = Field(default=30.0, gt=0)
     llm_circuit_failures: int = Field(default=5, ge=1)
     llm_circuit_cooldown: float = Field(default=30.0, gt=0)
@@ -171,7 +176,8 @@ class Settings(BaseSettings):
     otel_service_name: str = "llm-grpc"
     otel_sdk_disabled: bool = False
     llm_log_level: Literal["debug", "info", "warning", "error"] = "info"
-    llm_log_format: Literal["json", "console"] = "json"
+    llm_log_format: Literal["auto", "json", "console"] = "auto"
+    """auto: console lines on a terminal, JSON lines otherwise (a container, a pipe, a file)."""
     llm_event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
     """`auto`: uvloop when installed (more throughput under load, docs/benchmarks.md), else asyncio's."""
 

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import signal
+
+# The demo server is this same program, started with a fixed argv.
+import subprocess  # nosec B404
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -12,6 +18,7 @@ from grpc_status import rpc_status
 from llm_grpc.v1 import llm_pb2
 from server.app import App
 from server.emulators.base import Emulator
+from tests.processes import LogWatcher, start_gateway_process
 
 
 def user(text: str, system: str | None = None) -> list[llm_pb2.Message]:
@@ -74,3 +81,32 @@ def active_requests(app: App, provider: str) -> float:
     """`llm_active_requests{provider}` as the gateway's metrics hold it now."""
     value: float = app.metrics.active.labels(provider)._value.get()
     return value
+
+
+def start_demo_server(*args: str, env: Mapping[str, str]) -> DemoServer:
+    """`llm-gateway serve --demo` in its own process on ports it picks itself (`--port 0`,
+    `--metrics-port 0`); returns once its `serving` line says where it listens."""
+    process, log, _ = start_gateway_process(["--demo", "--metrics-port", "0", *args], env)
+    return DemoServer(process, log.events("serving")[0], log)
+
+
+@dataclass
+class DemoServer:
+    process: subprocess.Popen[str]
+    serving: dict[str, Any]
+    """The `serving` log line: address, metrics, grpcurl, models, demo."""
+    log: LogWatcher
+
+    @property
+    def address(self) -> str:
+        return str(self.serving["address"])
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (killed if it does not stop within 60 s)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait()

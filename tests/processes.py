@@ -102,7 +102,7 @@ def start_gateway_process(
     returns the process, its log and the address it serves on."""
     process = subprocess.Popen(
         [sys.executable, "-m", "server", "serve", "--port", "0", *args],
-        env={**env, "LLM_LOG_FORMAT": "json"},
+        env=dict(env),  # stderr is a pipe: the default log format (auto) is JSON lines
         stderr=subprocess.PIPE,
         text=True,
     )

@@ -38,6 +38,10 @@ class _RoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Role.ValueType],
     """The caller's turn."""
     ROLE_ASSISTANT: _Role.ValueType  # 3
     """The model's earlier turn."""
+    ROLE_TOOL: _Role.ValueType  # 4
+    """The result of a tool the model called: `tool_call_id` names the call, `content` (or text `parts`)
+    holds the result.
+    """
 
 class Role(_Role, metaclass=_RoleEnumTypeWrapper):
     """Role is who said a message."""
@@ -50,6 +54,10 @@ ROLE_USER: Role.ValueType  # 2
 """The caller's turn."""
 ROLE_ASSISTANT: Role.ValueType  # 3
 """The model's earlier turn."""
+ROLE_TOOL: Role.ValueType  # 4
+"""The result of a tool the model called: `tool_call_id` names the call, `content` (or text `parts`)
+holds the result.
+"""
 Global___Role: _TypeAlias = Role  # noqa: Y015
 
 class _FinishReason:
@@ -172,6 +180,90 @@ COMPLEXITY_COMPLEX: Complexity.ValueType  # 3
 """Maps to TIER_PREMIUM."""
 Global___Complexity: _TypeAlias = Complexity  # noqa: Y015
 
+class _ToolChoiceMode:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ToolChoiceModeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ToolChoiceMode.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TOOL_CHOICE_MODE_UNSPECIFIED: _ToolChoiceMode.ValueType  # 0
+    """The provider's default: AUTO when tools are given."""
+    TOOL_CHOICE_MODE_AUTO: _ToolChoiceMode.ValueType  # 1
+    """The model decides whether to call tools."""
+    TOOL_CHOICE_MODE_NONE: _ToolChoiceMode.ValueType  # 2
+    """The model must not call tools."""
+    TOOL_CHOICE_MODE_REQUIRED: _ToolChoiceMode.ValueType  # 3
+    """The model must call at least one tool (the one in `tool_name` when set)."""
+
+class ToolChoiceMode(_ToolChoiceMode, metaclass=_ToolChoiceModeEnumTypeWrapper):
+    """ToolChoiceMode is whether the model must, may or must not call tools."""
+
+TOOL_CHOICE_MODE_UNSPECIFIED: ToolChoiceMode.ValueType  # 0
+"""The provider's default: AUTO when tools are given."""
+TOOL_CHOICE_MODE_AUTO: ToolChoiceMode.ValueType  # 1
+"""The model decides whether to call tools."""
+TOOL_CHOICE_MODE_NONE: ToolChoiceMode.ValueType  # 2
+"""The model must not call tools."""
+TOOL_CHOICE_MODE_REQUIRED: ToolChoiceMode.ValueType  # 3
+"""The model must call at least one tool (the one in `tool_name` when set)."""
+Global___ToolChoiceMode: _TypeAlias = ToolChoiceMode  # noqa: Y015
+
+class _ResponseFormatType:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ResponseFormatTypeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ResponseFormatType.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    RESPONSE_FORMAT_TYPE_UNSPECIFIED: _ResponseFormatType.ValueType  # 0
+    """Free text (the default)."""
+    RESPONSE_FORMAT_TYPE_TEXT: _ResponseFormatType.ValueType  # 1
+    """Free text, said explicitly."""
+    RESPONSE_FORMAT_TYPE_JSON_OBJECT: _ResponseFormatType.ValueType  # 2
+    """Any JSON object."""
+    RESPONSE_FORMAT_TYPE_JSON_SCHEMA: _ResponseFormatType.ValueType  # 3
+    """JSON matching `schema_json`."""
+
+class ResponseFormatType(_ResponseFormatType, metaclass=_ResponseFormatTypeEnumTypeWrapper):
+    """ResponseFormatType is the shape the answer must have."""
+
+RESPONSE_FORMAT_TYPE_UNSPECIFIED: ResponseFormatType.ValueType  # 0
+"""Free text (the default)."""
+RESPONSE_FORMAT_TYPE_TEXT: ResponseFormatType.ValueType  # 1
+"""Free text, said explicitly."""
+RESPONSE_FORMAT_TYPE_JSON_OBJECT: ResponseFormatType.ValueType  # 2
+"""Any JSON object."""
+RESPONSE_FORMAT_TYPE_JSON_SCHEMA: ResponseFormatType.ValueType  # 3
+"""JSON matching `schema_json`."""
+Global___ResponseFormatType: _TypeAlias = ResponseFormatType  # noqa: Y015
+
+class _ReasoningEffort:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _ReasoningEffortEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ReasoningEffort.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    REASONING_EFFORT_UNSPECIFIED: _ReasoningEffort.ValueType  # 0
+    """The provider's default."""
+    REASONING_EFFORT_LOW: _ReasoningEffort.ValueType  # 1
+    """Little thinking: quick and cheap."""
+    REASONING_EFFORT_MEDIUM: _ReasoningEffort.ValueType  # 2
+    """The middle."""
+    REASONING_EFFORT_HIGH: _ReasoningEffort.ValueType  # 3
+    """Thorough thinking."""
+
+class ReasoningEffort(_ReasoningEffort, metaclass=_ReasoningEffortEnumTypeWrapper):
+    """ReasoningEffort is how hard a reasoning model thinks."""
+
+REASONING_EFFORT_UNSPECIFIED: ReasoningEffort.ValueType  # 0
+"""The provider's default."""
+REASONING_EFFORT_LOW: ReasoningEffort.ValueType  # 1
+"""Little thinking: quick and cheap."""
+REASONING_EFFORT_MEDIUM: ReasoningEffort.ValueType  # 2
+"""The middle."""
+REASONING_EFFORT_HIGH: ReasoningEffort.ValueType  # 3
+"""Thorough thinking."""
+Global___ReasoningEffort: _TypeAlias = ReasoningEffort  # noqa: Y015
+
 class _QuotaKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -216,23 +308,422 @@ class Message(_message.Message):
 
     ROLE_FIELD_NUMBER: _builtins.int
     CONTENT_FIELD_NUMBER: _builtins.int
+    PARTS_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_ID_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    CACHE_BREAKPOINT_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """Who said it; ROLE_UNSPECIFIED is refused."""
     content: _builtins.str
-    """The text of the turn."""
+    """The text of the turn. With `parts`, it is read as a first text part before them."""
+    tool_call_id: _builtins.str
+    """ROLE_TOOL only: the `id` of the tool call, in an earlier assistant message, this message answers."""
+    cache_breakpoint: _builtins.bool
+    """Marks the end of this message as a prompt-cache breakpoint: everything up to here (tools, system,
+    earlier messages) is cached by providers with explicit caching (Anthropic `cache_control`).
+    OpenAI and Gemini cache long prompts automatically and ignore it.
+    """
+    @_builtins.property
+    def parts(self) -> _containers.RepeatedCompositeFieldContainer[Global___ContentPart]:
+        """Multimodal content: text, images and documents, in order (after `content` when both are set).
+        Images and documents are accepted in user messages only.
+        """
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """The tools the model called in this turn (ROLE_ASSISTANT only), as a response returned them."""
+
+    @_builtins.property
+    def reasoning(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasoningPart]:
+        """ROLE_ASSISTANT only: the reasoning the response returned, sent back unchanged so the provider can
+        continue its thinking (Anthropic thinking blocks with signatures, Gemini thought signatures).
+        """
+
     def __init__(
         self,
         *,
         role: Global___Role.ValueType = ...,
         content: _builtins.str = ...,
+        parts: _abc.Iterable[Global___ContentPart] | None = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        tool_call_id: _builtins.str = ...,
+        reasoning: _abc.Iterable[Global___ReasoningPart] | None = ...,
+        cache_breakpoint: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "role", b"role"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_breakpoint", b"cache_breakpoint", "content", b"content", "parts", b"parts", "reasoning", b"reasoning", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Message: _TypeAlias = Message  # noqa: Y015
+
+@_typing.final
+class ContentPart(_message.Message):
+    """ContentPart is one piece of a message's content."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    IMAGE_FIELD_NUMBER: _builtins.int
+    DOCUMENT_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """Text."""
+    @_builtins.property
+    def image(self) -> Global___Image:
+        """An image."""
+
+    @_builtins.property
+    def document(self) -> Global___Document:
+        """A document (PDF)."""
+
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        image: Global___Image | None = ...,
+        document: Global___Document | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "image", b"image", "part", b"part", "text", b"text"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["document", b"document", "image", b"image", "part", b"part", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_part: _TypeAlias = _typing.Literal["text", "image", "document"]  # noqa: Y015
+    _WhichOneofArgType_part: _TypeAlias = _typing.Literal["part", b"part"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_part) -> _WhichOneofReturnType_part | None: ...
+
+Global___ContentPart: _TypeAlias = ContentPart  # noqa: Y015
+
+@_typing.final
+class Image(_message.Message):
+    """Image is an image in a prompt, given inline or by URL."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    URL_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The encoded image (PNG, JPEG, GIF or WebP), at most the gateway's image size limit."""
+    url: _builtins.str
+    """An `https://` URL the provider fetches the image from."""
+    mime_type: _builtins.str
+    """The media type of `data`, e.g. `image/png`; required with `data`, optional with `url`."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        url: _builtins.str = ...,
+        mime_type: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "source", b"source", "url", b"url"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "mime_type", b"mime_type", "source", b"source", "url", b"url"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["data", "url"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___Image: _TypeAlias = Image  # noqa: Y015
+
+@_typing.final
+class Document(_message.Message):
+    """Document is a document in a prompt (PDF), given inline."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    MIME_TYPE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    data: _builtins.bytes
+    """The document's bytes, at most the gateway's document size limit."""
+    mime_type: _builtins.str
+    """Its media type, e.g. `application/pdf`."""
+    title: _builtins.str
+    """An optional title or file name, shown to the model where the provider takes one."""
+    def __init__(
+        self,
+        *,
+        data: _builtins.bytes = ...,
+        mime_type: _builtins.str = ...,
+        title: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "mime_type", b"mime_type", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Document: _TypeAlias = Document  # noqa: Y015
+
+@_typing.final
+class Tool(_message.Message):
+    """Tool is a function the model may call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The name the model calls it by: 1 to 64 of `a-z A-Z 0-9 _ -`, unique in the request."""
+    description: _builtins.str
+    """What it does and when to use it; the model reads this."""
+    parameters_json: _builtins.str
+    """The JSON Schema of its arguments, as JSON text of an object schema (`{"type": "object", ...}`).
+    JSON text rather than google.protobuf.Struct: every language has a JSON parser, and key order
+    (which models read) is kept. Empty means no arguments.
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        description: _builtins.str = ...,
+        parameters_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["description", b"description", "name", b"name", "parameters_json", b"parameters_json"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Tool: _TypeAlias = Tool  # noqa: Y015
+
+@_typing.final
+class ToolChoice(_message.Message):
+    """ToolChoice constrains the model's use of the request's tools."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODE_FIELD_NUMBER: _builtins.int
+    TOOL_NAME_FIELD_NUMBER: _builtins.int
+    mode: Global___ToolChoiceMode.ValueType
+    """Must, may or must not call."""
+    tool_name: _builtins.str
+    """The tool the model must call; with mode UNSPECIFIED or REQUIRED only. Must name one of `tools`."""
+    def __init__(
+        self,
+        *,
+        mode: Global___ToolChoiceMode.ValueType = ...,
+        tool_name: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["mode", b"mode", "tool_name", b"tool_name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolChoice: _TypeAlias = ToolChoice  # noqa: Y015
+
+@_typing.final
+class ToolCall(_message.Message):
+    """ToolCall is the model's call of one tool."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The call's id: a ROLE_TOOL message answers it by this id. Made by the gateway when the provider
+    gives none (Gemini).
+    """
+    name: _builtins.str
+    """The tool called."""
+    arguments_json: _builtins.str
+    """The arguments, as JSON text (an object), exactly as the model produced them."""
+    signature: _builtins.bytes
+    """Opaque provider state attached to this call (Gemini `thought_signature`); send it back unchanged
+    in the assistant message. Empty for most providers.
+    """
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments_json: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "id", b"id", "name", b"name", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCall: _TypeAlias = ToolCall  # noqa: Y015
+
+@_typing.final
+class ToolCallDelta(_message.Message):
+    """ToolCallDelta is a fragment of a tool call in a stream. The first fragment of a call carries its
+    `id` and `name`; later ones (same `index`) append to its arguments.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INDEX_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_DELTA_FIELD_NUMBER: _builtins.int
+    index: _builtins.int
+    """The call's position among this response's tool calls, from 0."""
+    id: _builtins.str
+    """The call's id; set on the call's first fragment."""
+    name: _builtins.str
+    """The tool's name; set on the call's first fragment."""
+    arguments_delta: _builtins.str
+    """The next piece of the arguments' JSON text."""
+    def __init__(
+        self,
+        *,
+        index: _builtins.int = ...,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments_delta: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_delta", b"arguments_delta", "id", b"id", "index", b"index", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallDelta: _TypeAlias = ToolCallDelta  # noqa: Y015
+
+@_typing.final
+class ResponseFormat(_message.Message):
+    """ResponseFormat asks for structured output. The gateway checks the answer (JSON, and against the
+    schema when one is given) and reports the result in `structured_output`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TYPE_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    SCHEMA_JSON_FIELD_NUMBER: _builtins.int
+    STRICT_FIELD_NUMBER: _builtins.int
+    type: Global___ResponseFormatType.ValueType
+    """Text, a JSON object, or JSON matching a schema."""
+    name: _builtins.str
+    """JSON_SCHEMA: the schema's name, 1 to 64 of `a-z A-Z 0-9 _ -` (OpenAI requires one; defaults to
+    `response`).
+    """
+    schema_json: _builtins.str
+    """JSON_SCHEMA: the JSON Schema of the answer, as JSON text of an object schema."""
+    strict: _builtins.bool
+    """JSON_SCHEMA: ask the provider to enforce the schema exactly where it can (OpenAI `strict`)."""
+    def __init__(
+        self,
+        *,
+        type: Global___ResponseFormatType.ValueType = ...,
+        name: _builtins.str = ...,
+        schema_json: _builtins.str = ...,
+        strict: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "schema_json", b"schema_json", "strict", b"strict", "type", b"type"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ResponseFormat: _TypeAlias = ResponseFormat  # noqa: Y015
+
+@_typing.final
+class StructuredOutput(_message.Message):
+    """StructuredOutput is the gateway's check of a structured answer against the request's ResponseFormat."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    VALID_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    valid: _builtins.bool
+    """The answer is JSON (an object for JSON_OBJECT) and, for JSON_SCHEMA, matches the schema."""
+    error: _builtins.str
+    """When not valid: the first problem found (e.g. `$.age: 'x' is not of type 'integer'`)."""
+    def __init__(
+        self,
+        *,
+        valid: _builtins.bool = ...,
+        error: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "valid", b"valid"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StructuredOutput: _TypeAlias = StructuredOutput  # noqa: Y015
+
+@_typing.final
+class Reasoning(_message.Message):
+    """Reasoning controls a reasoning model's thinking: an effort level or a token budget, mapped to each
+    provider's own control (OpenAI `reasoning_effort`, Anthropic `thinking.budget_tokens`, Gemini
+    `thinking_config`). Refused for models without the reasoning capability.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EFFORT_FIELD_NUMBER: _builtins.int
+    BUDGET_TOKENS_FIELD_NUMBER: _builtins.int
+    effort: Global___ReasoningEffort.ValueType
+    """A level, mapped to a budget for providers that take budgets."""
+    budget_tokens: _builtins.int
+    """Thinking tokens the model may spend (counted in `max_tokens` where the provider counts them so)."""
+    def __init__(
+        self,
+        *,
+        effort: Global___ReasoningEffort.ValueType = ...,
+        budget_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["budget_tokens", b"budget_tokens", "control", b"control", "effort", b"effort"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["budget_tokens", b"budget_tokens", "control", b"control", "effort", b"effort"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_control: _TypeAlias = _typing.Literal["effort", "budget_tokens"]  # noqa: Y015
+    _WhichOneofArgType_control: _TypeAlias = _typing.Literal["control", b"control"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_control) -> _WhichOneofReturnType_control | None: ...
+
+Global___Reasoning: _TypeAlias = Reasoning  # noqa: Y015
+
+@_typing.final
+class ReasoningPart(_message.Message):
+    """ReasoningPart is one piece of a model's reasoning, and the opaque state the provider needs to see
+    again on the next turn. Return them unchanged in the assistant message's `reasoning`.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TEXT_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    REDACTED_DATA_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    text: _builtins.str
+    """The thinking text or its summary, where the provider shows it; may be empty."""
+    signature: _builtins.bytes
+    """The provider's signature of this reasoning (Anthropic thinking `signature`, Gemini
+    `thought_signature`); opaque bytes.
+    """
+    redacted_data: _builtins.bytes
+    """Thinking the provider withheld, as its opaque data (Anthropic `redacted_thinking`)."""
+    provider: _builtins.str
+    """The provider kind that produced it (`openai`, `anthropic` or `gemini`); a provider is sent only
+    parts of its own kind (another's signatures would be refused).
+    """
+    def __init__(
+        self,
+        *,
+        text: _builtins.str = ...,
+        signature: _builtins.bytes = ...,
+        redacted_data: _builtins.bytes = ...,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "redacted_data", b"redacted_data", "signature", b"signature", "text", b"text"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReasoningPart: _TypeAlias = ReasoningPart  # noqa: Y015
 
 @_typing.final
 class Usage(_message.Message):
@@ -244,6 +735,9 @@ class Usage(_message.Message):
     COMPLETION_TOKENS_FIELD_NUMBER: _builtins.int
     TOTAL_TOKENS_FIELD_NUMBER: _builtins.int
     USAGE_ESTIMATED_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_TOKENS_FIELD_NUMBER: _builtins.int
+    REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     """Tokens in the prompt."""
     completion_tokens: _builtins.int
@@ -254,6 +748,12 @@ class Usage(_message.Message):
     """True when the provider reported no usage (e.g. an OpenAI stream that ended without its usage chunk)
     and the counts are the gateway's estimate, not the provider's bill.
     """
+    cached_input_tokens: _builtins.int
+    """Of prompt_tokens, those served from the provider's prompt cache (priced at the cached rate)."""
+    cache_write_tokens: _builtins.int
+    """Of prompt_tokens, those written to the provider's prompt cache (priced at the cache-write rate)."""
+    reasoning_tokens: _builtins.int
+    """Of completion_tokens, those spent thinking."""
     def __init__(
         self,
         *,
@@ -261,10 +761,13 @@ class Usage(_message.Message):
         completion_tokens: _builtins.int = ...,
         total_tokens: _builtins.int = ...,
         usage_estimated: _builtins.bool = ...,
+        cached_input_tokens: _builtins.int = ...,
+        cache_write_tokens: _builtins.int = ...,
+        reasoning_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["completion_tokens", b"completion_tokens", "prompt_tokens", b"prompt_tokens", "total_tokens", b"total_tokens", "usage_estimated", b"usage_estimated"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_write_tokens", b"cache_write_tokens", "cached_input_tokens", b"cached_input_tokens", "completion_tokens", b"completion_tokens", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens", "usage_estimated", b"usage_estimated"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -284,6 +787,13 @@ class CompleteRequest(_message.Message):
     STOP_FIELD_NUMBER: _builtins.int
     TIER_FIELD_NUMBER: _builtins.int
     COMPLEXITY_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model id, e.g. `gpt-4.1-mini`. Empty: chosen by `tier`, else by `complexity`, else the default model."""
     temperature: _builtins.float
@@ -296,6 +806,14 @@ class CompleteRequest(_message.Message):
     """Pick the cheapest allowed model of this tier when `model` is empty."""
     complexity: Global___Complexity.ValueType
     """Pick by task complexity when `model` and `tier` are empty."""
+    parallel_tool_calls: _builtins.bool
+    """Whether the model may call several tools in one turn; unset means the provider's default (yes)."""
+    seed: _builtins.int
+    """Seed for sampling, for best-effort reproducible answers where the provider takes one."""
+    user: _builtins.str
+    """An id of the end user the call is made for (no personal data: a stable opaque id), forwarded to
+    providers that take one (OpenAI `user`, Anthropic `metadata.user_id`) for abuse tracing.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation, oldest first; at least one message must have content."""
@@ -303,6 +821,22 @@ class CompleteRequest(_message.Message):
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Sequences at which generation stops."""
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
+        """Functions the model may call."""
+
+    @_builtins.property
+    def tool_choice(self) -> Global___ToolChoice:
+        """Whether and which tools the model must call; needs `tools`."""
+
+    @_builtins.property
+    def response_format(self) -> Global___ResponseFormat:
+        """The shape of the answer: text (default), a JSON object, or JSON matching a schema."""
+
+    @_builtins.property
+    def reasoning(self) -> Global___Reasoning:
+        """How much a reasoning model thinks; unset means the provider's default."""
 
     def __init__(
         self,
@@ -315,19 +849,34 @@ class CompleteRequest(_message.Message):
         stop: _abc.Iterable[_builtins.str] | None = ...,
         tier: Global___Tier.ValueType = ...,
         complexity: Global___Complexity.ValueType = ...,
+        tools: _abc.Iterable[Global___Tool] | None = ...,
+        tool_choice: Global___ToolChoice | None = ...,
+        parallel_tool_calls: _builtins.bool | None = ...,
+        response_format: Global___ResponseFormat | None = ...,
+        reasoning: Global___Reasoning | None = ...,
+        seed: _builtins.int | None = ...,
+        user: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_parallel_tool_calls", b"_parallel_tool_calls", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "seed", b"seed", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "complexity", b"complexity", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "stop", b"stop", "temperature", b"temperature", "tier", b"tier", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_parallel_tool_calls", b"_parallel_tool_calls", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "complexity", b"complexity", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "tier", b"tier", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
+    _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
     _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
     _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens) -> _WhichOneofReturnType__max_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
     @_typing.overload
@@ -350,6 +899,10 @@ class CompleteResponse(_message.Message):
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     SERVED_MODEL_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    STRUCTURED_OUTPUT_FIELD_NUMBER: _builtins.int
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
     content: _builtins.str
     """The generated text."""
     latency_ms: _builtins.float
@@ -368,9 +921,25 @@ class CompleteResponse(_message.Message):
     """The model the provider says served the call (OpenAI and Anthropic `model`, Gemini `modelVersion`),
     e.g. a dated snapshot of the alias in `model`; `model` itself when the provider did not say.
     """
+    response_id: _builtins.str
+    """The provider's id of this response (OpenAI `chatcmpl-…`, Anthropic `msg_…`, Gemini `responseId`)."""
     @_builtins.property
     def usage(self) -> Global___Usage:
         """The provider's token count."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """The tools the model called (finish_reason FINISH_REASON_TOOL_CALLS); answer each with a ROLE_TOOL
+        message after an assistant message that carries these calls.
+        """
+
+    @_builtins.property
+    def reasoning(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasoningPart]:
+        """The model's reasoning and its opaque provider state; send it back in the assistant message."""
+
+    @_builtins.property
+    def structured_output(self) -> Global___StructuredOutput:
+        """With a JSON response_format: whether the answer is valid JSON matching the schema."""
 
     def __init__(
         self,
@@ -384,10 +953,14 @@ class CompleteResponse(_message.Message):
         finish_reason: Global___FinishReason.ValueType = ...,
         cost_usd: _builtins.float = ...,
         served_model: _builtins.str = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        reasoning: _abc.Iterable[Global___ReasoningPart] | None = ...,
+        structured_output: Global___StructuredOutput | None = ...,
+        response_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["structured_output", b"structured_output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "served_model", b"served_model", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "reasoning", b"reasoning", "response_id", b"response_id", "served_model", b"served_model", "structured_output", b"structured_output", "tool_calls", b"tool_calls", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -407,6 +980,13 @@ class StreamRequest(_message.Message):
     STOP_FIELD_NUMBER: _builtins.int
     TIER_FIELD_NUMBER: _builtins.int
     COMPLEXITY_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    TOOL_CHOICE_FIELD_NUMBER: _builtins.int
+    PARALLEL_TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    RESPONSE_FORMAT_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    SEED_FIELD_NUMBER: _builtins.int
+    USER_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     """Model id. Empty: chosen by `tier`, else by `complexity`, else the default model."""
     temperature: _builtins.float
@@ -419,6 +999,14 @@ class StreamRequest(_message.Message):
     """Pick the cheapest allowed model of this tier when `model` is empty."""
     complexity: Global___Complexity.ValueType
     """Pick by task complexity when `model` and `tier` are empty."""
+    parallel_tool_calls: _builtins.bool
+    """Whether the model may call several tools in one turn; unset means the provider's default (yes)."""
+    seed: _builtins.int
+    """Seed for sampling, for best-effort reproducible answers where the provider takes one."""
+    user: _builtins.str
+    """An id of the end user the call is made for (no personal data: a stable opaque id), forwarded to
+    providers that take one (OpenAI `user`, Anthropic `metadata.user_id`) for abuse tracing.
+    """
     @_builtins.property
     def messages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Message]:
         """The conversation, oldest first."""
@@ -426,6 +1014,22 @@ class StreamRequest(_message.Message):
     @_builtins.property
     def stop(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Sequences at which generation stops."""
+
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[Global___Tool]:
+        """Functions the model may call."""
+
+    @_builtins.property
+    def tool_choice(self) -> Global___ToolChoice:
+        """Whether and which tools the model must call; needs `tools`."""
+
+    @_builtins.property
+    def response_format(self) -> Global___ResponseFormat:
+        """The shape of the answer: text (default), a JSON object, or JSON matching a schema."""
+
+    @_builtins.property
+    def reasoning(self) -> Global___Reasoning:
+        """How much a reasoning model thinks; unset means the provider's default."""
 
     def __init__(
         self,
@@ -438,19 +1042,34 @@ class StreamRequest(_message.Message):
         stop: _abc.Iterable[_builtins.str] | None = ...,
         tier: Global___Tier.ValueType = ...,
         complexity: Global___Complexity.ValueType = ...,
+        tools: _abc.Iterable[Global___Tool] | None = ...,
+        tool_choice: Global___ToolChoice | None = ...,
+        parallel_tool_calls: _builtins.bool | None = ...,
+        response_format: Global___ResponseFormat | None = ...,
+        reasoning: Global___Reasoning | None = ...,
+        seed: _builtins.int | None = ...,
+        user: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "temperature", b"temperature", "top_p", b"top_p"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_parallel_tool_calls", b"_parallel_tool_calls", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "max_tokens", b"max_tokens", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "seed", b"seed", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_p", b"top_p"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_temperature", b"_temperature", "_top_p", b"_top_p", "complexity", b"complexity", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "stop", b"stop", "temperature", b"temperature", "tier", b"tier", "top_p", b"top_p"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens", "_parallel_tool_calls", b"_parallel_tool_calls", "_seed", b"_seed", "_temperature", b"_temperature", "_top_p", b"_top_p", "complexity", b"complexity", "max_tokens", b"max_tokens", "messages", b"messages", "model", b"model", "parallel_tool_calls", b"parallel_tool_calls", "reasoning", b"reasoning", "response_format", b"response_format", "seed", b"seed", "stop", b"stop", "temperature", b"temperature", "tier", b"tier", "tool_choice", b"tool_choice", "tools", b"tools", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__max_tokens: _TypeAlias = _typing.Literal["max_tokens"]  # noqa: Y015
     _WhichOneofArgType__max_tokens: _TypeAlias = _typing.Literal["_max_tokens", b"_max_tokens"]  # noqa: Y015
+    _WhichOneofReturnType__parallel_tool_calls: _TypeAlias = _typing.Literal["parallel_tool_calls"]  # noqa: Y015
+    _WhichOneofArgType__parallel_tool_calls: _TypeAlias = _typing.Literal["_parallel_tool_calls", b"_parallel_tool_calls"]  # noqa: Y015
+    _WhichOneofReturnType__seed: _TypeAlias = _typing.Literal["seed"]  # noqa: Y015
+    _WhichOneofArgType__seed: _TypeAlias = _typing.Literal["_seed", b"_seed"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
     _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
     _WhichOneofArgType__top_p: _TypeAlias = _typing.Literal["_top_p", b"_top_p"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__max_tokens) -> _WhichOneofReturnType__max_tokens | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__parallel_tool_calls) -> _WhichOneofReturnType__parallel_tool_calls | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__seed) -> _WhichOneofReturnType__seed | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
     @_typing.overload
@@ -460,29 +1079,41 @@ Global___StreamRequest: _TypeAlias = StreamRequest  # noqa: Y015
 
 @_typing.final
 class StreamResponse(_message.Message):
-    """StreamResponse is one event of a stream: deltas, then exactly one `done`."""
+    """StreamResponse is one event of a stream: text, tool-call and reasoning deltas, then exactly one `done`."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     DELTA_FIELD_NUMBER: _builtins.int
     DONE_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    REASONING_DELTA_FIELD_NUMBER: _builtins.int
     delta: _builtins.str
     """A piece of generated text, relayed as the provider produced it."""
+    reasoning_delta: _builtins.str
+    """A piece of the model's thinking text, where the provider shows it; `done` holds the whole
+    reasoning with its signatures.
+    """
     @_builtins.property
     def done(self) -> Global___StreamDone:
         """The last event of a successful stream."""
+
+    @_builtins.property
+    def tool_call(self) -> Global___ToolCallDelta:
+        """A fragment of a tool call; `done` holds the assembled calls."""
 
     def __init__(
         self,
         *,
         delta: _builtins.str = ...,
         done: Global___StreamDone | None = ...,
+        tool_call: Global___ToolCallDelta | None = ...,
+        reasoning_delta: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "done", b"done", "event", b"event"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "done", b"done", "event", b"event", "reasoning_delta", b"reasoning_delta", "tool_call", b"tool_call"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "done", b"done", "event", b"event"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "done", b"done", "event", b"event", "reasoning_delta", b"reasoning_delta", "tool_call", b"tool_call"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["delta", "done"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["delta", "done", "tool_call", "reasoning_delta"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
@@ -503,6 +1134,10 @@ class StreamDone(_message.Message):
     TRACE_ID_FIELD_NUMBER: _builtins.int
     COST_USD_FIELD_NUMBER: _builtins.int
     SERVED_MODEL_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    REASONING_FIELD_NUMBER: _builtins.int
+    STRUCTURED_OUTPUT_FIELD_NUMBER: _builtins.int
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """Why the model stopped."""
     latency_ms: _builtins.float
@@ -519,9 +1154,23 @@ class StreamDone(_message.Message):
     """What the stream cost, in US dollars, from the provider's usage and the catalogue's prices."""
     served_model: _builtins.str
     """The model the provider says served the stream; `model` itself when the provider did not say."""
+    response_id: _builtins.str
+    """The provider's id of this response."""
     @_builtins.property
     def usage(self) -> Global___Usage:
         """The provider's own token count for the stream."""
+
+    @_builtins.property
+    def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]:
+        """The tool calls of the stream, assembled from its `tool_call` fragments."""
+
+    @_builtins.property
+    def reasoning(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReasoningPart]:
+        """The model's reasoning and its opaque provider state; send it back in the assistant message."""
+
+    @_builtins.property
+    def structured_output(self) -> Global___StructuredOutput:
+        """With a JSON response_format: whether the streamed answer is valid JSON matching the schema."""
 
     def __init__(
         self,
@@ -535,10 +1184,14 @@ class StreamDone(_message.Message):
         trace_id: _builtins.str = ...,
         cost_usd: _builtins.float = ...,
         served_model: _builtins.str = ...,
+        tool_calls: _abc.Iterable[Global___ToolCall] | None = ...,
+        reasoning: _abc.Iterable[Global___ReasoningPart] | None = ...,
+        structured_output: Global___StructuredOutput | None = ...,
+        response_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["usage", b"usage"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["structured_output", b"structured_output", "usage", b"usage"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "served_model", b"served_model", "time_to_first_token_ms", b"time_to_first_token_ms", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cost_usd", b"cost_usd", "finish_reason", b"finish_reason", "latency_ms", b"latency_ms", "model", b"model", "provider", b"provider", "reasoning", b"reasoning", "response_id", b"response_id", "served_model", b"served_model", "structured_output", b"structured_output", "time_to_first_token_ms", b"time_to_first_token_ms", "tool_calls", b"tool_calls", "trace_id", b"trace_id", "usage", b"usage"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

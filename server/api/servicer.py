@@ -4,7 +4,6 @@ protobuf; context, authentication, accounting and errors are the call pipeline's
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
 
@@ -13,13 +12,13 @@ import structlog
 from google.protobuf import timestamp_pb2
 
 from llm_grpc.v1 import llm_pb2
-from server.core.catalogue import TIER_FOR_COMPLEXITY, Complexity, ModelInfo, Tier
+from server.api import convert
+from server.core.catalogue import TIER_FOR_COMPLEXITY, ModelInfo, Tier
 from server.core.errors import FieldViolation, InvalidRequest
 from server.core.gateway import Gateway
 from server.core.health import Health, HealthMonitor
 from server.core.limits import BUDGETS, MICRO, LimitKind, Standing
-from server.core.types import FinishReason, RequestContext, Role, StreamSummary, TextDelta, Usage
-from server.core.validation import DraftMessage, DraftRequest
+from server.core.types import Delta, RequestContext, StreamSummary
 from server.observability.metrics import Metrics, snapshot
 from server.observability.redact import Redactor
 
@@ -27,30 +26,9 @@ log = structlog.get_logger("llm_grpc.api")
 
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
-_ROLES = {
-    llm_pb2.ROLE_SYSTEM: Role.SYSTEM,
-    llm_pb2.ROLE_USER: Role.USER,
-    llm_pb2.ROLE_ASSISTANT: Role.ASSISTANT,
-}
-_FINISH_REASONS = {
-    FinishReason.UNSPECIFIED: llm_pb2.FINISH_REASON_UNSPECIFIED,
-    FinishReason.STOP: llm_pb2.FINISH_REASON_STOP,
-    FinishReason.LENGTH: llm_pb2.FINISH_REASON_LENGTH,
-    FinishReason.CONTENT_FILTER: llm_pb2.FINISH_REASON_CONTENT_FILTER,
-    FinishReason.TOOL_CALLS: llm_pb2.FINISH_REASON_TOOL_CALLS,
-    FinishReason.OTHER: llm_pb2.FINISH_REASON_OTHER,
-}
-_TIERS: dict[int, Tier] = {
-    llm_pb2.TIER_FAST: Tier.FAST,
-    llm_pb2.TIER_BALANCED: Tier.BALANCED,
-    llm_pb2.TIER_PREMIUM: Tier.PREMIUM,
-}
+_TIERS = convert.TIERS
 _TIERS_OUT = {tier: llm_pb2.Tier.ValueType(number) for number, tier in _TIERS.items()}
-_COMPLEXITIES: dict[int, Complexity] = {
-    llm_pb2.COMPLEXITY_SIMPLE: Complexity.SIMPLE,
-    llm_pb2.COMPLEXITY_MODERATE: Complexity.MODERATE,
-    llm_pb2.COMPLEXITY_COMPLEX: Complexity.COMPLEX,
-}
+_COMPLEXITIES = convert.COMPLEXITIES
 _QUOTA_KINDS = {
     LimitKind.REQUESTS_PER_MINUTE: llm_pb2.QUOTA_KIND_REQUESTS_PER_MINUTE,
     LimitKind.TOKENS_PER_MINUTE: llm_pb2.QUOTA_KIND_TOKENS_PER_MINUTE,
@@ -63,27 +41,6 @@ _HEALTH = {
     Health.SERVING: llm_pb2.HEALTH_STATUS_SERVING,
     Health.NOT_SERVING: llm_pb2.HEALTH_STATUS_NOT_SERVING,
 }
-
-
-def _draft(request: llm_pb2.CompleteRequest | llm_pb2.StreamRequest) -> DraftRequest:
-    return DraftRequest(
-        model=request.model,
-        messages=[DraftMessage(_ROLES.get(m.role), m.content) for m in request.messages],
-        temperature=request.temperature if request.HasField("temperature") else None,
-        max_tokens=request.max_tokens if request.HasField("max_tokens") else None,
-        top_p=request.top_p if request.HasField("top_p") else None,
-        stop=list(request.stop),
-        tier=_enum_name(_TIERS, request.tier),
-        complexity=_enum_name(_COMPLEXITIES, request.complexity),
-    )
-
-
-def _enum_name(table: Mapping[int, Tier | Complexity], number: int) -> str:
-    """The core value of a request enum: empty when unspecified, a refusable marker when unknown."""
-    if number == 0:
-        return ""
-    known = table.get(number)
-    return known.value if known is not None else f"unknown({number})"
 
 
 def _model(info: ModelInfo) -> llm_pb2.Model:
@@ -103,15 +60,6 @@ def _model(info: ModelInfo) -> llm_pb2.Model:
     )
 
 
-def _usage(usage: Usage) -> llm_pb2.Usage:
-    return llm_pb2.Usage(
-        prompt_tokens=usage.prompt_tokens,
-        completion_tokens=usage.completion_tokens,
-        total_tokens=usage.total_tokens,
-        usage_estimated=usage.estimated,
-    )
-
-
 class LLMServicer:
     """One method per RPC of the contract, each (request, caller context, grpc context) → response.
     `server.api.pipeline.add_to_server` registers them behind the call pipeline."""
@@ -125,19 +73,8 @@ class LLMServicer:
     async def Complete(
         self, request: llm_pb2.CompleteRequest, ctx: RequestContext, context: ServicerContext
     ) -> llm_pb2.CompleteResponse:
-        result = await self._gateway.complete(_draft(request), ctx, context.time_remaining())
-        completion = result.completion
-        return llm_pb2.CompleteResponse(
-            content=completion.content,
-            usage=_usage(completion.usage),
-            latency_ms=result.latency_ms,
-            provider=result.provider,
-            model=result.model,
-            trace_id=ctx.trace_id,
-            finish_reason=_FINISH_REASONS[completion.finish_reason],
-            cost_usd=result.cost_usd,
-            served_model=result.served_model,
-        )
+        result = await self._gateway.complete(convert.draft(request), ctx, context.time_remaining())
+        return convert.complete_response(result, ctx)
 
     # grpc.aio's writer API rather than an async generator: the gateway awaits each write under the
     # call's deadline, so a caller that stops reading cannot hold a slot past it (a generator is
@@ -145,19 +82,15 @@ class LLMServicer:
     async def Stream(
         self, request: llm_pb2.StreamRequest, ctx: RequestContext, context: ServicerContext
     ) -> None:
-        async def send(event: TextDelta | StreamSummary) -> None:
-            if isinstance(event, TextDelta):
-                response = llm_pb2.StreamResponse(delta=event.text)
-            else:
-                response = llm_pb2.StreamResponse(done=_done(event, ctx))
+        async def send(event: Delta | StreamSummary) -> None:
             try:
-                await context.write(response)
+                await context.write(convert.stream_response(event, ctx))
             except grpc.aio.InternalError as error:
                 # grpc fails a write to a call whose caller cancelled or left (its ExecuteBatchError, which
                 # it ignores for generator handlers): to the gateway that is the caller going away.
                 raise asyncio.CancelledError from error
 
-        await self._gateway.stream(_draft(request), ctx, context.time_remaining(), send)
+        await self._gateway.stream(convert.draft(request), ctx, context.time_remaining(), send)
 
     async def ListModels(
         self, request: llm_pb2.ListModelsRequest, ctx: RequestContext, context: ServicerContext
@@ -223,20 +156,6 @@ class LLMServicer:
                 for (provider, model), t in sorted(totals.models.items())
             ],
         )
-
-
-def _done(summary: StreamSummary, ctx: RequestContext) -> llm_pb2.StreamDone:
-    return llm_pb2.StreamDone(
-        usage=_usage(summary.usage),
-        finish_reason=_FINISH_REASONS[summary.finish_reason],
-        latency_ms=summary.latency_ms,
-        time_to_first_token_ms=summary.time_to_first_token_ms,
-        provider=summary.provider,
-        model=summary.model,
-        trace_id=ctx.trace_id,
-        cost_usd=summary.cost_usd,
-        served_model=summary.served_model or summary.model,
-    )
 
 
 def _quota(standing: Standing) -> llm_pb2.Quota:

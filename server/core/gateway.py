@@ -36,15 +36,19 @@ from server.core.governance import Allowlist
 from server.core.limits import ANONYMOUS, Limiter, Standing, Ticket, Worst, micro_usd, prompt_token_bound
 from server.core.ports import CallObserver, Provider, ProviderCall
 from server.core.retry import RetryPolicy, call_with_retries
+from server.core.structured import check_output
 from server.core.types import (
     CallOptions,
     ChatRequest,
+    Delta,
     ProviderName,
     RequestContext,
     Result,
+    StreamEnd,
     StreamEvent,
     StreamSummary,
     TextDelta,
+    ToolCallDelta,
     Usage,
 )
 from server.core.validation import MAX_MODEL_LENGTH, DraftRequest, Limits, check, to_request, unsupported
@@ -172,14 +176,17 @@ class Gateway:
             completion.request_id,
             completion.finish_reason.name,
         )
-        return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost)
+        structured = check_output(
+            completion.content, candidates[0][0].response_format, completion.finish_reason
+        )
+        return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost, structured)
 
     async def stream(
         self,
         draft: DraftRequest,
         ctx: RequestContext,
         time_remaining: float | None,
-        send: Callable[[TextDelta | StreamSummary], Awaitable[None]],
+        send: Callable[[Delta | StreamSummary], Awaitable[None]],
     ) -> None:
         """Hand `send` the deltas as the provider produces them, then one StreamSummary.
 
@@ -216,10 +223,11 @@ class Gateway:
         streamed = 0
         try:
             async with opened.slot, aclosing(events), relay.within(deadline):
-                while isinstance(event, TextDelta):
+                text: list[str] = []
+                while not isinstance(event, StreamEnd):
                     if call.first_token_ms is None:
                         call.first_token()
-                    streamed += len(event.text.encode())
+                    streamed += _streamed_bytes(event, text)
                     await relay.to_caller(send(event))
                     event = await relay.from_provider(anext(events), opened.provider)
                 cost = self.catalogue.get(call.model).cost(event.usage)
@@ -240,6 +248,12 @@ class Gateway:
                             else call.elapsed_ms(),
                             cost_usd=cost,
                             served_model=event.served_model or call.model,
+                            tool_calls=event.tool_calls,
+                            reasoning=event.reasoning,
+                            response_id=event.response_id,
+                            structured_output=check_output(
+                                "".join(text), candidates[0][0].response_format, event.finish_reason
+                            ),
                         )
                     )
                 )
@@ -347,18 +361,21 @@ class Gateway:
         if not self._limiter.active:
             return None
         request = candidates[0][0]
-        prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
+        prompt = prompt_token_bound(request.prompt_texts(), len(request.messages))
+        prompt += request.attachment_token_bound()
         worst_usd = 0.0
-        worst_output = 0
+        worst_tokens = 0
         targets = []
         for candidate, _ in candidates:
             info = self.catalogue.get(candidate.model)
             output = candidate.max_tokens if candidate.max_tokens is not None else info.max_output_tokens
-            worst_output = max(worst_output, output)
-            worst_usd = max(worst_usd, info.cost(Usage(prompt_tokens=prompt, completion_tokens=output)))
+            # A provider bills no more prompt than its window holds (a document's bound can be larger).
+            bounded = min(prompt, info.context_window)
+            worst_tokens = max(worst_tokens, bounded + output)
+            worst_usd = max(worst_usd, info.cost(Usage(prompt_tokens=bounded, completion_tokens=output)))
             targets.append((candidate.model, info.tier.value))
         identity = ctx.source_agent or ANONYMOUS
-        worst = Worst(prompt + worst_output, micro_usd(worst_usd))
+        worst = Worst(worst_tokens, micro_usd(worst_usd))
         return await self._limiter.reserve(identity, ctx.roles, targets, worst)
 
     def _scopes(self, model: str) -> tuple[str, ...]:
@@ -384,7 +401,8 @@ class Gateway:
         if self.catalogue.get(model).capabilities.reasoning:
             await self._limiter.keep(ticket)
             return
-        prompt = prompt_token_bound((m.content for m in request.messages), len(request.messages))
+        prompt = prompt_token_bound(request.prompt_texts(), len(request.messages))
+        prompt = min(prompt + request.attachment_token_bound(), self.catalogue.get(model).context_window)
         cost = self.catalogue.get(model).cost(Usage(prompt_tokens=prompt, completion_tokens=streamed))
         await self._limiter.settle(ticket, prompt + streamed, micro_usd(cost), self._scopes(model))
 
@@ -449,6 +467,16 @@ def _caller_bound(time_remaining: float | None, request_timeout: float) -> bool:
 
 def _seconds_until(deadline: float) -> float:
     return deadline - asyncio.get_running_loop().time()
+
+
+def _streamed_bytes(delta: Delta, text: list[str]) -> int:
+    """What a delta adds to the generated output (kept as text for the structured-output check)."""
+    if isinstance(delta, TextDelta):
+        text.append(delta.text)
+        return len(delta.text.encode())
+    if isinstance(delta, ToolCallDelta):
+        return len(delta.arguments_delta.encode())
+    return len(delta.text.encode())
 
 
 def _options(ctx: RequestContext, seconds_left: float, trace: Mapping[str, str]) -> CallOptions:

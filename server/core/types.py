@@ -4,13 +4,18 @@ to each provider's SDK. Nothing here knows gRPC or an SDK."""
 from __future__ import annotations
 
 import enum
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class Role(enum.Enum):
     SYSTEM = "system"
     USER = "user"
     ASSISTANT = "assistant"
+    TOOL = "tool"
+    """The result of a tool call: `tool_call_id` names the call it answers."""
 
 
 class FinishReason(enum.Enum):
@@ -20,6 +25,10 @@ class FinishReason(enum.Enum):
     CONTENT_FILTER = "content_filter"
     TOOL_CALLS = "tool_calls"
     OTHER = "other"
+
+
+IMAGE_TOKEN_BOUND = 4096
+"""More than one image costs on any of the three providers (their largest sizes and finest detail)."""
 
 
 ProviderName = str
@@ -48,9 +57,141 @@ class Capabilities:
 
 
 @dataclass(slots=True, frozen=True)
+class TextPart:
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
+class ImagePart:
+    """An image, inline (`data` with `mime_type`) or by `url` (then `data` is empty)."""
+
+    data: bytes = b""
+    mime_type: str = ""
+    url: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class DocumentPart:
+    """A document (PDF), inline."""
+
+    data: bytes
+    mime_type: str = "application/pdf"
+    title: str = ""
+
+
+ContentPart = TextPart | ImagePart | DocumentPart
+
+
+@dataclass(slots=True, frozen=True)
+class ToolCall:
+    """The model's call of one tool; arguments as the JSON text the model produced."""
+
+    id: str
+    name: str
+    arguments_json: str = "{}"
+    signature: bytes = b""
+    """Opaque provider state attached to the call (Gemini `thought_signature`), sent back unchanged."""
+
+    def arguments(self) -> Any:
+        """The arguments parsed (an adapter whose SDK wants a dict); `{}` when the text is empty."""
+        return json.loads(self.arguments_json) if self.arguments_json else {}
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningPart:
+    """A piece of a model's reasoning and the opaque state its provider needs on the next turn."""
+
+    text: str = ""
+    signature: bytes = b""
+    """Anthropic thinking `signature`, Gemini `thought_signature`."""
+    redacted_data: bytes = b""
+    """Anthropic `redacted_thinking` data."""
+    provider: ProviderName | None = None
+    """Who produced it; adapters send a provider only its own parts."""
+
+
+@dataclass(slots=True, frozen=True)
 class Message:
     role: Role
     content: str
+    parts: tuple[ContentPart, ...] = ()
+    """Multimodal content after `content` (read `content_parts()` for both, in order)."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    """Assistant messages: the tools the model called in this turn."""
+    tool_call_id: str = ""
+    """Tool messages: the id of the call this result answers."""
+    reasoning: tuple[ReasoningPart, ...] = ()
+    """Assistant messages: the reasoning a response returned, sent back for the provider's next turn."""
+    cache_breakpoint: bool = False
+    """Cache the prompt up to the end of this message (Anthropic `cache_control`; others cache alone)."""
+
+    def content_parts(self) -> tuple[ContentPart, ...]:
+        """`content` as a first text part (when not empty), then `parts`."""
+        return ((TextPart(self.content),) if self.content else ()) + self.parts
+
+    def text(self) -> str:
+        """All the message's text: `content` and its text parts, joined."""
+        return "".join(p.text for p in self.content_parts() if isinstance(p, TextPart))
+
+
+@dataclass(slots=True, frozen=True)
+class ToolSpec:
+    """A function the model may call. `parameters` is the JSON Schema of its arguments (an object
+    schema, keys in the caller's order)."""
+
+    name: str
+    description: str = ""
+    parameters: Mapping[str, Any] = field(default_factory=lambda: {"type": "object", "properties": {}})
+
+
+class ToolChoiceMode(enum.Enum):
+    AUTO = "auto"
+    NONE = "none"
+    REQUIRED = "required"
+
+
+@dataclass(slots=True, frozen=True)
+class ToolChoice:
+    mode: ToolChoiceMode = ToolChoiceMode.AUTO
+    tool_name: str = ""
+    """With REQUIRED: the one tool the model must call."""
+
+
+class ResponseFormatType(enum.Enum):
+    TEXT = "text"
+    JSON_OBJECT = "json_object"
+    JSON_SCHEMA = "json_schema"
+
+
+@dataclass(slots=True, frozen=True)
+class ResponseFormat:
+    type: ResponseFormatType = ResponseFormatType.TEXT
+    name: str = "response"
+    schema: Mapping[str, Any] | None = None
+    """JSON_SCHEMA: the answer's JSON Schema."""
+    strict: bool = False
+
+
+class ReasoningEffort(enum.Enum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningConfig:
+    """How much a reasoning model thinks: an effort level or a token budget (at most one is set)."""
+
+    effort: ReasoningEffort | None = None
+    budget_tokens: int | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class StructuredOutput:
+    """The gateway's check of a structured answer against the request's ResponseFormat."""
+
+    valid: bool
+    error: str = ""
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,6 +208,47 @@ class ChatRequest:
     """The model's, from the catalogue: what the adapter may send (never guessed from the name)."""
     output_limit: int | None = None
     """The model's maximum output tokens, from the catalogue."""
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: ToolChoice | None = None
+    """None: the provider's default (auto when there are tools)."""
+    parallel_tool_calls: bool | None = None
+    response_format: ResponseFormat | None = None
+    """None: free text."""
+    reasoning: ReasoningConfig | None = None
+    """None: the provider's default."""
+    seed: int | None = None
+    user: str = ""
+    """The end user's opaque id, for providers that take one."""
+
+    def prompt_texts(self) -> Iterator[str]:
+        """Every text the prompt carries (messages, tool calls and results, tool and answer schemas): what
+        a bound of the prompt's tokens counts."""
+        for message in self.messages:
+            yield message.text()
+            yield message.tool_call_id
+            for call in message.tool_calls:
+                yield call.name
+                yield call.arguments_json
+            for part in message.reasoning:
+                yield part.text
+        for tool in self.tools:
+            yield tool.name
+            yield tool.description
+            yield json.dumps(tool.parameters)
+        if self.response_format is not None and self.response_format.schema is not None:
+            yield json.dumps(self.response_format.schema)
+
+    def attachment_token_bound(self) -> int:
+        """A bound of the tokens the prompt's images and documents cost: IMAGE_TOKEN_BOUND an image, one
+        token per byte of a document (a page's text and its rendering cost less than its bytes)."""
+        bound = 0
+        for message in self.messages:
+            for part in message.parts:
+                if isinstance(part, ImagePart):
+                    bound += IMAGE_TOKEN_BOUND
+                elif isinstance(part, DocumentPart):
+                    bound += len(part.data)
+        return bound
 
 
 @dataclass(slots=True, frozen=True)
@@ -77,6 +259,8 @@ class Usage:
     """Of prompt_tokens, those the provider served from its prompt cache (priced lower)."""
     cache_write_tokens: int = 0
     """Of prompt_tokens, those the provider wrote to its prompt cache (priced higher by some)."""
+    reasoning_tokens: int = 0
+    """Of completion_tokens, those spent thinking."""
     estimated: bool = False
     """The provider reported no usage; these counts are the gateway's estimate."""
 
@@ -97,6 +281,11 @@ class Completion:
     request_id: str = ""
     """The provider's own id of the request (OpenAI `x-request-id`, Anthropic `request-id`, Gemini
     `responseId`), for support cases and log correlation."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    response_id: str = ""
+    """The provider's id of the response body (OpenAI `chatcmpl-…`, Anthropic `msg_…`, Gemini
+    `responseId`)."""
+    reasoning: tuple[ReasoningPart, ...] = ()
 
 
 @dataclass(slots=True, frozen=True)
@@ -107,16 +296,41 @@ class TextDelta:
 
 
 @dataclass(slots=True, frozen=True)
+class ToolCallDelta:
+    """A fragment of a tool call: the first of a call (by `index`) carries `id` and `name`, later ones
+    append to its arguments."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments_delta: str = ""
+
+
+@dataclass(slots=True, frozen=True)
+class ReasoningDelta:
+    """A piece of the model's thinking text, where the provider shows it."""
+
+    text: str
+
+
+@dataclass(slots=True, frozen=True)
 class StreamEnd:
-    """The last event an adapter's stream yields: the provider's own usage and finish reason."""
+    """The last event an adapter's stream yields: the provider's own usage and finish reason, and the
+    whole tool calls and reasoning (with signatures) the stream's deltas carried."""
 
     usage: Usage
     finish_reason: FinishReason
     served_model: str = ""
     request_id: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    response_id: str = ""
+    reasoning: tuple[ReasoningPart, ...] = ()
 
 
-StreamEvent = TextDelta | StreamEnd
+Delta = TextDelta | ToolCallDelta | ReasoningDelta
+"""What a stream relays to the caller as it comes."""
+
+StreamEvent = TextDelta | ToolCallDelta | ReasoningDelta | StreamEnd
 
 
 @dataclass(slots=True, frozen=True)
@@ -159,6 +373,8 @@ class Result:
     model: str
     latency_ms: float
     cost_usd: float
+    structured_output: StructuredOutput | None = None
+    """With a JSON response format: the gateway's check of the answer."""
 
     @property
     def served_model(self) -> str:
@@ -179,3 +395,7 @@ class StreamSummary:
     cost_usd: float
     served_model: str = ""
     """What the provider says served the stream; the requested model when it did not say."""
+    tool_calls: tuple[ToolCall, ...] = ()
+    reasoning: tuple[ReasoningPart, ...] = ()
+    response_id: str = ""
+    structured_output: StructuredOutput | None = None

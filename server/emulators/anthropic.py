@@ -3,7 +3,10 @@ refusing what the real API refuses."""
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import uuid
 from typing import Any
 
@@ -12,10 +15,22 @@ from aiohttp import web
 from server.emulators.base import (
     Directives,
     Emulator,
+    Reply,
     count_tokens,
     new_request_id,
     parse_directives,
     plan_reply,
+)
+from server.emulators.scripting import (
+    PlannedCall,
+    ToolSpec,
+    json_reply,
+    plan_calls,
+    result_reply,
+    sign,
+    thinking_text,
+    thinking_tokens,
+    verify,
 )
 
 KNOWN_PARAMS = {
@@ -36,11 +51,45 @@ KNOWN_PARAMS = {
     "container",
     "mcp_servers",
     "context_management",
+    "cache_control",
+    "output_config",
+    "inference_geo",
+    "speed",
+    "diagnostics",
 }
 # From API version 2026-10-21 the Messages API refuses temperature, top_p and top_k, even at defaults.
 SAMPLING_REMOVED = "2026-10-21"
 VERTEX_MODELS = "publishers/anthropic/models"
-STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "content_filter": "refusal"}
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "content_filter": "refusal",
+    "tool_use": "tool_use",
+}
+TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
+IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
+# The first bytes of each image type, as the API recognises an image whose media_type is wrong.
+IMAGE_MAGIC = {
+    b"\x89PNG\r\n\x1a\n": "image/png",
+    b"\xff\xd8\xff": "image/jpeg",
+    b"GIF8": "image/gif",
+    b"RIFF": "image/webp",
+}
+BLOCKS_OF = {
+    "user": {"text", "image", "document", "tool_result", "search_result"},
+    "assistant": {
+        "text",
+        "tool_use",
+        "thinking",
+        "redacted_thinking",
+        "server_tool_use",
+        "web_search_tool_result",
+    },
+}
+MAX_CACHE_BREAKPOINTS = 4
+MIN_THINKING_BUDGET = 1024
+EFFORTS = ("low", "medium", "high", "xhigh", "max")
+THINKING_DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -136,7 +185,280 @@ def _problem(body: Any, version: str) -> str | None:
     system = body.get("system")
     if system is not None and not isinstance(system, str | list):
         return "system: Input should be a valid string or list of text blocks"
+    return _agent_problem(body)
+
+
+def _agent_problem(body: dict[str, Any]) -> str | None:
+    """Tools, tool choice, tool_use / tool_result pairing, content blocks, thinking, structured output
+    and cache breakpoints, in the API's own words."""
+    names: list[str] = []
+    for index, tool in enumerate(body.get("tools") or ()):
+        if not isinstance(tool, dict):
+            return f"tools.{index}: Input should be a valid dictionary"
+        if tool.get("type") not in (None, "custom"):
+            names.append(str(tool.get("name")))  # a server tool: the API checks its own fields
+            continue
+        name = tool.get("name")
+        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
+            return f"tools.{index}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'"
+        if "input_schema" not in tool:
+            return f"tools.{index}.custom.input_schema: Field required"
+        schema = tool["input_schema"]
+        if not isinstance(schema, dict) or schema.get("type") != "object":
+            return f"tools.{index}.custom.input_schema.type: Input should be 'object'"
+        if name in names:
+            return "tools: Tool names must be unique."
+        names.append(name)
+    choice = body.get("tool_choice")
+    thinking = body.get("thinking") or {}
+    if choice is not None:
+        kind = choice.get("type") if isinstance(choice, dict) else None
+        if kind not in ("auto", "any", "tool", "none"):
+            return (
+                "tool_choice: Input tag found using 'type' does not match any of the expected tags: "
+                "'auto', 'any', 'tool', 'none'"
+            )
+        if kind == "tool" and choice.get("name") not in names:
+            return f"tool_choice.tool.name: Tool '{choice.get('name')}' not found in tools"
+        if kind in ("any", "tool") and thinking.get("type") in ("enabled", "adaptive"):
+            return "Thinking may not be enabled when tool_choice forces tool use."
+    if (problem := _thinking_problem(body, thinking)) is not None:
+        return problem
+    if (problem := _output_problem(body.get("output_config"))) is not None:
+        return problem
+    if (
+        problem := _turns_problem(body["messages"], thinking.get("type") in ("enabled", "adaptive"))
+    ) is not None:
+        return problem
+    breakpoints = _breakpoints(body)
+    if breakpoints > MAX_CACHE_BREAKPOINTS:
+        return (
+            f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found "
+            f"{breakpoints}."
+        )
     return None
+
+
+def _thinking_problem(body: dict[str, Any], thinking: dict[str, Any]) -> str | None:
+    kind = thinking.get("type")
+    if kind is None and "thinking" not in body:
+        return None
+    if kind not in ("enabled", "disabled", "adaptive", "between_tools"):
+        return (
+            "thinking: Input tag found using 'type' does not match any of the expected tags: 'enabled', "
+            "'disabled', 'adaptive'"
+        )
+    if kind == "enabled":
+        budget = thinking.get("budget_tokens")
+        if not isinstance(budget, int):
+            return "thinking.enabled.budget_tokens: Field required"
+        if budget < MIN_THINKING_BUDGET:
+            return (
+                "thinking.enabled.budget_tokens: Input should be greater than or equal to "
+                f"{MIN_THINKING_BUDGET}"
+            )
+        if body["max_tokens"] <= budget:
+            return (
+                "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our "
+                "documentation "
+                f"at {THINKING_DOCS}#max-tokens-and-context-window-size"
+            )
+    if kind in ("enabled", "adaptive"):
+        if "temperature" in body and body["temperature"] != 1:
+            return "`temperature` may only be set to 1 when thinking is enabled or in adaptive mode."
+        if "top_k" in body:
+            return "`top_k` may not be set when thinking is enabled or in adaptive mode."
+        if "top_p" in body and not 0.95 <= body["top_p"] <= 1:
+            return "`top_p` must be between 0.95 and 1 when thinking is enabled or in adaptive mode."
+    return None
+
+
+def _output_problem(config: Any) -> str | None:
+    if config is None:
+        return None
+    if not isinstance(config, dict):
+        return "output_config: Input should be a valid dictionary"
+    effort = config.get("effort")
+    if effort is not None and effort not in EFFORTS:
+        return "output_config.effort: Input should be " + ", ".join(f"'{e}'" for e in EFFORTS)
+    output = config.get("format")
+    if output is None:
+        return None
+    if not isinstance(output, dict) or output.get("type") != "json_schema":
+        return "output_config.format.type: Input should be 'json_schema'"
+    if not isinstance(output.get("schema"), dict):
+        return "output_config.format.schema: Field required"
+    return _closed_objects(output["schema"], "output_config.format.schema")
+
+
+def _closed_objects(schema: Any, where: str) -> str | None:
+    """Structured outputs: every object schema must say `additionalProperties: false`."""
+    if not isinstance(schema, dict):
+        return None
+    if (schema.get("type") == "object" or "properties" in schema) and schema.get(
+        "additionalProperties"
+    ) is not False:
+        return f"{where}: For 'object' type, 'additionalProperties' must be explicitly set to false"
+    for name, sub in (schema.get("properties") or {}).items():
+        if (problem := _closed_objects(sub, f"{where}.properties.{name}")) is not None:
+            return problem
+    for key in ("items", "$defs", "definitions"):
+        subs = schema.get(key)
+        for sub in subs.values() if isinstance(subs, dict) and key != "items" else [subs]:
+            if (problem := _closed_objects(sub, f"{where}.{key}")) is not None:
+                return problem
+    return None
+
+
+def _blocks(content: Any) -> list[dict[str, Any]]:
+    if isinstance(content, str):
+        return [{"type": "text", "text": content}]
+    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
+
+
+def _turns(messages: list[dict[str, Any]]) -> list[tuple[str, list[int], list[dict[str, Any]]]]:
+    """Consecutive messages of one role, combined into one turn as the API does: (role, message
+    indices, blocks)."""
+    turns: list[tuple[str, list[int], list[dict[str, Any]]]] = []
+    for index, message in enumerate(messages):
+        if turns and turns[-1][0] == message["role"]:
+            turns[-1][1].append(index)
+            turns[-1][2].extend(_blocks(message.get("content")))
+        else:
+            turns.append((message["role"], [index], _blocks(message.get("content"))))
+    return turns
+
+
+def _turns_problem(messages: list[dict[str, Any]], thinking: bool) -> str | None:
+    for index, message in enumerate(messages):
+        for number, block in enumerate(_blocks(message.get("content"))):
+            if (
+                problem := _block_problem(block, message["role"], f"messages.{index}.content.{number}")
+            ) is not None:
+                return problem
+    turns = _turns(messages)
+    for position, (role, indices, blocks) in enumerate(turns):
+        if role != "assistant":
+            continue
+        uses = [b.get("id") for b in blocks if b.get("type") == "tool_use"]
+        following = turns[position + 1] if position + 1 < len(turns) else None
+        if uses and following is not None:
+            results = [b.get("tool_use_id") for b in following[2] if b.get("type") == "tool_result"]
+            missing = [u for u in uses if u not in results]
+            if missing:
+                return (
+                    f"messages.{following[1][0]}: `tool_use` ids were found without `tool_result` blocks "
+                    f"immediately after: {', '.join(map(str, missing))}. Each `tool_use` block must have a "
+                    "corresponding `tool_result` block in the next message."
+                )
+        for number, block in enumerate(blocks):
+            if block.get("type") == "thinking" and not verify(
+                block.get("thinking", ""), block.get("signature")
+            ):
+                return f"messages.{indices[0]}.content.{number}: Invalid `signature` in `thinking` block"
+    for position, (role, indices, blocks) in enumerate(turns):
+        if role != "user":
+            continue
+        previous = turns[position - 1][2] if position > 0 and turns[position - 1][0] == "assistant" else []
+        offered = {b.get("id") for b in previous if b.get("type") == "tool_use"}
+        for number, block in enumerate(blocks):
+            if block.get("type") == "tool_result" and block.get("tool_use_id") not in offered:
+                return (
+                    f"messages.{indices[0]}.content.{number}: unexpected `tool_use_id` found in "
+                    "`tool_result` "
+                    f"blocks: {block.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
+                    "`tool_use` block in the previous message."
+                )
+    if thinking and len(turns) >= 2 and turns[-1][0] == "user":
+        role, indices, blocks = turns[-2]
+        answered = any(b.get("type") == "tool_result" for b in turns[-1][2])
+        if (
+            role == "assistant"
+            and answered
+            and blocks
+            and blocks[0].get("type") not in ("thinking", "redacted_thinking")
+        ):
+            return (
+                f"messages.{indices[0]}.content.0.type: Expected `thinking` or `redacted_thinking`, "
+                "but found "
+                f"`{blocks[0].get('type')}`. When `thinking` is enabled, a final `assistant` message "
+                "must start "
+                "with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` "
+                "blocks). We "
+                "recommend you include thinking blocks from previous turns. To avoid this "
+                "requirement, disable "
+                f"`thinking`. Please consult our documentation at {THINKING_DOCS}"
+            )
+    return None
+
+
+def _block_problem(block: dict[str, Any], role: str, where: str) -> str | None:
+    kind = block.get("type")
+    if kind not in BLOCKS_OF[role]:
+        return f"{where}.type: `{kind}` blocks are not allowed in `{role}` messages"
+    if kind in ("image", "document"):
+        return _source_problem(block, kind, where)
+    if kind == "tool_use" and not isinstance(block.get("input"), dict):
+        return f"{where}.tool_use.input: Input should be a valid dictionary"
+    if kind == "tool_result":
+        for number, inner in enumerate(_blocks(block.get("content", []))):
+            if inner.get("type") not in ("text", "image", "document", "search_result"):
+                return (
+                    f"{where}.tool_result.content.{number}.type: Input tag '{inner.get('type')}' is not "
+                    "allowed"
+                )
+    return None
+
+
+def _source_problem(block: dict[str, Any], kind: str, where: str) -> str | None:
+    source = block.get("source")
+    if not isinstance(source, dict):
+        return f"{where}.{kind}.source: Field required"
+    origin = source.get("type")
+    if origin == "url":
+        return (
+            None if isinstance(source.get("url"), str) else f"{where}.{kind}.source.url.url: Field required"
+        )
+    if kind == "document" and origin in ("text", "content", "file"):
+        return None
+    if kind == "image" and origin == "file":
+        return None
+    if origin != "base64":
+        return (
+            f"{where}.{kind}.source: Input tag '{origin}' found using 'type' does not match any of the "
+            "expected tags"
+        )
+    media_type = source.get("media_type")
+    allowed = IMAGE_TYPES if kind == "image" else ("application/pdf",)
+    if media_type not in allowed:
+        return f"{where}.{kind}.source.base64.media_type: Input should be " + " or ".join(
+            f"'{t}'" for t in allowed
+        )
+    try:
+        data = base64.b64decode(source.get("data") or "", validate=True)
+    except (binascii.Error, ValueError):
+        return f"{where}.{kind}.source.base64.data: Invalid base64 data"
+    if kind == "image":
+        sniffed = next((t for magic, t in IMAGE_MAGIC.items() if data.startswith(magic)), None)
+        if sniffed is not None and sniffed != media_type:
+            return (
+                f"{where}.image.source.base64.data: The image was specified using the {media_type} "
+                "media type, "
+                f"but the image appears to be a {sniffed} image"
+            )
+    elif not data.startswith(b"%PDF"):
+        return f"{where}.document.source.base64.data: The PDF specified was not valid."
+    return None
+
+
+def _breakpoints(body: dict[str, Any]) -> int:
+    """Blocks marked with cache_control (tools, system blocks, message blocks)."""
+    blocks: list[Any] = list(body.get("tools") or ())
+    system = body.get("system")
+    blocks += system if isinstance(system, list) else []
+    for message in body["messages"]:
+        blocks += _blocks(message.get("content"))
+    return sum(1 for b in blocks if isinstance(b, dict) and b.get("cache_control"))
 
 
 class AnthropicEmulator(Emulator):
@@ -215,9 +537,19 @@ class AnthropicEmulator(Emulator):
             return self._failure(request, directives, body["model"])
         system = body.get("system")
         texts = [parse_directives(_text(m.get("content")))[0] for m in messages]
+        texts += [json.dumps(b) for m in messages for b in _blocks(m.get("content")) if b["type"] != "text"]
+        texts += [json.dumps(t) for t in body.get("tools") or ()]
         texts += [_text(system)] if system else []
         stops = body.get("stop_sequences", [])
-        reply = plan_reply(texts, last_user, directives, max_tokens=body["max_tokens"], stop=stops)
+        calls = self._calls(body, directives)
+        reply = plan_reply(
+            texts, last_user, directives, max_tokens=body["max_tokens"], stop=stops, text=_scripted_text(body)
+        )
+        if calls:
+            arguments = sum(count_tokens(json.dumps(c.arguments)) for c in calls)
+            reply = Reply(
+                tokens=[], finish="tool_use", prompt_tokens=reply.prompt_tokens, extra_tokens=arguments
+            )
         if directives.context_window is not None and reply.prompt_tokens > directives.context_window:
             return _error(
                 400, f"prompt is too long: {reply.prompt_tokens} tokens > {directives.context_window} maximum"
@@ -234,6 +566,25 @@ class AnthropicEmulator(Emulator):
         stop_sequence = next((s for s in stops if s in full), None) if reply.finish == "stop" else None
         if stop_sequence is not None:
             stop_reason = "stop_sequence"
+        thinking = self._thinking(body, directives)
+        cache_read, cache_write = self._cache(body, texts)
+        blocks: list[dict[str, Any]] = []
+        if thinking is not None:
+            blocks.append(thinking)
+        if calls:
+            blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in calls]
+        else:
+            blocks.append({"type": "text", "text": reply.text})
+        thought = count_tokens(thinking["thinking"]) if thinking is not None else 0
+        usage = {
+            "input_tokens": reply.prompt_tokens - cache_read - cache_write,
+            "output_tokens": reply.completion_tokens + thought,
+            "cache_creation_input_tokens": cache_write,
+            "cache_read_input_tokens": cache_read,
+            "cache_creation": {"ephemeral_5m_input_tokens": cache_write, "ephemeral_1h_input_tokens": 0},
+            "output_tokens_details": {"thinking_tokens": thought},
+            "service_tier": "standard",
+        }
         message: dict[str, Any] = {
             "id": f"msg_{uuid.uuid4().hex[:24]}",
             "type": "message",
@@ -242,24 +593,87 @@ class AnthropicEmulator(Emulator):
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {
-                "input_tokens": reply.prompt_tokens,
-                "output_tokens": 1,
-                "cache_creation_input_tokens": 0,
-                "cache_read_input_tokens": 0,
-            },
+            "usage": {**usage, "output_tokens": 1, "output_tokens_details": {"thinking_tokens": 0}},
         }
         if not body.get("stream"):
             for _ in reply.tokens:
                 await self.pace(directives)
-            message.update(
-                content=[{"type": "text", "text": reply.text}],
-                stop_reason=stop_reason,
-                stop_sequence=stop_sequence,
-                usage={**message["usage"], "output_tokens": reply.completion_tokens},
-            )
+            message.update(content=blocks, stop_reason=stop_reason, stop_sequence=stop_sequence, usage=usage)
             return web.json_response(message)
-        return await self._stream(request, message, reply.tokens, stop_reason, stop_sequence, directives)
+        return await self._stream(
+            request,
+            message,
+            _stream_blocks(blocks, reply.tokens),
+            stop_reason,
+            stop_sequence,
+            usage,
+            directives,
+        )
+
+    def _calls(self, body: dict[str, Any], directives: Directives) -> list[PlannedCall]:
+        """tool_use blocks to answer with: when tools are offered, the choice allows them, and the last
+        turn is the user's own words (not tool results)."""
+        tools = [
+            ToolSpec(t["name"], t.get("input_schema") or {})
+            for t in body.get("tools") or ()
+            if t.get("type") in (None, "custom")
+        ]
+        choice = body.get("tool_choice") or {"type": "auto"}
+        last = body["messages"][-1]
+        answering = any(b["type"] == "tool_result" for b in _blocks(last.get("content")))
+        if not tools or choice["type"] == "none" or last["role"] != "user" or answering:
+            return []
+        if directives.no_tool and choice["type"] == "auto":
+            return []
+        self._turn += 1
+        return plan_calls(
+            tools,
+            [choice["name"]] if choice["type"] == "tool" else None,
+            directives,
+            parallel=not choice.get("disable_parallel_tool_use", False),
+            id_prefix="toolu_emu",
+            turn=self._turn,
+        )
+
+    def _thinking(self, body: dict[str, Any], directives: Directives) -> dict[str, Any] | None:
+        """A signed thinking block when thinking is on: by budget (`enabled`) or effort (`adaptive`)."""
+        config = body.get("thinking") or {}
+        if config.get("type") not in ("enabled", "adaptive"):
+            return None
+        effort = (body.get("output_config") or {}).get("effort") or "medium"
+        tokens = directives.reasoning_tokens or thinking_tokens(effort, config.get("budget_tokens"))
+        text = thinking_text(tokens)
+        shown = "" if config.get("display") == "omitted" else text
+        return {"type": "thinking", "thinking": shown, "signature": sign(shown)}
+
+    def _cache(self, body: dict[str, Any], texts: list[str]) -> tuple[int, int]:
+        """(read, written) prompt-cache tokens: each cache_control breakpoint (tools, then system, then
+        messages) closes a prefix; a prefix seen before is read, a new one of at least 1024 tokens is
+        written."""
+        prefixes: list[tuple[Any, int]] = []
+        seen: list[Any] = []
+        tokens = 0
+        ordered: list[Any] = [*(body.get("tools") or ())]
+        system = body.get("system")
+        ordered += (
+            system if isinstance(system, list) else ([{"type": "text", "text": system}] if system else [])
+        )
+        for message in body["messages"]:
+            ordered += [{"role": message["role"], **b} for b in _blocks(message.get("content"))]
+        automatic = body.get("cache_control") is not None
+        for number, block in enumerate(ordered):
+            seen.append(block)
+            tokens += (
+                count_tokens(block.get("text") or "")
+                if block.get("type") == "text"
+                else count_tokens(json.dumps(block))
+            )
+            if block.get("cache_control") or (automatic and number == len(ordered) - 1):
+                prefixes.append((list(seen), tokens))
+        total = sum(count_tokens(t) for t in texts)
+        read = min(self.prompt_cache.hit(prefixes), total)
+        written = self.prompt_cache.remember(prefixes)
+        return read, max(0, min(written - read, total - read))
 
     def _failure(self, request: web.Request, directives: Directives, model: str) -> web.Response:
         """The directive's failure: a `fail` kind in the API's own shape, else the bare `status`."""
@@ -283,9 +697,10 @@ class AnthropicEmulator(Emulator):
         self,
         request: web.Request,
         message: dict[str, Any],
-        tokens: list[str],
+        blocks: list[tuple[dict[str, Any], list[dict[str, Any]]]],
         stop_reason: str,
         stop_sequence: str | None,
+        usage: dict[str, Any],
         directives: Directives,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
@@ -296,36 +711,79 @@ class AnthropicEmulator(Emulator):
         async def send(event: str, data: dict[str, Any]) -> None:
             await response.write(f"event: {event}\ndata: {json.dumps({'type': event, **data})}\n\n".encode())
 
+        async def send_error() -> None:
+            kind, text = STREAM_ERRORS[directives.error or "overloaded"]
+            await send("error", {"error": {"type": kind, "message": text}})
+
         with self.streaming():
             await send("message_start", {"message": message})
-            await send("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
-            await send("ping", {})
-            for index, token in enumerate(tokens):
-                if directives.drop_after is not None and index >= directives.drop_after:
-                    assert request.transport is not None
-                    request.transport.close()
-                    return response
-                if directives.malformed_after is not None and index >= directives.malformed_after:
-                    await self.send_malformed(response)
-                    return response
-                if directives.error_after is not None and index >= directives.error_after:
-                    kind, text = STREAM_ERRORS[directives.error or "overloaded"]
-                    await send("error", {"error": {"type": kind, "message": text}})
-                    await response.write_eof()
-                    return response
-                await self.pace(directives)
-                await send(
-                    "content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": token}}
-                )
-            await send("content_block_stop", {"index": 0})
+            sent = 0
+            for index, (start, deltas) in enumerate(blocks):
+                await send("content_block_start", {"index": index, "content_block": start})
+                if index == 0:
+                    await send("ping", {})
+                for delta in deltas:
+                    if await self.interrupted(request, response, directives, sent, send_error):
+                        return response
+                    sent += 1
+                    await self.pace(directives)
+                    await send("content_block_delta", {"index": index, "delta": delta})
+                await send("content_block_stop", {"index": index})
             await send(
                 "message_delta",
                 {
                     "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
                     # Cumulative, as the API sends it: the whole usage so far, not the output alone.
-                    "usage": {**message["usage"], "output_tokens": len(tokens)},
+                    "usage": usage,
                 },
             )
             await send("message_stop", {})
             await response.write_eof()
         return response
+
+
+def _stream_blocks(
+    blocks: list[dict[str, Any]], tokens: list[str]
+) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """Each content block as a stream sends it: its content_block_start and its deltas (text by token,
+    thinking then its signature, tool input as JSON fragments)."""
+    streamed: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
+    for block in blocks:
+        match block["type"]:
+            case "text":
+                deltas = [{"type": "text_delta", "text": token} for token in tokens]
+                streamed.append(({"type": "text", "text": ""}, deltas))
+            case "thinking":
+                words = re.findall(r"\S+\s*", block["thinking"])
+                deltas = [{"type": "thinking_delta", "thinking": w} for w in words]
+                deltas.append({"type": "signature_delta", "signature": block["signature"]})
+                streamed.append(({"type": "thinking", "thinking": "", "signature": ""}, deltas))
+            case "tool_use":
+                text = json.dumps(block["input"])
+                deltas = [
+                    {"type": "input_json_delta", "partial_json": text[i : i + 8]}
+                    for i in range(0, len(text), 8)
+                ]
+                start = {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}
+                streamed.append((start, deltas))
+    return streamed
+
+
+def _scripted_text(body: dict[str, Any]) -> str | None:
+    """The answer to tool results that end the conversation, JSON for an output format, else None."""
+    last = body["messages"][-1]
+    results = [b for b in _blocks(last.get("content")) if b.get("type") == "tool_result"]
+    if last["role"] == "user" and results:
+        names = {
+            b.get("id"): b.get("name")
+            for m in body["messages"]
+            for b in _blocks(m.get("content"))
+            if b.get("type") == "tool_use"
+        }
+        return result_reply(
+            [(str(names.get(r["tool_use_id"])), _text(r.get("content", ""))) for r in results]
+        )
+    output = (body.get("output_config") or {}).get("format")
+    if output is not None:
+        return json_reply(output["schema"])
+    return None

@@ -28,6 +28,8 @@ stripped from the text the emulator echoes. Keys:
     context_window=50   refuse, as the provider does, a prompt of more tokens than this
     no_usage=1          OpenAI: a reply without `usage` (a stream without the usage chunk even when
                         include_usage asks for it)
+    tool=, tool_args=, tool_calls=, no_tool=, reasoning_tokens=
+                        scripted tool calls and reasoning: see server/emulators/scripting.py
 
 Every response carries the provider's request id where the real API sends one (OpenAI `x-request-id`,
 Anthropic `request-id`; Gemini names a served response in `responseId`), and names the model that
@@ -40,17 +42,20 @@ predict content, usage and where a stop sequence cuts it.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shlex
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 from aiohttp import web
+
+from server.emulators.scripting import PromptCache
 
 _DIRECTIVE = re.compile(r"\[\[emulate:(?P<body>[^\]]*)\]\]")
 _TOKEN = re.compile(r"\S+\s*")
@@ -74,6 +79,11 @@ class Directives:
     error: str | None = None
     context_window: int | None = None
     no_usage: bool = False
+    tool: str | None = None
+    tool_args: Any = None
+    tool_calls: int = 1
+    no_tool: bool = False
+    reasoning_tokens: int | None = None
 
 
 def parse_directives(text: str) -> tuple[str, Directives]:
@@ -117,6 +127,16 @@ def parse_directives(text: str) -> tuple[str, Directives]:
                 directives.context_window = int(value)
             case "no_usage":
                 directives.no_usage = value not in ("", "0", "false")
+            case "tool":
+                directives.tool = value
+            case "tool_args":
+                directives.tool_args = json.loads(value)
+            case "tool_calls":
+                directives.tool_calls = int(value)
+            case "no_tool":
+                directives.no_tool = value not in ("", "0", "false")
+            case "reasoning_tokens":
+                directives.reasoning_tokens = int(value)
     return (text[: found.start()] + text[found.end() :]).strip(), directives
 
 
@@ -138,6 +158,8 @@ class Reply:
     finish: str
     """One of stop | length | content_filter; each emulator maps it to its API's own value."""
     prompt_tokens: int
+    extra_tokens: int = 0
+    """Output tokens that are not text (tool call arguments)."""
 
     @property
     def text(self) -> str:
@@ -145,7 +167,7 @@ class Reply:
 
     @property
     def completion_tokens(self) -> int:
-        return len(self.tokens)
+        return len(self.tokens) + self.extra_tokens
 
 
 def plan_reply(
@@ -155,8 +177,14 @@ def plan_reply(
     *,
     max_tokens: int | None,
     stop: Sequence[str] = (),
+    text: str | None = None,
 ) -> Reply:
-    text = directives.reply if directives.reply is not None else f"emulator reply: {last_user_text}"
+    """The reply: the directive's `reply`, else `text` when given (a tool result's answer, scripted
+    JSON), else the echo of the last user text."""
+    if directives.reply is not None:
+        text = directives.reply
+    elif text is None:
+        text = f"emulator reply: {last_user_text}"
     finish = "stop"
     for sequence in stop:
         if sequence and sequence in text:
@@ -196,6 +224,10 @@ class Emulator:
     """time.monotonic() of each streaming response's end (finished, failed, or the client went away)."""
     served_as: dict[str, str] = field(default_factory=dict)
     """The model the response names for a requested one (a dated snapshot of an alias); tests may add."""
+    prompt_cache: PromptCache = field(default_factory=PromptCache)
+    """Prompt prefixes seen, as the provider's prompt cache would hold them."""
+    _turn: int = 0
+    """Replies with tool calls so far: numbers their call ids."""
     _recorded: asyncio.Event = field(default_factory=asyncio.Event)
     """Set at each recorded request, so a test can wait for one instead of polling."""
     _streams_changed: asyncio.Event = field(default_factory=asyncio.Event)
@@ -329,6 +361,30 @@ class Emulator:
         while self.open_streams != count:
             self._streams_changed.clear()
             await self._streams_changed.wait()
+
+    async def interrupted(
+        self,
+        request: web.Request,
+        response: web.StreamResponse,
+        directives: Directives,
+        index: int,
+        send_error: Callable[[], Awaitable[None]],
+    ) -> bool:
+        """The fault a directive injects before a stream's chunk number `index`, if any (the connection
+        cut, a malformed event, or the provider's in-stream error via `send_error`): True when the
+        response has ended and the stream must stop."""
+        if directives.drop_after is not None and index >= directives.drop_after:
+            assert request.transport is not None
+            request.transport.close()
+            return True
+        if directives.malformed_after is not None and index >= directives.malformed_after:
+            await self.send_malformed(response)
+            return True
+        if directives.error_after is not None and index >= directives.error_after:
+            await send_error()
+            await response.write_eof()
+            return True
+        return False
 
     async def pace(self, directives: Directives) -> None:
         delay = directives.token_delay_ms if directives.token_delay_ms is not None else self.token_delay_ms

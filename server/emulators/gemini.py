@@ -8,13 +8,28 @@ outright: `promptFeedback.blockReason` and no candidates.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+import re
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from server.emulators.base import Directives, Emulator, Reply, parse_directives, plan_reply
+from server.emulators.base import Directives, Emulator, Reply, count_tokens, parse_directives, plan_reply
+from server.emulators.scripting import (
+    PlannedCall,
+    ToolSpec,
+    json_reply,
+    plan_calls,
+    result_reply,
+    sign,
+    thinking_text,
+    thinking_tokens,
+    verify,
+)
 
 # google-genai 3.x calls /v1 by default, older SDKs and the API reference /v1beta: both are served.
 API_VERSIONS = ("/v1", "/v1beta")
@@ -85,6 +100,16 @@ INT_RANGES: dict[str, tuple[int, int | None]] = {
 }
 PART_DATA = {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode"}
 MAX_STOP_SEQUENCES = 5
+FUNCTION_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}")
+MODES = ("MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED")
+THINKING_LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
+LEVEL_EFFORT = {"MINIMAL": "minimal", "LOW": "low", "MEDIUM": "medium", "HIGH": "high"}
+RESPONSE_MIME_TYPES = ("text/plain", "application/json", "text/x.enum")
+SIGNATURE_DOCS = "https://ai.google.dev/gemini-api/docs/thought-signatures"
+DUMMY_SIGNATURES = frozenset({"skip_thought_signature_validator", "context_engineering_is_the_way_to_go"})
+"""Signatures the API documents as accepted in place of a lost one (history from another model)."""
+CACHE_MINIMUM = 1024
+"""Implicit caching: the fewest prompt tokens the API caches."""
 KEY_INVALID = "API key not valid. Please pass a valid API key."
 NO_KEY = (
     "Method doesn't allow unregistered callers (callers without established identity). "
@@ -130,6 +155,25 @@ def _parts_text(content: Any) -> str:
     return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
 
 
+OPAQUE = {"args", "response", "parameters", "parametersJsonSchema", "responseSchema", "responseJsonSchema"}
+"""Fields whose value is the caller's data (arguments, results, schemas): their keys are kept as sent."""
+
+
+def _camel_case(value: Any) -> Any:
+    """The request with every field name in camelCase: the API reads proto JSON, which takes a field's
+    JSON name or its proto name (the SDK sends some of each, e.g. `include_thoughts`)."""
+    if isinstance(value, list):
+        return [_camel_case(item) for item in value]
+    if not isinstance(value, dict):
+        return value
+    renamed: dict[str, Any] = {}
+    for key, item in value.items():
+        head, *rest = key.split("_")
+        name = head + "".join(word[:1].upper() + word[1:] for word in rest)
+        renamed[name] = item if name in OPAQUE else _camel_case(item)
+    return renamed
+
+
 def _is_number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
@@ -149,6 +193,154 @@ def _contents_problem(contents: Any) -> tuple[str, str] | None:
                 return f"{where}.data", "required oneof field 'data' must have one initialized field"
             if "text" in part and (not isinstance(part["text"], str) or not part["text"]):
                 return f"{where}.text", "text part must not be empty."
+            if (problem := _part_problem(part, where)) is not None:
+                return problem
+    return _turns_problem(contents)
+
+
+def _part_problem(part: dict[str, Any], where: str) -> tuple[str, str] | None:
+    for key, field in (("inlineData", "inline_data.data"), ("thoughtSignature", "thought_signature")):
+        value = part.get(key, {}).get("data") if key == "inlineData" else part.get(key)
+        if key in part and not _is_base64(value):
+            return f"{where}.{field}", f'Invalid value (TYPE_BYTES), Base64 decoding failed for "{value}"'
+    if "inlineData" in part and not part["inlineData"].get("mimeType"):
+        return f"{where}.inline_data.mime_type", "Unsupported MIME type: "
+    call = part.get("functionCall")
+    if call is not None and (not isinstance(call, dict) or not call.get("name")):
+        return f"{where}.function_call.name", "Name cannot be empty."
+    answer = part.get("functionResponse")
+    if answer is not None and (not isinstance(answer, dict) or not answer.get("name")):
+        return f"{where}.function_response.name", "Name cannot be empty."
+    return None
+
+
+def decode_bytes(value: Any) -> bytes | None:
+    """A proto JSON `bytes` field: standard or URL-safe base64, padded or not (None if neither)."""
+    if not isinstance(value, str):
+        return None
+    padded = value + "=" * (-len(value) % 4)
+    try:
+        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
+    except (binascii.Error, ValueError):
+        return None
+
+
+def _is_base64(value: Any) -> bool:
+    return decode_bytes(value) is not None
+
+
+def _calls_of(content: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in content.get("parts", []) if isinstance(p, dict) and "functionCall" in p]
+
+
+def _responses_of(content: dict[str, Any]) -> list[dict[str, Any]]:
+    return [p for p in content.get("parts", []) if isinstance(p, dict) and "functionResponse" in p]
+
+
+def _turns_problem(contents: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """A function call turn follows a user turn or a function response turn; a function response turn
+    follows a function call turn and answers each of its calls."""
+    for index, content in enumerate(contents):
+        previous = contents[index - 1] if index > 0 else None
+        if _calls_of(content) and (previous is None or (previous.get("role", "user") != "user")):
+            return (
+                f"contents[{index}]",
+                "Please ensure that function call turn comes immediately after a user turn or after a "
+                "function response turn.",
+            )
+        responses = _responses_of(content)
+        if responses:
+            calls = _calls_of(previous) if previous is not None and previous.get("role") == "model" else []
+            if not calls:
+                return (
+                    f"contents[{index}]",
+                    "Please ensure that function response turn comes immediately after a function call turn.",
+                )
+            if len(responses) != len(calls):
+                return (
+                    f"contents[{index}]",
+                    "Please ensure that the number of function response parts is equal to the number of "
+                    "function call parts of the function call turn.",
+                )
+    return None
+
+
+def _signature_problem(contents: list[dict[str, Any]]) -> tuple[str, str] | None:
+    """Gemini 3: in the current turn (since the last user message of the user's own words), the first
+    function call of every model step carries the thought signature the API gave it, unchanged."""
+    start = 0
+    for index, content in enumerate(contents):
+        if content.get("role", "user") == "user" and not _responses_of(content):
+            start = index
+    for content in contents[start:]:
+        calls = _calls_of(content)
+        if not calls:
+            continue
+        first = calls[0]
+        signature = first.get("thoughtSignature")
+        position = content["parts"].index(first) + 1
+        call = first["functionCall"]
+        if signature is None:
+            return (
+                f"contents[{contents.index(content)}].parts[{position - 1}].thought_signature",
+                "Function call is missing a thought_signature in functionCall parts. This is required for "
+                "tools to work correctly, and missing thought_signature may lead to degraded model "
+                f"performance. Additional data, function call `default_api:{call['name']}` , position "
+                f"{position}. Please refer to {SIGNATURE_DOCS} for more details.",
+            )
+        if signature not in DUMMY_SIGNATURES and not verify(_call_key(call), signature):
+            return (
+                f"contents[{contents.index(content)}].parts[{position - 1}].thought_signature",
+                f"Thought signature is not valid. Please refer to {SIGNATURE_DOCS} for more details.",
+            )
+    return None
+
+
+def _call_key(call: dict[str, Any]) -> str:
+    """What a function call's thought signature signs."""
+    return f"{call.get('name')}:{json.dumps(call.get('args') or {}, sort_keys=True)}"
+
+
+def _tools_problem(body: dict[str, Any]) -> tuple[str, str] | None:
+    names: list[str] = []
+    for index, tool in enumerate(body.get("tools") or ()):
+        if not isinstance(tool, dict):
+            return f"tools[{index}]", "must be an object"
+        for number, declaration in enumerate(tool.get("functionDeclarations") or ()):
+            where = f"tools[{index}].function_declarations[{number}]"
+            name = declaration.get("name") if isinstance(declaration, dict) else None
+            if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
+                return (
+                    f"{where}.name",
+                    "Invalid function name. Must start with a letter or an underscore. Must be alphameric "
+                    "(a-z, A-Z, 0-9), underscores (_), dots (.), colons (:), or dashes (-), with a maximum "
+                    "length of 64.",
+                )
+            if "parameters" in declaration and "parametersJsonSchema" in declaration:
+                return (
+                    f"{where}.parameters_json_schema",
+                    "parameters and parameters_json_schema are exclusive.",
+                )
+            names.append(name)
+    config = (body.get("toolConfig") or {}).get("functionCallingConfig")
+    if config is None:
+        return None
+    mode = str(config.get("mode", "AUTO")).upper()
+    if mode not in MODES:
+        return "tool_config.function_calling_config.mode", f'Invalid value "{config.get("mode")}".'
+    allowed = config.get("allowedFunctionNames")
+    if allowed is not None:
+        if mode not in ("ANY", "VALIDATED"):
+            return (
+                "tool_config.function_calling_config.allowed_function_names",
+                "allowed_function_names can be set only when the mode is ANY or VALIDATED.",
+            )
+        unknown = [n for n in allowed if n not in names]
+        if unknown:
+            return (
+                "tool_config.function_calling_config.allowed_function_names",
+                f"function {unknown[0]} is not declared in tools.",
+            )
     return None
 
 
@@ -169,6 +361,22 @@ def _config_problem(config: Any) -> tuple[str, str] | None:
         if not isinstance(value, int) or isinstance(value, bool) or value < least or value > (most or value):
             bounds = f"between [{least}, {most}]" if most else f"at least {least}"
             return f"generation_config.{key}", f"must be an integer {bounds}."
+    mime = config.get("responseMimeType")
+    if mime is not None and mime not in RESPONSE_MIME_TYPES:
+        return "generation_config.response_mime_type", f"allowed mimetypes are {list(RESPONSE_MIME_TYPES)}."
+    if "responseSchema" in config and "responseJsonSchema" in config:
+        return (
+            "generation_config.response_json_schema",
+            "response_schema and response_json_schema are exclusive.",
+        )
+    if ("responseSchema" in config or "responseJsonSchema" in config) and mime not in RESPONSE_MIME_TYPES[1:]:
+        return (
+            "generation_config.response_mime_type",
+            "response_mime_type must be one of ['application/json', 'text/x.enum'] when a response schema "
+            "is set.",
+        )
+    if (problem := _thinking_problem(config.get("thinkingConfig"))) is not None:
+        return problem
     stops = config.get("stopSequences", [])
     if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
         return "generation_config.stop_sequences", "must be a list of strings."
@@ -177,6 +385,26 @@ def _config_problem(config: Any) -> tuple[str, str] | None:
             "generation_config.stop_sequences",
             f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed; got {len(stops)}.",
         )
+    return None
+
+
+def _thinking_problem(thinking: Any) -> tuple[str, str] | None:
+    if thinking is None:
+        return None
+    where = "generation_config.thinking_config"
+    if not isinstance(thinking, dict):
+        return where, "must be an object"
+    for key in thinking:
+        if key not in ("includeThoughts", "thinkingBudget", "thinkingLevel"):
+            return where, f'Unknown name "{key}": Cannot find field.'
+    if "thinkingBudget" in thinking and "thinkingLevel" in thinking:
+        return where, "You can only set only one of thinking budget and thinking level."
+    budget = thinking.get("thinkingBudget")
+    if budget is not None and (not isinstance(budget, int) or budget < -1):
+        return f"{where}.thinking_budget", "must be -1 (dynamic), 0 (off) or a positive number of tokens."
+    level = thinking.get("thinkingLevel")
+    if level is not None and str(level).upper() not in THINKING_LEVELS:
+        return f"{where}.thinking_level", f'Invalid value "{level}".'
     return None
 
 
@@ -189,18 +417,12 @@ def _problem(body: Any) -> tuple[str, str] | None:
             return key, f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
     if (problem := _contents_problem(body.get("contents"))) is not None:
         return problem
+    if (problem := _tools_problem(body)) is not None:
+        return problem
     system = body.get("systemInstruction")
     if system is not None and (not isinstance(system, dict) or not system.get("parts")):
         return "system_instruction.parts", "must not be empty."
     return _config_problem(body.get("generationConfig", {}))
-
-
-def _usage(prompt: int, candidates: int) -> dict[str, int]:
-    return {
-        "promptTokenCount": prompt,
-        "candidatesTokenCount": candidates,
-        "totalTokenCount": prompt + candidates,
-    }
 
 
 class GeminiEmulator(Emulator):
@@ -261,6 +483,7 @@ class GeminiEmulator(Emulator):
             return _error(404, f"Method not found: {method}")
         if not model.startswith("gemini-") or model in RETIRED:
             return _error(404, _not_found(model, request.path.split("/")[1], method))
+        body = _camel_case(body)
         if (problem := _problem(body)) is not None:
             return _bad_request(*problem)
         contents = body["contents"]
@@ -268,8 +491,12 @@ class GeminiEmulator(Emulator):
         last_user, directives = parse_directives(last_user)
         if self.should_fail(request, directives):
             return self._failure(request, directives, model, request.path.split("/")[1], method)
+        if model.startswith("gemini-3") and (problem := _signature_problem(contents)) is not None:
+            return _bad_request(*problem)
         config = body.get("generationConfig", {})
         texts = [parse_directives(_parts_text(c))[0] for c in contents]
+        texts += [json.dumps(p) for c in contents for p in c["parts"] if "text" not in p]
+        texts += [json.dumps(t) for t in body.get("tools") or ()]
         texts += [_parts_text(body["systemInstruction"])] if "systemInstruction" in body else []
         reply = plan_reply(
             texts,
@@ -277,22 +504,78 @@ class GeminiEmulator(Emulator):
             directives,
             max_tokens=config.get("maxOutputTokens"),
             stop=config.get("stopSequences", []),
+            text=_scripted_text(body),
         )
+        calls = self._calls(body, directives)
+        if calls:
+            arguments = sum(count_tokens(json.dumps(c.arguments)) for c in calls)
+            reply = Reply(tokens=[], finish="stop", prompt_tokens=reply.prompt_tokens, extra_tokens=arguments)
         if directives.context_window is not None and reply.prompt_tokens > directives.context_window:
             return _error(
                 400,
                 f"The input token count ({reply.prompt_tokens}) exceeds the maximum number of tokens "
                 f"allowed ({directives.context_window}).",
             )
+        thinking = config.get("thinkingConfig") or {}
+        thought = directives.reasoning_tokens or _thought_tokens(thinking)
+        turn = Turn(
+            reply=reply,
+            calls=calls,
+            thought=thinking_text(thought) if thinking.get("includeThoughts") and thought else "",
+            thought_tokens=thought,
+            cached=min(self._cached(body), reply.prompt_tokens),
+        )
         identity = {"modelVersion": self.served_as.get(model, model), "responseId": uuid.uuid4().hex[:20]}
         if method == "generateContent":
             for _ in reply.tokens:
                 await self.pace(directives)
-            return web.json_response(_response(reply, reply.tokens, last=True) | identity)
+            return web.json_response(turn.response(turn.all_parts(), last=True) | identity)
         if request.query.get("alt") != "sse":
             # Without alt=sse the real API streams one JSON array; every SDK asks for SSE.
             return _error(400, "this emulator streams only with alt=sse")
-        return await self._stream(request, reply, identity, directives)
+        return await self._stream(request, turn, identity, directives)
+
+    def _calls(self, body: dict[str, Any], directives: Directives) -> list[PlannedCall]:
+        """Function calls to answer with: when functions are declared, the mode allows calling them,
+        and the last turn is the user's own words (not function responses)."""
+        tools = [
+            ToolSpec(d["name"], d.get("parametersJsonSchema") or d.get("parameters") or {})
+            for t in body.get("tools") or ()
+            for d in t.get("functionDeclarations") or ()
+        ]
+        config = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
+        mode = str(config.get("mode", "AUTO")).upper()
+        last = body["contents"][-1]
+        if not tools or mode == "NONE" or last.get("role", "user") != "user" or _responses_of(last):
+            return []
+        if directives.no_tool and mode in ("AUTO", "MODE_UNSPECIFIED"):
+            return []
+        self._turn += 1
+        return plan_calls(
+            tools,
+            config.get("allowedFunctionNames"),
+            directives,
+            parallel=True,
+            id_prefix="",
+            turn=self._turn,
+        )
+
+    def _cached(self, body: dict[str, Any]) -> int:
+        """Implicit caching: the longest prefix of contents (after tools and the system instruction)
+        seen before, from 1024 tokens."""
+        head = (body.get("tools"), body.get("systemInstruction"))
+        contents = body["contents"]
+        counted = [
+            count_tokens(_parts_text(c))
+            + sum(count_tokens(json.dumps(p)) for p in c["parts"] if "text" not in p)
+            for c in contents
+        ]
+        extra = sum(count_tokens(json.dumps(t)) for t in body.get("tools") or ())
+        extra += count_tokens(_parts_text(body["systemInstruction"])) if "systemInstruction" in body else 0
+        prefixes = [((head, contents[:end]), extra + sum(counted[:end])) for end in range(len(contents) + 1)]
+        hit = self.prompt_cache.hit(prefixes)
+        self.prompt_cache.remember(prefixes)
+        return hit
 
     def _failure(
         self, request: web.Request, directives: Directives, model: str, version: str, method: str
@@ -328,7 +611,7 @@ class GeminiEmulator(Emulator):
         return _error(directives.status, message, details, self.retry_headers(directives))
 
     async def _stream(
-        self, request: web.Request, reply: Reply, identity: dict[str, str], directives: Directives
+        self, request: web.Request, turn: Turn, identity: dict[str, str], directives: Directives
     ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
@@ -336,31 +619,127 @@ class GeminiEmulator(Emulator):
         async def send(chunk: dict[str, Any]) -> None:
             await response.write(f"data: {json.dumps(chunk)}\r\n\r\n".encode())
 
+        async def send_error() -> None:
+            await send({"error": _stream_error(directives.error or "overloaded", identity["modelVersion"])})
+
         with self.streaming():
-            tokens = [] if reply.finish == "prompt_blocked" else reply.tokens
-            for index in range(len(tokens)):
-                if directives.drop_after is not None and index >= directives.drop_after:
-                    assert request.transport is not None
-                    request.transport.close()
-                    return response
-                if directives.malformed_after is not None and index >= directives.malformed_after:
-                    await self.send_malformed(response)
-                    return response
-                if directives.error_after is not None and index >= directives.error_after:
-                    await send(
-                        {"error": _stream_error(directives.error or "overloaded", identity["modelVersion"])}
-                    )
-                    await response.write_eof()
+            chunks = [] if turn.reply.finish == "prompt_blocked" else turn.chunks()
+            sent = 0
+            for index, parts in enumerate(chunks):
+                if await self.interrupted(request, response, directives, index, send_error):
                     return response
                 await self.pace(directives)
-                chunk = _response(
-                    reply, tokens[index : index + 1], last=index == len(tokens) - 1, sent=index + 1
-                )
-                await send(chunk | identity)
-            if not tokens:
-                await send(_response(reply, [], last=True) | identity)
+                sent += sum(1 for p in parts if "text" in p and not p.get("thought"))
+                await send(turn.response(parts, last=index == len(chunks) - 1, sent=sent) | identity)
+            if not chunks:
+                await send(turn.response([], last=True) | identity)
             await response.write_eof()
         return response
+
+
+def _thought_tokens(thinking: dict[str, Any]) -> int:
+    """Tokens the emulator thinks: by level or budget; none without a thinking config (unlike the real
+    Gemini 3, which thinks by default: the counts of plain calls stay predictable for tests)."""
+    if "thinkingLevel" in thinking:
+        return thinking_tokens(LEVEL_EFFORT.get(str(thinking["thinkingLevel"]).upper()))
+    budget = thinking.get("thinkingBudget")
+    if budget == -1:
+        return thinking_tokens("medium")
+    return thinking_tokens(budget=budget) if budget else 0
+
+
+@dataclass(slots=True)
+class Turn:
+    """A planned answer: text (or function calls), thoughts shown or not, and its usage."""
+
+    reply: Reply
+    calls: list[PlannedCall]
+    thought: str
+    """Thought summary text, when includeThoughts asks for it."""
+    thought_tokens: int
+    cached: int
+
+    def thought_parts(self) -> list[dict[str, Any]]:
+        return [{"text": self.thought, "thought": True}] if self.thought else []
+
+    def call_parts(self) -> list[dict[str, Any]]:
+        """Function calls; the first carries the signature the next request must send back."""
+        parts: list[dict[str, Any]] = []
+        for index, call in enumerate(self.calls):
+            part: dict[str, Any] = {"functionCall": {"name": call.name, "args": call.arguments}}
+            if index == 0:
+                part["thoughtSignature"] = sign(_call_key(part["functionCall"]))
+            parts.append(part)
+        return parts
+
+    def all_parts(self) -> list[dict[str, Any]]:
+        if self.calls:
+            return self.thought_parts() + self.call_parts()
+        text = [{"text": self.reply.text}] if self.reply.tokens else []
+        if text and self.thought_tokens:
+            text[0]["thoughtSignature"] = sign(self.reply.text)
+        return self.thought_parts() + text
+
+    def chunks(self) -> list[list[dict[str, Any]]]:
+        """The parts of each stream chunk: thoughts, then text by token (or the calls in one chunk)."""
+        chunks = [self.thought_parts()] if self.thought else []
+        if self.calls:
+            return [*chunks, self.call_parts()]
+        texts = [[{"text": token}] for token in self.reply.tokens]
+        if texts and self.thought_tokens:
+            texts[-1][0]["thoughtSignature"] = sign(self.reply.text)
+        return chunks + texts
+
+    def response(self, parts: list[dict[str, Any]], *, last: bool, sent: int | None = None) -> dict[str, Any]:
+        """A GenerateContentResponse carrying `parts`; the last has the finish reason and full usage."""
+        reply = self.reply
+        if reply.finish == "prompt_blocked":
+            return {
+                "promptFeedback": {"blockReason": "SAFETY"},
+                "usageMetadata": {
+                    "promptTokenCount": reply.prompt_tokens,
+                    "totalTokenCount": reply.prompt_tokens,
+                },
+            }
+        candidate: dict[str, Any] = {"index": 0}
+        if parts:  # the API sends no content (rather than an empty text part) when there is no text
+            candidate["content"] = {"parts": parts, "role": "model"}
+        if last:
+            candidate["finishReason"] = FINISH.get(reply.finish, reply.finish)
+        completion = reply.completion_tokens if sent is None or last else sent
+        usage: dict[str, int] = {
+            "promptTokenCount": reply.prompt_tokens,
+            "candidatesTokenCount": completion,
+            "totalTokenCount": reply.prompt_tokens + completion + self.thought_tokens,
+        }
+        if self.thought_tokens:
+            usage["thoughtsTokenCount"] = self.thought_tokens
+        if self.cached:
+            usage["cachedContentTokenCount"] = self.cached
+        return {"candidates": [candidate], "usageMetadata": usage}
+
+
+def _scripted_text(body: dict[str, Any]) -> str | None:
+    """The answer to function responses that end the conversation, JSON for a JSON response type,
+    else None (the echo)."""
+    last = body["contents"][-1]
+    responses = [p["functionResponse"] for p in _responses_of(last)]
+    if last.get("role", "user") == "user" and responses:
+        return result_reply([(r["name"], _result_text(r.get("response"))) for r in responses])
+    config = body.get("generationConfig") or {}
+    if config.get("responseMimeType") == "application/json":
+        schema = config.get("responseJsonSchema", config.get("responseSchema"))
+        return json_reply(schema)
+    return None
+
+
+def _result_text(response: Any) -> str:
+    """A function response as text: its `output` or `result` when that is all it holds, else its JSON."""
+    if isinstance(response, dict) and len(response) == 1:
+        value = response.get("output", response.get("result"))
+        if isinstance(value, str):
+            return value
+    return json.dumps(response)
 
 
 def _not_found(model: str, version: str, method: str) -> str:
@@ -416,25 +795,6 @@ def _stream_error(kind: str, model: str) -> dict[str, Any]:
     if kind in ("rate_limit", "quota"):
         error["details"] = _quota_details(model, per_day=kind == "quota", directives=Directives())
     return error
-
-
-def _response(reply: Reply, tokens: list[str], *, last: bool, sent: int | None = None) -> dict[str, Any]:
-    """A GenerateContentResponse carrying `tokens`; the last one has the finish reason and full usage."""
-    if reply.finish == "prompt_blocked":
-        return {
-            "promptFeedback": {"blockReason": "SAFETY"},
-            "usageMetadata": {
-                "promptTokenCount": reply.prompt_tokens,
-                "totalTokenCount": reply.prompt_tokens,
-            },
-        }
-    candidate: dict[str, Any] = {"index": 0}
-    if tokens:  # the API sends no content (rather than an empty text part) when there is no text
-        candidate["content"] = {"parts": [{"text": "".join(tokens)}], "role": "model"}
-    if last:
-        candidate["finishReason"] = FINISH.get(reply.finish, reply.finish)
-    completion = reply.completion_tokens if sent is None else sent
-    return {"candidates": [candidate], "usageMetadata": _usage(reply.prompt_tokens, completion)}
 
 
 def _model(model_id: str) -> dict[str, Any]:

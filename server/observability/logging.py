@@ -6,7 +6,7 @@ import logging
 import sys
 import warnings
 from collections.abc import Iterable, Iterator, Mapping, MutableMapping
-from typing import Any
+from typing import Any, TextIO
 
 import structlog
 
@@ -41,6 +41,13 @@ class RedactProcessor:
         return value
 
 
+def resolve_format(fmt: str, stream: TextIO) -> str:
+    """`auto` is `console` when `stream` is a terminal (a person is reading), else `json`."""
+    if fmt != "auto":
+        return fmt
+    return "console" if stream.isatty() else "json"
+
+
 def _strings(values: Iterable[Any]) -> Iterator[str]:
     """Every string among `values`, and in the dicts, lists and tuples among them, as `_scrub` visits."""
     for value in values:
@@ -53,7 +60,8 @@ def _strings(values: Iterable[Any]) -> Iterator[str]:
 
 
 def configure_logging(level: str, fmt: str, redactor: Redactor) -> None:
-    """Configure structlog once at start. `fmt` is `json` or `console`."""
+    """Configure structlog once at start. `fmt` is `json`, `console` or `auto` (see resolve_format)."""
+    fmt = resolve_format(fmt, sys.stderr)
     renderer: structlog.typing.Processor = (
         structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
         if fmt == "console"

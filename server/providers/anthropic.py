@@ -15,13 +15,11 @@ from server.core.types import (
     ChatRequest,
     Completion,
     FinishReason,
-    Role,
     StreamEnd,
     StreamEvent,
-    TextDelta,
-    Usage,
 )
 from server.emulators.anthropic import AnthropicEmulator
+from server.providers import anthropic_translate as translate
 from server.providers.base import ProviderSettings, ProviderSpec, finish_reason
 from server.providers.stainless import StainlessProvider
 
@@ -74,45 +72,52 @@ class AnthropicProvider(StainlessProvider):
         )
 
     def _completion(self, request: ChatRequest, body: Mapping[str, Any], request_id: str) -> Completion:
-        blocks = body.get("content") or []
-        text = "".join(b.get("text", "") for b in blocks if isinstance(b, dict) and b.get("type") == "text")
-        usage = body.get("usage") or {}
+        content = translate.reply(body.get("content"))
         return Completion(
-            text,
-            _usage(usage, usage.get("output_tokens") or 0),
+            content.text,
+            translate.usage(body.get("usage") or {}),
             _finish(body.get("stop_reason")),
             served_model=_served_model(body),
             request_id=request_id,
+            tool_calls=content.tool_calls,
+            response_id=_response_id(body),
+            reasoning=content.reasoning,
         )
 
     async def _events(
         self, request: ChatRequest, events: AsyncIterator[object], request_id: str
     ) -> AsyncGenerator[StreamEvent, None]:
         start_usage: dict[str, Any] = {}
-        output_tokens = 0
         stop_reason: str | None = None
-        served = ""
+        served, response_id = "", ""
+        state = translate.StreamState()
         async for event in events:
             if not isinstance(event, dict):
                 continue
             kind = event.get("type")
-            if kind == "content_block_delta":
-                delta = event.get("delta") or {}
-                if delta.get("type") == "text_delta" and delta.get("text"):
-                    yield TextDelta(delta["text"])
+            if kind in ("content_block_start", "content_block_delta"):
+                for delta in state.deltas(event):
+                    yield delta
             elif kind == "message_start":
                 started = event.get("message") or {}
                 start_usage = started.get("usage") or {}
-                served = _served_model(started)
+                served, response_id = _served_model(started), _response_id(started)
             elif kind == "message_delta":
                 stop_reason = (event.get("delta") or {}).get("stop_reason")
                 # The usage of message_delta is cumulative (input and cache counts too, which server
                 # tools can raise after message_start): it overrides message_start's.
                 start_usage = {**start_usage, **(event.get("usage") or {})}
-                output_tokens = start_usage.get("output_tokens") or 0
         if stop_reason is None:
             raise ProviderUnavailable(self.name, "the stream ended without a stop reason")
-        yield StreamEnd(_usage(start_usage, output_tokens), _finish(stop_reason), served, request_id)
+        yield StreamEnd(
+            translate.usage(start_usage),
+            _finish(stop_reason),
+            served,
+            request_id,
+            tool_calls=state.calls.calls(),
+            response_id=response_id,
+            reasoning=state.reasoning.parts(),
+        )
 
     async def probe(self, timeout: float) -> None:
         with self._errors():
@@ -143,31 +148,14 @@ class AnthropicProvider(StainlessProvider):
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         """The request as the Messages API takes it; refuses what the API would refuse."""
-        system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM and m.content)
-        turns: list[dict[str, str]] = []
-        for message in request.messages:
-            # System text goes to the top-level `system`; the API refuses empty text blocks.
-            if message.role is Role.SYSTEM or not message.content:
-                continue
-            role = "assistant" if message.role is Role.ASSISTANT else "user"
-            if turns and turns[-1]["role"] == role:  # merge consecutive turns of one role
-                turns[-1]["content"] += "\n\n" + message.content
-            else:
-                turns.append({"role": role, "content": message.content})
-        if turns and turns[-1]["role"] == "assistant":
-            # A final assistant turn is a prefill, and the API refuses one that ends in whitespace.
-            turns[-1]["content"] = turns[-1]["content"].rstrip()
-        if not turns:
-            raise ProviderBadRequest(
-                self.name, "at least one user or assistant message with content is required"
-            )
+        max_tokens = request.max_tokens if request.max_tokens is not None else self._max_tokens(request)
+        # System, turns of content blocks, tools, thinking, output format, end-user id:
+        # server/providers/anthropic_translate.py.
         params: dict[str, Any] = {
             "model": request.model,
-            "messages": turns,
-            "max_tokens": request.max_tokens if request.max_tokens is not None else self._max_tokens(request),
+            "max_tokens": max_tokens,
+            **translate.request_body(request, max_tokens),
         }
-        if system:
-            params["system"] = system
         # API version 2026-10-21 (what SDK 2.x sends) refuses every sampling parameter: the catalogue
         # says so for each Claude model, and the facade refused the request up front.
         for name, value in (("temperature", request.temperature), ("top_p", request.top_p)):
@@ -185,13 +173,10 @@ def _served_model(body: Mapping[str, Any]) -> str:
     return model if isinstance(model, str) else ""
 
 
-def _usage(usage: dict[str, Any], output_tokens: int) -> Usage:
-    """Anthropic counts cached prompt tokens apart from input_tokens; the core counts them in."""
-    cache_read = usage.get("cache_read_input_tokens") or 0
-    cache_write = usage.get("cache_creation_input_tokens") or 0
-    return Usage(
-        (usage.get("input_tokens") or 0) + cache_read + cache_write, output_tokens, cache_read, cache_write
-    )
+def _response_id(body: Mapping[str, Any]) -> str:
+    """The id of the message (`msg_…`)."""
+    value = body.get("id")
+    return value if isinstance(value, str) else ""
 
 
 def _finish(reason: str | None) -> FinishReason:

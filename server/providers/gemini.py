@@ -40,10 +40,10 @@ from server.core.types import (
     Role,
     StreamEnd,
     StreamEvent,
-    TextDelta,
-    Usage,
+    ToolCall,
 )
 from server.emulators.gemini import GeminiEmulator
+from server.providers import gemini_translate as translate
 from server.providers.base import (
     ProviderSettings,
     ProviderSpec,
@@ -108,12 +108,18 @@ class GeminiProvider:
             response = await self._aio().models.generate_content(
                 model=request.model, contents=contents, config=config
             )
+        reader = translate.Reader()
+        for _ in reader.deltas(response):
+            pass
         return Completion(
-            _text(response),
-            _usage(response.usage_metadata),
-            _finish(response),
+            "".join(reader.text),
+            translate.usage(response.usage_metadata),
+            _tool_finish(_finish(response), reader.tool_calls()),
             served_model=response.model_version or "",
             request_id=response.response_id or "",
+            tool_calls=reader.tool_calls(),
+            response_id=response.response_id or "",
+            reasoning=tuple(reader.reasoning),
         )
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
@@ -126,12 +132,13 @@ class GeminiProvider:
         finish: FinishReason | None = None
         served, request_id = "", ""
         opened: list[aiohttp.ClientResponse] = []
+        reader = translate.Reader()
         try:
             with self._errors():
                 chunk = await self._first_chunk(chunks, opened)
                 while chunk is not None:
-                    if text := _text(chunk):
-                        yield TextDelta(text)
+                    for delta in reader.deltas(chunk):
+                        yield delta
                     if chunk.usage_metadata is not None:  # a running total: the last one counts
                         usage = chunk.usage_metadata
                     served = served or chunk.model_version or ""
@@ -147,7 +154,15 @@ class GeminiProvider:
                 response.close()
         if finish is None:
             raise ProviderUnavailable(self.name, "the stream ended without a finish reason")
-        yield StreamEnd(_usage(usage), finish, served, request_id)
+        yield StreamEnd(
+            translate.usage(usage),
+            _tool_finish(finish, reader.tool_calls()),
+            served,
+            request_id,
+            tool_calls=reader.tool_calls(),
+            response_id=request_id,
+            reasoning=tuple(reader.reasoning),
+        )
 
     async def probe(self, timeout: float) -> None:
         config = types.ListModelsConfig(page_size=1, http_options=types.HttpOptions(timeout=_ms(timeout)))
@@ -233,25 +248,9 @@ class GeminiProvider:
         self, request: ChatRequest, options: CallOptions
     ) -> tuple[list[types.Content], types.GenerateContentConfig]:
         """The request as the Gemini API takes it; refuses what the API would refuse."""
-        system = "\n\n".join(m.content for m in request.messages if m.role is Role.SYSTEM and m.content)
-        contents: list[types.Content] = []
-        for message in request.messages:
-            # System text goes to system_instruction. Empty messages are left out: the API refuses an
-            # empty text part, and an empty turn carries nothing for the model.
-            if message.role is Role.SYSTEM or not message.content:
-                continue
-            role = "model" if message.role is Role.ASSISTANT else "user"
-            part = types.Part(text=message.content)
-            # Consecutive turns of one role become one turn of several parts: the API has refused
-            # non-alternating turns before ("multiturn requests alternate between user and model").
-            if contents and contents[-1].role == role and contents[-1].parts is not None:
-                contents[-1].parts.append(part)
-            else:
-                contents.append(types.Content(role=role, parts=[part]))
-        if not contents:
-            raise ProviderBadRequest(
-                self.name, "at least one user or assistant message with content is required"
-            )
+        system = "\n\n".join(m.text() for m in request.messages if m.role is Role.SYSTEM and m.text())
+        # User and model turns of parts, function calls and responses: server/providers/gemini_translate.py.
+        contents = translate.contents(request)
         if len(request.stop) > MAX_STOP_SEQUENCES:
             raise ProviderBadRequest(
                 self.name,
@@ -266,6 +265,7 @@ class GeminiProvider:
             automatic_continuation=False,
             automatic_function_calling=types.AutomaticFunctionCallingConfig(disable=True),
             http_options=types.HttpOptions(headers=options.headers, timeout=_ms(options.timeout)),
+            **translate.config_fields(request),
         )
         return contents, config
 
@@ -312,15 +312,6 @@ def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def _text(response: types.GenerateContentResponse) -> str:
-    """The text of the first candidate, thoughts left out (not `response.text`, which logs a warning
-    whenever a part is not text)."""
-    if not response.candidates or response.candidates[0].content is None:
-        return ""
-    parts = response.candidates[0].content.parts or []
-    return "".join(part.text for part in parts if part.text and not part.thought)
-
-
 def _finish(response: types.GenerateContentResponse) -> FinishReason:
     # A prompt the provider blocks outright comes back with prompt_feedback.block_reason and no candidates:
     # the caller gets an empty reply that ends in CONTENT_FILTER, as for a reply blocked part way (an
@@ -333,12 +324,9 @@ def _finish(response: types.GenerateContentResponse) -> FinishReason:
     return finish_reason("gemini", getattr(reason, "value", str(reason)), FINISH_REASONS)
 
 
-def _usage(metadata: types.GenerateContentResponseUsageMetadata | None) -> Usage:
-    if metadata is None:
-        return Usage()
-    # Thinking tokens are billed as output, so they count as completion tokens.
-    completion = (metadata.candidates_token_count or 0) + (metadata.thoughts_token_count or 0)
-    return Usage(metadata.prompt_token_count or 0, completion, metadata.cached_content_token_count or 0)
+def _tool_finish(finish: FinishReason, calls: tuple[ToolCall, ...]) -> FinishReason:
+    """Gemini ends a turn of function calls with STOP: for the caller it is a turn of tool calls."""
+    return FinishReason.TOOL_CALLS if calls and finish is FinishReason.STOP else finish
 
 
 def _http_status(response: object) -> int | None:

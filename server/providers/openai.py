@@ -16,13 +16,14 @@ from server.core.types import (
     ChatRequest,
     Completion,
     FinishReason,
-    Role,
     StreamEnd,
     StreamEvent,
     TextDelta,
     Usage,
 )
 from server.emulators.openai import OpenAIEmulator
+from server.providers import openai_translate as translate
+from server.providers.assembly import ToolCallAssembler
 from server.providers.base import ProviderSettings, ProviderSpec, finish_reason
 from server.providers.stainless import StainlessProvider
 
@@ -37,7 +38,6 @@ FINISH_REASONS = {
     "tool_calls": FinishReason.TOOL_CALLS,
     "function_call": FinishReason.TOOL_CALLS,
 }
-_ROLES = {Role.SYSTEM: "system", Role.USER: "user", Role.ASSISTANT: "assistant"}
 
 log = structlog.get_logger("llm_grpc.provider")
 
@@ -75,6 +75,8 @@ class OpenAIProvider(StainlessProvider):
             finish_reason=_finish(choice.get("finish_reason")),
             served_model=_served_model(body),
             request_id=request_id,
+            tool_calls=translate.tool_calls(message),
+            response_id=_response_id(body),
         )
 
     def _stream_params(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -87,15 +89,20 @@ class OpenAIProvider(StainlessProvider):
         usage = Usage()
         served = ""
         reported, generated = False, 0
+        calls, response_id = ToolCallAssembler(), ""
         async for chunk in events:
             if not isinstance(chunk, dict):
                 continue
             served = served or _served_model(chunk)
+            response_id = response_id or _response_id(chunk)
             for choice in chunk.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content")
-                if text:
-                    generated += len(text)
-                    yield TextDelta(text)
+                for delta in translate.chunk_deltas(choice):
+                    if isinstance(delta, TextDelta):
+                        generated += len(delta.text)
+                        yield delta
+                    else:
+                        generated += len(delta.arguments_delta)
+                        yield calls.add(delta)
                 if choice.get("finish_reason"):
                     finish = choice["finish_reason"]
             if chunk.get("usage"):  # the last chunk, with include_usage
@@ -107,7 +114,9 @@ class OpenAIProvider(StainlessProvider):
             # Never a silent zero cost: an estimate, marked as one (Usage.usage_estimated).
             usage = _estimated_usage(request, generated)
             log.warning("provider.usage_missing", provider=self.name, model=request.model)
-        yield StreamEnd(usage, _finish(finish), served, request_id)
+        yield StreamEnd(
+            usage, _finish(finish), served, request_id, tool_calls=calls.calls(), response_id=response_id
+        )
 
     async def probe(self, timeout: float) -> None:
         with self._errors():
@@ -120,13 +129,9 @@ class OpenAIProvider(StainlessProvider):
     def _params(self, request: ChatRequest) -> dict[str, Any]:
         """The request as the Chat Completions API takes it. What the model does not accept (temperature
         on a reasoning model, ...) the facade refused already, by the catalogue's flags."""
-        params: dict[str, Any] = {
-            "model": request.model,
-            # Empty turns carry nothing; they are dropped as for the other providers.
-            "messages": [
-                {"role": _ROLES[m.role], "content": m.content} for m in request.messages if m.content
-            ],
-        }
+        # Messages (empty turns dropped, as for the other providers), tools, response format, reasoning,
+        # seed and end-user id: server/providers/openai_translate.py.
+        params: dict[str, Any] = {"model": request.model, **translate.request_body(request)}
         if request.max_tokens is not None:
             # max_completion_tokens: the current name, and the only one reasoning models take.
             params["max_completion_tokens"] = request.max_tokens
@@ -159,10 +164,13 @@ def _served_model(body: object) -> str:
 
 
 def _usage(usage: Any) -> Usage:
-    if not isinstance(usage, dict):
-        return Usage()
-    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens") or 0
-    return Usage(usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0, cached)
+    return translate.usage(usage) if isinstance(usage, dict) else Usage()
+
+
+def _response_id(body: object) -> str:
+    """The id of the completion (`chatcmpl-…`); every chunk of a stream repeats it."""
+    value = body.get("id") if isinstance(body, dict) else None
+    return value if isinstance(value, str) else ""
 
 
 def _finish(reason: str | None) -> FinishReason:

@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import jwt
 import pytest
+import trustme
 from llm_grpc_client import (
     AsyncLLMClient,
     DeadlineExceeded,
@@ -16,12 +21,15 @@ from llm_grpc_client import (
     ModelNotAllowed,
     ProviderError,
     RateLimited,
+    agents,
 )
 
+from llm_grpc.v1 import llm_pb2
 from server.app import App
 from tests.conftest import MODELS, Emulators
 
 CLI = str(Path(sys.executable).with_name("llm-grpc"))
+SECRET = "tls-and-token-test-secret-0123456789-abcdefghijk"
 
 
 @pytest.fixture
@@ -119,8 +127,182 @@ async def test_cli_reads_stdin_and_prints_json(target: str) -> None:
     assert json.loads(out)["content"] == "emulator reply: from stdin"
 
 
+async def test_cli_takes_global_options_after_the_subcommand(target: str) -> None:
+    code, out, err = await _cli("complete", "--json", "--target", target, "--source-agent", "late", "hi")
+
+    assert code == 0, err
+    assert json.loads(out)["content"] == "emulator reply: hi"
+
+
+async def test_cli_strips_the_trailing_newline_of_stdin(target: str, emulators: Emulators) -> None:
+    code, _, err = await _cli("--target", target, "complete", "--model", MODELS["openai"], stdin=b"line\n")
+
+    assert code == 0, err
+    assert emulators.completions("openai")[-1].body["messages"][-1]["content"] == "line"
+
+
+COMPLETE_JSON_FIELDS = {
+    "content", "usage", "latency_ms", "provider", "model", "trace_id", "finish_reason", "cost_usd",
+    "served_model", "tool_calls", "reasoning", "structured_output", "response_id",
+}  # fmt: skip
+DONE_JSON_FIELDS = COMPLETE_JSON_FIELDS - {"content"} | {"time_to_first_token_ms"}
+USAGE_JSON_FIELDS = {
+    "prompt_tokens", "completion_tokens", "total_tokens", "usage_estimated", "cached_input_tokens",
+    "cache_write_tokens", "reasoning_tokens",
+}  # fmt: skip
+
+
+async def test_cli_json_is_snake_case_with_every_field_and_finish_reasons_by_name(target: str) -> None:
+    _, out, _ = await _cli("--json", "--target", target, "complete", "a b", "--model", MODELS["gemini"])
+    _, streamed, _ = await _cli("--json", "--target", target, "stream", "a b", "--model", MODELS["openai"])
+    reply, events = json.loads(out), [json.loads(line) for line in streamed.splitlines()]
+
+    assert set(reply) == COMPLETE_JSON_FIELDS
+    assert set(reply["usage"]) == USAGE_JSON_FIELDS
+    assert reply["finish_reason"] == "STOP"
+    assert reply["structured_output"] is None  # no JSON asked for: no verdict, not a false one
+    assert "".join(e["delta"] for e in events[:-1]) == "emulator reply: a b"
+    assert set(events[-1]["done"]) == DONE_JSON_FIELDS
+    assert events[-1]["done"]["finish_reason"] == "STOP"
+    assert isinstance(events[-1]["done"]["usage"]["total_tokens"], int)
+
+
+async def test_cli_prints_the_finish_reason_by_name(target: str) -> None:
+    code, _, err = await _cli("--target", target, "complete", "a b c", "--max-tokens", "2")
+
+    assert code == 0
+    assert "] LENGTH prompt=3" in err
+
+
+async def test_cli_selects_a_model_and_shows_metrics(target: str) -> None:
+    await _cli("--target", target, "complete", "hi", "--model", MODELS["anthropic"])
+
+    _, selected, _ = await _cli("select", "--tier", "fast", "--json", "--target", target)
+    _, text, _ = await _cli("select", "--complexity", "complex", "--target", target)
+    _, metrics, _ = await _cli("metrics", "--json", "--target", target)
+
+    assert json.loads(selected)["tier"] == "FAST"
+    assert "PREMIUM" in text
+    totals = json.loads(metrics)
+    assert totals["total_requests"] >= 1
+    assert isinstance(totals["total_tokens"], int)
+    assert "anthropic" in {p["provider"] for p in totals["providers"]}
+
+
+async def test_cli_version_and_usage_errors_exit_0_and_2() -> None:
+    version, out, _ = await _cli("--version")
+    usage, _, err = await _cli("complete", "hi", "--cert", "client.pem")
+
+    assert (version, out.split()[0]) == (0, "llm-grpc")
+    assert usage == 2
+    assert "--cert and --key" in err
+
+
+async def test_client_selects_a_model_and_reads_metrics(target: str) -> None:
+    async with AsyncLLMClient(target) as client:
+        await client.complete("hi", model=MODELS["openai"])
+        by_tier = await client.select_model("premium")
+        by_complexity = await client.select_model(complexity="simple")
+        totals = await client.get_metrics()
+
+    def blocking() -> tuple[str, int]:
+        with LLMClient(target) as client:
+            return client.select_model(tier="balanced").model, client.get_metrics().total_requests
+
+    balanced, requests = await asyncio.to_thread(blocking)
+
+    assert by_tier.tier == llm_pb2.TIER_PREMIUM
+    assert by_complexity.tier == llm_pb2.TIER_FAST
+    assert totals.total_requests >= 1
+    assert balanced
+    assert requests >= 1
+
+
+async def test_client_refuses_an_unknown_tier_before_calling(target: str) -> None:
+    async with AsyncLLMClient(target) as client:
+        with pytest.raises(ValueError, match="expected one of fast, balanced, premium"):
+            await client.select_model("huge")
+
+
+async def test_client_and_cli_send_a_token_over_tls(
+    start_gateway: Callable[..., Any], tmp_path: Path
+) -> None:
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    files = {"llm_tls_cert_file": tmp_path / "server.pem", "llm_tls_key_file": tmp_path / "server.key"}
+    cert.cert_chain_pems[0].write_to_path(str(files["llm_tls_cert_file"]))
+    cert.private_key_pem.write_to_path(str(files["llm_tls_key_file"]))
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    app: App = await start_gateway(
+        llm_allow_plaintext=False, llm_auth_disabled=False, llm_jwt_hs256_secret=SECRET, **files
+    )
+    token = jwt.encode({"sub": "tls-agent", "exp": int(time.time()) + 300}, SECRET, algorithm="HS256")
+    target = f"localhost:{app.port}"
+
+    async with AsyncLLMClient(target, root_certificates=ca.cert_pem.bytes(), token=token) as client:
+        reply = await client.complete("over tls")
+    served, out, err = await _cli("complete", "hi", "--target", target, "--ca", str(tmp_path / "ca.pem"),
+                                  "--token", token)  # fmt: skip
+    refused, _, refusal = await _cli("complete", "hi", "--target", target, "--ca", str(tmp_path / "ca.pem"))
+
+    assert reply.content == "emulator reply: over tls"
+    assert (served, out.strip()) == (0, "emulator reply: hi"), err
+    assert refused == 10 + 16  # UNAUTHENTICATED
+    assert "UNAUTHENTICATED" in refusal
+
+
 async def test_cli_exit_code_follows_the_status(target: str) -> None:
     code, _, err = await _cli("--target", target, "complete", "hi", "--model", "gpt-4o")
 
     assert code == 10 + 7  # PERMISSION_DENIED
     assert "PERMISSION_DENIED" in err
+
+
+async def test_client_asks_for_a_json_schema_and_reads_the_gateways_verdict(target: str) -> None:
+    schema = {"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}
+    async with AsyncLLMClient(target) as client:
+        reply = await client.complete(
+            'age? [[emulate: reply=\'{"age":"old"}\']]',
+            model=MODELS["openai"],
+            response_format=agents.json_schema(schema, name="person"),
+        )
+
+    assert not reply.structured_output.valid
+    assert reply.structured_output.error == "$.age: 'old' is not of type 'integer'"
+
+
+async def test_client_tool_settings_reach_the_gateway_and_its_refusals_come_back(target: str) -> None:
+    async with AsyncLLMClient(target) as client:
+        with pytest.raises(InvalidArgument) as caught:
+            await client.complete(
+                "hi", model=MODELS["openai"], tools=[agents.tool("lookup")], tool_choice="get_time"
+            )
+
+    assert "tool_choice.tool_name" in str(caught.value)
+
+
+async def test_cli_json_schema_prints_the_answer_and_the_verdict(target: str, tmp_path: Path) -> None:
+    schema = tmp_path / "person.schema.json"
+    schema.write_text('{"type": "object", "properties": {"age": {"type": "integer"}}, "required": ["age"]}')
+
+    code, out, err = await _cli(
+        "--target", target, "complete", "age? [[emulate: reply={}]]", "--json-schema", str(schema)
+    )
+
+    assert code == 0
+    assert out.strip() == "{}"
+    assert "[structured output INVALID: $: 'age' is a required property]" in err
+
+
+async def test_cli_attaches_an_image_file(target: str, emulators: Emulators, tmp_path: Path) -> None:
+    png = tmp_path / "dot.png"
+    png.write_bytes(bytes.fromhex("89504e470d0a1a0a") + b"\0" * 16)
+
+    code, out, _ = await _cli(
+        "--target", target, "complete", "what is this?", "--image", str(png), "--model", MODELS["anthropic"]
+    )
+
+    assert code == 0
+    assert out.strip()
+    body = json.dumps(emulators.completions("anthropic")[-1].body)
+    assert '"media_type": "image/png"' in body

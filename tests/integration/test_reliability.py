@@ -12,7 +12,7 @@ import pytest
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App, ConfigError, build_app
 from server.core.errors import DeadlineExceeded
-from server.core.types import RequestContext, Role, StreamSummary, TextDelta
+from server.core.types import Delta, RequestContext, Role, StreamSummary
 from server.core.validation import DraftMessage, DraftRequest
 from tests.conftest import MODELS, Emulators, make_settings
 from tests.helpers import active_requests, calls_settled, open_streams_reach, user
@@ -247,12 +247,12 @@ async def test_the_gateway_ends_a_stream_whose_send_never_returns_at_the_deadlin
     ctx = RequestContext(trace_id="stalled")
     never = asyncio.Event()
 
-    async def stalled(_event: TextDelta | StreamSummary) -> None:
+    async def stalled(_event: Delta | StreamSummary) -> None:
         await never.wait()  # a caller whose flow-control window never opens
 
-    received: list[TextDelta | StreamSummary] = []
+    received: list[Delta | StreamSummary] = []
 
-    async def reading(event: TextDelta | StreamSummary) -> None:
+    async def reading(event: Delta | StreamSummary) -> None:
         received.append(event)
 
     with pytest.raises(DeadlineExceeded, match="the caller was not reading"):

@@ -72,7 +72,7 @@ def test_invalid_setting_stops_the_start_naming_it() -> None:
     result = _serve({"OPENAI_API_KEY": "sk-x", "LLM_REQUEST_TIMEOUT": "soon"})
 
     assert result.returncode != 0
-    assert "llm_request_timeout" in result.stderr
+    assert "LLM_REQUEST_TIMEOUT" in result.stderr
 
 
 @pytest.fixture

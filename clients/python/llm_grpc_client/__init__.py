@@ -1,5 +1,7 @@
-"""Async Python client for the llm-grpc gateway (llm.v1.LLMService)."""
+"""Async Python client for the llm-grpc gateway (llm.v1.LLMService). `llm_grpc_client.agents` builds
+tools, tool results, images, documents, response formats and reasoning control."""
 
+from llm_grpc_client import agents
 from llm_grpc_client.client import AsyncLLMClient, LLMClient, TokenStream
 from llm_grpc_client.errors import (
     DeadlineExceeded,
@@ -24,4 +26,5 @@ __all__ = [
     "RateLimited",
     "TokenStream",
     "Unavailable",
+    "agents",
 ]
