@@ -88,7 +88,7 @@ def test_the_readmes_python_node_cli_and_grpcurl_examples_are_runnable() -> None
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DemoServer]:
+def demo() -> Iterator[DemoServer]:
     environment = {
         k: v
         for k, v in os.environ.items()
