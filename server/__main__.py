@@ -173,6 +173,12 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if not args.demo:
         _warn_if_insecure(settings)
     await app.start()
+    # Before the `serving` line: whoever reads it may send SIGTERM at once, and must get a drain, not
+    # the default action (killed, no `draining`/`stopped`).
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
     start = startup_lines(args.host, app.port, app.metrics_port, settings)
     log.info(
         "serving",
@@ -187,10 +193,6 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.log_format == "console":  # a person at a terminal: the lines to copy, without log noise
         print(start.banner(args.demo), file=sys.stderr, flush=True)
 
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
     await stopping.wait()
     log.info("draining", grace_s=args.shutdown_grace, notice_s=args.drain_notice)
     await app.stop(args.shutdown_grace, notice=args.drain_notice)
