@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-check node-deps node-test soak fuzz test-unit test-integration bench bench-routing clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing clean
 
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
 INSTALL_LOG := $(VENV)/install.log
@@ -111,9 +111,14 @@ soak: $(STAMP)
 fuzz: $(STAMP)
 	FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/integration/test_fuzz.py
 
-## Gateway overhead against the bare SDK, in one run (see docs/benchmarks.md). Not part of `make test`.
+## Gateway overhead against the bare SDK and the bare gRPC floor, in one run (docs/benchmarks.md): a report
+## on stdout, JSON, Markdown and a PNG under bench/results/. About 5 minutes. Not part of `make test`.
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
+
+## A py-spy flame graph of the gateway under unary load (STREAM=1: streams) in bench/results/flame.svg.
+profile: $(STAMP)
+	$(PY) -m tests.bench.profile $(if $(STREAM),--stream --out bench/results/flame-stream.svg)
 
 ## Cost of routing a labelled task mix by complexity against sending it all to the premium tier.
 bench-routing: $(STAMP)

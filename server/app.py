@@ -441,6 +441,18 @@ class App:
             self._metrics_server.server_close()
 
 
+def pending_call_limits(max_in_flight: int, providers: int) -> list[tuple[str, int]]:
+    """grpc core cancels (CANCELLED, before any handler runs) calls that arrive faster than the server
+    takes them, past 3000 waiting by default (1000 before it starts dropping some): a burst of 5000
+    streams lost 2000 (docs/benchmarks.md). Raised to what admission control lets in, so that the
+    gateway's own limit (RESOURCE_EXHAUSTED, with its reason) is the one a caller meets."""
+    admitted = max_in_flight * max(1, providers)
+    return [
+        ("grpc.server.max_pending_requests", max(1000, admitted)),
+        ("grpc.server.max_pending_requests_hard_limit", max(3000, 2 * admitted)),
+    ]
+
+
 def build_app(
     settings: Settings,
     *,
@@ -523,6 +535,7 @@ def build_app(
             ("grpc.max_connection_age_grace_ms", int(settings.llm_max_connection_age_grace * 1000)),
             # Only --workers shares a port; otherwise a second server on a busy port must fail to start.
             ("grpc.so_reuseport", 1 if reuse_port else 0),
+            *pending_call_limits(settings.llm_max_in_flight, len(providers)),
         ],
     )
     pipeline = Pipeline(

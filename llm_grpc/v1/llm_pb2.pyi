@@ -706,7 +706,9 @@ class ReasoningPart(_message.Message):
     redacted_data: _builtins.bytes
     """Thinking the provider withheld, as its opaque data (Anthropic `redacted_thinking`)."""
     provider: _builtins.str
-    """The provider that produced it; a part from another provider is not sent to a provider."""
+    """The provider kind that produced it (`openai`, `anthropic` or `gemini`); a provider is sent only
+    parts of its own kind (another's signatures would be refused).
+    """
     def __init__(
         self,
         *,

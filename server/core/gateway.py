@@ -402,7 +402,7 @@ class Gateway:
             await self._limiter.keep(ticket)
             return
         prompt = prompt_token_bound(request.prompt_texts(), len(request.messages))
-        prompt += request.attachment_token_bound()
+        prompt = min(prompt + request.attachment_token_bound(), self.catalogue.get(model).context_window)
         cost = self.catalogue.get(model).cost(Usage(prompt_tokens=prompt, completion_tokens=streamed))
         await self._limiter.settle(ticket, prompt + streamed, micro_usd(cost), self._scopes(model))
 

@@ -523,7 +523,7 @@ class GeminiEmulator(Emulator):
             calls=calls,
             thought=thinking_text(thought) if thinking.get("includeThoughts") and thought else "",
             thought_tokens=thought,
-            cached=self._cached(body, texts),
+            cached=min(self._cached(body), reply.prompt_tokens),
         )
         identity = {"modelVersion": self.served_as.get(model, model), "responseId": uuid.uuid4().hex[:20]}
         if method == "generateContent":
@@ -560,14 +560,14 @@ class GeminiEmulator(Emulator):
             turn=self._turn,
         )
 
-    def _cached(self, body: dict[str, Any], texts: list[str]) -> int:
+    def _cached(self, body: dict[str, Any]) -> int:
         """Implicit caching: the longest prefix of contents (after tools and the system instruction)
         seen before, from 1024 tokens."""
         head = (body.get("tools"), body.get("systemInstruction"))
         contents = body["contents"]
         counted = [
             count_tokens(_parts_text(c))
-            + count_tokens(json.dumps([p for p in c["parts"] if "text" not in p]))
+            + sum(count_tokens(json.dumps(p)) for p in c["parts"] if "text" not in p)
             for c in contents
         ]
         extra = sum(count_tokens(json.dumps(t)) for t in body.get("tools") or ())

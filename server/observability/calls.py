@@ -133,6 +133,7 @@ class ProviderRecord:
 
     __slots__ = (
         "_metrics",
+        "_series",
         "_tracing",
         "first_token_ms",
         "method",
@@ -162,7 +163,8 @@ class ProviderRecord:
         self.first_token_ms: float | None = None
         self.provider_s = 0.0
         """Seconds spent waiting on the provider (attempts and retry waits): not gateway overhead."""
-        metrics.active.labels(provider).inc()
+        self._series = metrics.series(provider, model, method)
+        self._series.active.inc()
         annotate(model=model, provider=provider)
 
     def elapsed_ms(self) -> float:
@@ -192,35 +194,28 @@ class ProviderRecord:
 
     def first_token(self) -> None:
         self.first_token_ms = self.elapsed_ms()
-        self._metrics.time_to_first_token.labels(self.provider, self.model).observe(
-            self.first_token_ms / 1000
-        )
-        self._metrics.overhead.labels(self.method).observe(
-            max(0.0, self.first_token_ms / 1000 - self.provider_s)
-        )
-        self._metrics.genai_time_to_first_token.labels("chat", self.provider, self.model).observe(
-            self.first_token_ms / 1000
-        )
+        series = self._series
+        series.time_to_first_token.observe(self.first_token_ms / 1000)
+        series.overhead.observe(max(0.0, self.first_token_ms / 1000 - self.provider_s))
+        series.genai_time_to_first_token.observe(self.first_token_ms / 1000)
         annotate(time_to_first_token_ms=round(self.first_token_ms, 2))
 
     def succeed(
         self, usage: Usage, cost_usd: float, served_model: str, request_id: str, finish_reason: str
     ) -> None:
         elapsed_ms = self.elapsed_ms()
-        m = self._metrics
-        m.active.labels(self.provider).dec()
-        m.requests.labels(self.provider, self.model, self.method, "OK").inc()
-        m.duration.labels(self.provider, self.model, self.method).observe(elapsed_ms / 1000)
-        m.tokens.labels(self.provider, self.model, "prompt").inc(usage.prompt_tokens)
-        m.tokens.labels(self.provider, self.model, "completion").inc(usage.completion_tokens)
-        m.cost.labels(self.provider, self.model).inc(cost_usd)
-        m.genai_token_usage.labels("chat", self.provider, self.model, "input").observe(usage.prompt_tokens)
-        m.genai_token_usage.labels("chat", self.provider, self.model, "output").observe(
-            usage.completion_tokens
-        )
-        m.genai_operation_duration.labels("chat", self.provider, self.model, "").observe(elapsed_ms / 1000)
+        series = self._series
+        series.active.dec()
+        series.ok.inc()
+        series.duration.observe(elapsed_ms / 1000)
+        series.prompt_tokens.inc(usage.prompt_tokens)
+        series.completion_tokens.inc(usage.completion_tokens)
+        series.cost.inc(cost_usd)
+        series.genai_input_tokens.observe(usage.prompt_tokens)
+        series.genai_output_tokens.observe(usage.completion_tokens)
+        series.genai_duration_ok.observe(elapsed_ms / 1000)
         if self.first_token_ms is None:  # unary: all of the call but the provider's part
-            m.overhead.labels(self.method).observe(max(0.0, elapsed_ms / 1000 - self.provider_s))
+            series.overhead.observe(max(0.0, elapsed_ms / 1000 - self.provider_s))
         annotate(
             model=self.model,
             provider=self.provider,
@@ -236,9 +231,9 @@ class ProviderRecord:
     def fail(self, error: BaseException) -> None:
         code, origin, reason, _ = outcome(error)
         m = self._metrics
-        m.active.labels(self.provider).dec()
+        self._series.active.dec()
         m.requests.labels(self.provider, self.model, self.method, code.name).inc()
-        m.duration.labels(self.provider, self.model, self.method).observe(self.elapsed_ms() / 1000)
+        self._series.duration.observe(self.elapsed_ms() / 1000)
         m.genai_operation_duration.labels("chat", self.provider, self.model, reason or "").observe(
             self.elapsed_ms() / 1000
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Iterable, Iterator, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -23,6 +23,10 @@ class RedactProcessor:
     def __call__(
         self, _logger: Any, _method: str, event: MutableMapping[str, Any]
     ) -> MutableMapping[str, Any]:
+        # One check of all the strings together (nested ones included): the usual line has nothing to
+        # redact, and a secret or key shape in any string is in their join too (a NUL is in no secret).
+        if self._redact.clean("\0".join(_strings(event.values()))):
+            return event
         for key, value in event.items():
             event[key] = self._scrub(value)
         return event
@@ -42,6 +46,17 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
     if fmt != "auto":
         return fmt
     return "console" if stream.isatty() else "json"
+
+
+def _strings(values: Iterable[Any]) -> Iterator[str]:
+    """Every string among `values`, and in the dicts, lists and tuples among them, as `_scrub` visits."""
+    for value in values:
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, Mapping):
+            yield from _strings(value.values())
+        elif isinstance(value, list | tuple):
+            yield from _strings(value)
 
 
 def configure_logging(level: str, fmt: str, redactor: Redactor) -> None:

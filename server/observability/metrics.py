@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -71,6 +72,25 @@ class BoundedLabel:
             self._seen.add(value)
             return value
         return OTHER
+
+
+@dataclass(slots=True, frozen=True)
+class CallSeries:
+    """The label children a served call updates, resolved once per (provider, model, method) instead of
+    by `labels()` on every call (prometheus_client's advice for hot paths)."""
+
+    active: Any
+    ok: Any
+    duration: Any
+    prompt_tokens: Any
+    completion_tokens: Any
+    cost: Any
+    overhead: Any
+    time_to_first_token: Any
+    genai_input_tokens: Any
+    genai_output_tokens: Any
+    genai_duration_ok: Any
+    genai_time_to_first_token: Any
 
 
 class Metrics:
@@ -204,6 +224,30 @@ class Metrics:
             ["source_agent", "period"],
             registry=r,
         )
+
+        self._series: dict[tuple[str, str, str], CallSeries] = {}
+
+    def series(self, provider: str, model: str, method: str) -> CallSeries:
+        """The children of one (provider, model, method): bounded by configuration (allowed models,
+        configured providers, the service's methods), so the cache is too."""
+        key = (provider, model, method)
+        found = self._series.get(key)
+        if found is None:
+            found = self._series[key] = CallSeries(
+                active=self.active.labels(provider),
+                ok=self.requests.labels(provider, model, method, "OK"),
+                duration=self.duration.labels(provider, model, method),
+                prompt_tokens=self.tokens.labels(provider, model, "prompt"),
+                completion_tokens=self.tokens.labels(provider, model, "completion"),
+                cost=self.cost.labels(provider, model),
+                overhead=self.overhead.labels(method),
+                time_to_first_token=self.time_to_first_token.labels(provider, model),
+                genai_input_tokens=self.genai_token_usage.labels("chat", provider, model, "input"),
+                genai_output_tokens=self.genai_token_usage.labels("chat", provider, model, "output"),
+                genai_duration_ok=self.genai_operation_duration.labels("chat", provider, model, ""),
+                genai_time_to_first_token=self.genai_time_to_first_token.labels("chat", provider, model),
+            )
+        return found
 
     def limit_refused(self, limit: str, scope: str) -> None:
         """Scopes are `all`, `model:<allowed model>` or `tier:<tier>`: bounded by configuration."""

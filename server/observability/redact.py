@@ -20,16 +20,73 @@ _LABELLED = re.compile(
 )
 
 
+# Every match of _LABELLED contains one of these (lower-cased), and every match of a key shape its
+# literal prefix: text without any of them and without a configured secret has nothing to redact,
+# which a few substring scans find without running the patterns.
+_LABEL_TRIGGERS = ("bearer", "key", "authorization")
+_LITERAL_RUN = re.compile(r"[A-Za-z0-9-]+")
+
+
+def literal_prefix(shape: re.Pattern[str]) -> str | None:
+    """The lower-cased text every match of `shape` starts with, or None when that cannot be told
+    simply (no literal start, or an alternation outside any group)."""
+    pattern = shape.pattern
+    depth, escaped, in_class = 0, False, False
+    for char in pattern:
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif in_class:
+            in_class = char != "]"
+        elif char == "[":
+            in_class = True
+        elif char == "(":
+            depth += 1
+        elif char == ")":
+            depth -= 1
+        elif char == "|" and depth == 0:
+            return None
+    run = _LITERAL_RUN.match(pattern)
+    if run is None:
+        return None
+    prefix = run.group()
+    if pattern[len(prefix) : len(prefix) + 1] in ("?", "*", "+", "{"):  # the last char is quantified
+        prefix = prefix[:-1]
+    return prefix.lower() or None
+
+
 class Redactor:
     """Replaces configured secret values and anything shaped like a provider key with [REDACTED]."""
 
     def __init__(self, secrets: Iterable[str] = (), key_shapes: Iterable[re.Pattern[str]] = ()) -> None:
         self._secrets = tuple(sorted({s for s in secrets if len(s) >= 6}, key=len, reverse=True))
         # Longest shapes first, so a specific one (sk-ant-...) wins over a general one (sk-...).
+        key_shapes = tuple(key_shapes)
         shapes = sorted((shape.pattern for shape in key_shapes), key=len, reverse=True)
         self._key_shapes = re.compile("|".join(shapes)) if shapes else None
+        prefixes = [literal_prefix(shape) for shape in key_shapes]
+        self._triggers: tuple[str, ...] | None = (
+            None
+            if None in prefixes
+            else (*_LABEL_TRIGGERS, *(prefix for prefix in prefixes if prefix is not None))
+        )
+        """None: some key shape has no literal prefix to look for, so every text runs the patterns."""
+
+    def clean(self, text: str) -> bool:
+        """Whether `text` certainly holds nothing to redact: no configured secret, and none of the
+        substrings every key shape or credential label contains. A few substring scans instead of the
+        patterns (a log line's values: ~1 µs instead of ~20 µs)."""
+        if self._triggers is None:
+            return False
+        lowered = text.lower()
+        return not any(trigger in lowered for trigger in self._triggers) and not any(
+            secret in text for secret in self._secrets
+        )
 
     def __call__(self, text: str) -> str:
+        if self.clean(text):
+            return text
         for secret in self._secrets:
             if secret in text:
                 text = text.replace(secret, REDACTED)

@@ -169,7 +169,15 @@ def _turns(messages: tuple[Message, ...]) -> list[dict[str, Any]]:
                     turns.pop()
     if not turns:
         raise ProviderBadRequest(KIND, "at least one user or assistant message with content is required")
-    return turns
+    return [_compact(turn) for turn in turns]
+
+
+def _compact(turn: dict[str, Any]) -> dict[str, Any]:
+    """A turn of one plain text block as the string shorthand the API documents (the same request)."""
+    blocks = turn["content"]
+    if len(blocks) == 1 and blocks[0]["type"] == "text" and "cache_control" not in blocks[0]:
+        return {"role": turn["role"], "content": blocks[0]["text"]}
+    return turn
 
 
 def _blocks(message: Message) -> list[dict[str, Any]]:

@@ -1,145 +1,189 @@
-"""One load generator run, in its own process: N calls at a given concurrency, either straight to the
-emulator with the official SDK (`--side sdk`) or through the gateway over gRPC (`--side gateway`).
-Prints one JSON object: latencies, times to first token, inter-token gaps, throughput, client CPU."""
+"""The load generator: N calls at concurrency C, either straight at the emulator with the official
+`openai` SDK or over gRPC (to the gateway or to the floor). Runs inside the harness's event loop.
+
+The SDK side makes the call the gateway's OpenAI adapter makes (the SDK's own `post` with the JSON
+body, on its aiohttp transport), so the difference between the sides is the gateway and its gRPC hop,
+not a costlier way of using the SDK on one side.
+"""
 
 from __future__ import annotations
 
-import argparse
 import asyncio
-import json
-import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import httpx2
-from openai import AsyncOpenAI, DefaultAioHttpClient
+from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 
 MODEL = "gpt-5.4-mini"
-# 18 words, so the emulator's reply ("emulator reply: " + these) is 20 tokens.
-PROMPT = " ".join(f"w{i}" for i in range(18))
+CHANNELS = 4
+"""gRPC connections per target, calls spread round-robin: with `--workers N` the kernel spreads
+connections, not calls, over the workers."""
 
 
+def prompt(tokens: int, token_delay_ms: float = 0.0) -> str:
+    """A prompt whose emulator reply ("emulator reply: " + the prompt) is `tokens` tokens long."""
+    words = " ".join(f"w{i}" for i in range(max(0, tokens - 2)))
+    return f"[[emulate: token_delay_ms={token_delay_ms:g}]] {words}" if token_delay_ms else words
+
+
+@dataclass
 class Sample:
-    def __init__(self) -> None:
-        self.latency: list[float] = []
-        self.ttft: list[float] = []
-        self.gaps: list[float] = []
-        self.errors = 0
+    latency: list[float] = field(default_factory=list)
+    ttft: list[float] = field(default_factory=list)
+    errors: int = 0
+    error_kinds: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+
+    @property
+    def calls(self) -> int:
+        return len(self.latency)
+
+    def failed(self, error: BaseException) -> None:
+        self.errors += 1
+        kind = error.code().name if isinstance(error, grpc.aio.AioRpcError) else type(error).__name__
+        self.error_kinds[kind] = self.error_kinds.get(kind, 0) + 1
 
 
-async def _sdk_call(client: AsyncOpenAI, stream: bool, sample: Sample) -> None:
-    started = time.perf_counter()
-    if not stream:
-        await client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": PROMPT}])
-        sample.latency.append(time.perf_counter() - started)
-        return
-    last: float | None = None
-    chunks = await client.chat.completions.create(
-        model=MODEL,
-        messages=[{"role": "user", "content": PROMPT}],
-        stream=True,
-        stream_options={"include_usage": True},
-    )
-    async for chunk in chunks:
-        if chunk.choices and chunk.choices[0].delta.content:
-            now = time.perf_counter()
-            if last is None:
-                sample.ttft.append(now - started)
-            else:
-                sample.gaps.append(now - last)
-            last = now
-    sample.latency.append(time.perf_counter() - started)
+Call = Callable[[Sample], Awaitable[None]]
 
 
-async def _gateway_call(stub: llm_pb2_grpc.LLMServiceAsyncStub, stream: bool, sample: Sample) -> None:
-    messages = [llm_pb2.Message(role=llm_pb2.ROLE_USER, content=PROMPT)]
-    started = time.perf_counter()
-    if not stream:
-        await stub.Complete(llm_pb2.CompleteRequest(model=MODEL, messages=messages), timeout=120)
-        sample.latency.append(time.perf_counter() - started)
-        return
-    last: float | None = None
-    async for event in stub.Stream(llm_pb2.StreamRequest(model=MODEL, messages=messages), timeout=120):
-        if event.WhichOneof("event") == "delta":
-            now = time.perf_counter()
-            if last is None:
-                sample.ttft.append(now - started)
-            else:
-                sample.gaps.append(now - last)
-            last = now
-    sample.latency.append(time.perf_counter() - started)
+class Target:
+    """Something to send calls to: `unary(text)` and `stream(text)` give one call each."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    def unary(self, text: str) -> Call:
+        raise NotImplementedError
+
+    def stream(self, text: str) -> Call:
+        raise NotImplementedError
 
 
-async def _run(args: argparse.Namespace) -> dict[str, object]:
-    sample = Sample()
-    call: Callable[[], Awaitable[None]]
-    if args.side == "sdk":
+class SdkTarget(Target):
+    def __init__(self, base_url: str, key: str, max_connections: int = 512) -> None:
         http = DefaultAioHttpClient(
-            limits=httpx2.Limits(max_connections=2000, max_keepalive_connections=2000)
+            limits=httpx2.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
         )
-        client = AsyncOpenAI(api_key=args.key, base_url=args.target, max_retries=0, http_client=http)
+        self._client = AsyncOpenAI(api_key=key, base_url=base_url, max_retries=0, http_client=http)
 
-        def call() -> Awaitable[None]:
-            return _sdk_call(client, args.stream, sample)
-    else:
-        channel = grpc.aio.insecure_channel(args.target)
-        stub = llm_pb2_grpc.LLMServiceStub(channel)
+    async def aclose(self) -> None:
+        await self._client.close()
 
-        def call() -> Awaitable[None]:
-            return _gateway_call(stub, args.stream, sample)
+    def _body(self, text: str, stream: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": MODEL, "messages": [{"role": "user", "content": text}]}
+        if stream:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+        return body
 
-    for _ in range(min(args.concurrency, 32)):  # warm connections and caches
-        await call()
-    sample.__init__()  # type: ignore[misc]
-    remaining = args.requests
-    cpu_before = os.times()
-    started = time.perf_counter()
+    def unary(self, text: str) -> Call:
+        body = self._body(text, stream=False)
+
+        async def call(sample: Sample) -> None:
+            started = time.perf_counter()
+            await self._client.post("/chat/completions", cast_to=object, body=body, options={"timeout": 120})
+            sample.latency.append(time.perf_counter() - started)
+
+        return call
+
+    def stream(self, text: str) -> Call:
+        body = self._body(text, stream=True)
+
+        async def call(sample: Sample) -> None:
+            started = time.perf_counter()
+            first = True
+            chunks = await self._client.post(
+                "/chat/completions",
+                cast_to=object,
+                body=body,
+                options={"timeout": 120},
+                stream=True,
+                stream_cls=AsyncStream[object],
+            )
+            async for chunk in chunks:
+                if first and isinstance(chunk, dict):
+                    choices = chunk.get("choices") or ()
+                    if choices and (choices[0].get("delta") or {}).get("content"):
+                        sample.ttft.append(time.perf_counter() - started)
+                        first = False
+            sample.latency.append(time.perf_counter() - started)
+
+        return call
+
+
+class GrpcTarget(Target):
+    def __init__(self, address: str, channels: int = CHANNELS) -> None:
+        # A local subchannel pool per channel: otherwise channels with equal arguments share one connection.
+        self._channels = [
+            grpc.aio.insecure_channel(address, options=[("grpc.use_local_subchannel_pool", 1)])
+            for _ in range(channels)
+        ]
+        self._stubs = [llm_pb2_grpc.LLMServiceStub(channel) for channel in self._channels]
+        self._next = 0
+
+    async def aclose(self) -> None:
+        for channel in self._channels:
+            await channel.close(None)
+
+    def _stub(self) -> llm_pb2_grpc.LLMServiceAsyncStub:
+        self._next = (self._next + 1) % len(self._stubs)
+        return self._stubs[self._next]
+
+    def unary(self, text: str) -> Call:
+        request = llm_pb2.CompleteRequest(
+            model=MODEL, messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, content=text)]
+        )
+
+        async def call(sample: Sample) -> None:
+            stub = self._stub()
+            started = time.perf_counter()
+            await stub.Complete(request, timeout=120)
+            sample.latency.append(time.perf_counter() - started)
+
+        return call
+
+    def stream(self, text: str) -> Call:
+        request = llm_pb2.StreamRequest(
+            model=MODEL, messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, content=text)]
+        )
+
+        async def call(sample: Sample) -> None:
+            stub = self._stub()
+            started = time.perf_counter()
+            first = True
+            async for event in stub.Stream(request, timeout=120):
+                if first and event.WhichOneof("event") == "delta":
+                    sample.ttft.append(time.perf_counter() - started)
+                    first = False
+            sample.latency.append(time.perf_counter() - started)
+
+        return call
+
+
+async def run(call: Call, *, concurrency: int, calls: int, warmup: int = 0) -> Sample:
+    """`calls` calls, `concurrency` at a time (after `warmup` calls not counted)."""
+    scratch = Sample()
+    for _ in range(warmup):
+        await call(scratch)
+    sample = Sample()
+    remaining = calls
 
     async def worker() -> None:
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
             try:
-                await call()
-            except Exception:
-                sample.errors += 1
+                await call(sample)
+            except Exception as error:
+                sample.failed(error)
 
-    await asyncio.gather(*(worker() for _ in range(args.concurrency)))
-    elapsed = time.perf_counter() - started
-    cpu_after = os.times()
-    return {
-        "latency": sample.latency,
-        "ttft": sample.ttft,
-        "gaps": sample.gaps,
-        "errors": sample.errors,
-        "elapsed": elapsed,
-        "throughput": len(sample.latency) / elapsed,
-        "client_cpu": (cpu_after.user - cpu_before.user) + (cpu_after.system - cpu_before.system),
-        "calls": len(sample.latency),
-    }
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--side", choices=("sdk", "gateway"), required=True)
-    parser.add_argument("--target", required=True)
-    parser.add_argument("--key", default="bench-key")
-    parser.add_argument("--stream", action="store_true")
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--requests", type=int, default=640)
-    args = parser.parse_args()
-    try:
-        import uvloop
-
-        runner = asyncio.Runner(loop_factory=uvloop.new_event_loop)
-    except ImportError:
-        runner = asyncio.Runner()
-    with runner:
-        print(json.dumps(runner.run(_run(args))))
-
-
-if __name__ == "__main__":
-    main()
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, calls))))
+    sample.elapsed = time.perf_counter() - started
+    return sample

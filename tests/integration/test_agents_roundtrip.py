@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
@@ -235,3 +237,23 @@ async def test_a_tool_call_turn_carries_no_structured_output_verdict(
 
     assert response.finish_reason == llm_pb2.FINISH_REASON_TOOL_CALLS
     assert not response.HasField("structured_output")  # the answer comes after the tool results
+
+
+async def test_a_large_document_reserves_no_more_prompt_than_the_models_window(
+    start_gateway: Any, emulators: Emulators, tmp_path: Path
+) -> None:
+    policy = tmp_path / "limits.json"
+    policy.write_text(json.dumps({"default": {"tokens_per_minute": 300_000}}))
+    app: App = await start_gateway(llm_limits_file=str(policy))
+    pdf = b"%PDF-1.7\n" + b"x" * 300_000  # bound: a token a byte, beyond claude-haiku's 200k window
+    document = llm_pb2.ContentPart(document=llm_pb2.Document(data=pdf, mime_type="application/pdf"))
+    message = llm_pb2.Message(role=llm_pb2.ROLE_USER, content="summarise", parts=[document])
+
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        response = await llm_pb2_grpc.LLMServiceStub(channel).Complete(
+            llm_pb2.CompleteRequest(model=MODELS["anthropic"], messages=[message], max_tokens=1000),
+            timeout=10,
+        )
+
+    assert response.content  # 200k + 1k reserved fit the 300k bucket; 300k + 1k would not
+    assert len(emulators.completions("anthropic")) == 1
