@@ -188,7 +188,7 @@ async def test_system_messages_sampling_and_stop_reach_the_api_in_its_own_shape(
     await adapter.complete(request, OPTIONS)
 
     [sent] = generations(emulator)
-    turns = [(m["role"], m["content"]) for m in sent.body["messages"]]
+    turns = [(m["role"], _text(m["content"])) for m in sent.body["messages"]]
     if kind.name == "openai":
         assert turns == [("system", "be brief"), ("user", "hi"), ("assistant", "hello"), ("user", "and now?")]
         assert (sent.body["max_completion_tokens"], sent.body["stop"]) == (50, ["END"])
@@ -210,6 +210,13 @@ async def test_unset_max_tokens_is_left_out_or_the_configured_default_where_the_
     else:
         assert "max_completion_tokens" not in sent.body
         assert "max_tokens" not in sent.body
+
+
+def _text(content: str | list[dict[str, Any]]) -> str:
+    """A message's text, sent as a string or as content blocks (`[{"type": "text", "text": ...}]`)."""
+    if isinstance(content, str):
+        return content
+    return "".join(block["text"] for block in content if block.get("type") == "text")
 
 
 # --- errors ---------------------------------------------------------------------------------------
