@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing clean
 
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
 INSTALL_LOG := $(VENV)/install.log
@@ -63,11 +63,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-## The README's test command: contract, lint, types, then every test (Python, then the Node client's).
-test: proto-check buf-lint lint typecheck system-deps node-deps
+## The README's test command: contract, lint, types, then every test (Python with the Go and Node loops of
+## docs/agents.md, the Go client snippet, the Node client's tests). Go and Node packages come first.
+test: proto-check buf-lint lint typecheck system-deps node-deps go-deps
 	$(BIN)/pytest -q
-	$(MAKE) go-check
-	$(MAKE) node-test
+	PYTHON=$(abspath $(PY)) clients/go/build.sh
+	cd clients/node && node --test test/
 
 ## Debian packages the tests run for real (installed when missing; needs root, as in CI): redis-server,
 ## and promtool (package prometheus) for the alerting rules and the dashboard's queries.
@@ -82,9 +83,11 @@ GO_PACKAGES := golang-go golang-google-grpc-dev golang-google-protobuf-dev golan
 
 ## The Go snippet of clients/README.md, generated, built and run against a real demo gateway. Go and
 ## grpc-go come from Debian's packages (installed here when missing; needs root, as in CI).
-go-check: $(STAMP)
+go-deps:
 	@command -v go >/dev/null && command -v protoc-gen-go-grpc >/dev/null || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(GO_PACKAGES) >/dev/null; }
+
+go-check: $(STAMP) go-deps
 	PYTHON=$(abspath $(PY)) clients/go/build.sh
 	$(BIN)/pytest -q tests/integration/test_agents_docs.py -k go  # docs/agents.md's Go loop, now Go is here
 
