@@ -525,7 +525,6 @@ def build_app(
     )
     drain = Drain()
     server = grpc.aio.server(
-        interceptors=[drain],
         options=[
             ("grpc.max_receive_message_length", max_message),
             ("grpc.max_send_message_length", max_message),
@@ -539,7 +538,12 @@ def build_app(
         ],
     )
     pipeline = Pipeline(
-        metrics, redactor, plan.authenticator, settings.llm_max_metadata_value_length, tracing=tracing
+        metrics,
+        redactor,
+        plan.authenticator,
+        settings.llm_max_metadata_value_length,
+        tracing=tracing,
+        drain=drain,
     )
     add_to_server(LLMServicer(gateway, monitor, metrics, redactor), pipeline, server)
     health_servicer = health.aio.HealthServicer()  # type: ignore[attr-defined]

@@ -1,6 +1,7 @@
 """The one call pipeline: what every LLMService RPC needs, done once, refused calls included.
 
-For each call, in order: a fresh log context; the A2A context from metadata (into `REQUEST_CONTEXT`
+For each call, in order: a fresh log context; the drain's count of calls in flight (refused while the
+server shuts down, server/api/draining.py); the A2A context from metadata (into `REQUEST_CONTEXT`
 and every log line); authentication and authorisation of the method; the trace id echoed in the initial
 metadata; the request parsed from its bytes inside the gateway's own error mapping (grpc's deserializer
 would answer a malformed message, or invalid UTF-8 in a string, with UNKNOWN); the servicer method; and
@@ -22,6 +23,7 @@ from google.protobuf.message import Message
 
 from llm_grpc.v1 import llm_pb2
 from server.api.context import TRACE_ID_KEY, context_from_metadata
+from server.api.draining import Drain
 from server.api.status import internal_status, to_status
 from server.core.auth import Authenticator
 from server.core.errors import GatewayError, MalformedRequest
@@ -53,8 +55,10 @@ class Pipeline:
         max_metadata_value_length: int,
         *,
         tracing: Tracing | None,
+        drain: Drain,
     ) -> None:
         self._tracing = tracing
+        self._drain = drain
         self._metrics = metrics
         self._redact = redact
         self._auth = authenticator
@@ -71,7 +75,10 @@ class Pipeline:
             trace_id = ""
             metadata = context.invocation_metadata() or ()
             with RpcRecord(self._metrics, name, self._tracing, metadata) as record:
+                entered = False
                 try:
+                    self._drain.enter()
+                    entered = True
                     ctx = self._context(context)
                     trace_id = record.trace_id = ctx.trace_id
                     ctx = self._authenticate(context, ctx, name)
@@ -91,6 +98,9 @@ class Pipeline:
                 else:
                     record.finish(None)
                     return result
+                finally:
+                    if entered:
+                        self._drain.leave()
             await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
             return None  # unreachable: abort raises
 

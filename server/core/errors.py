@@ -9,6 +9,7 @@ google.rpc.Code space that gRPC shares); `server/api/status.py` turns an error i
     ├── NoModelFits             no allowed model for a tier          → FAILED_PRECONDITION
     ├── Overloaded              provider's in-flight limit reached   → RESOURCE_EXHAUSTED + RetryInfo
     ├── CallerOverLimit         caller's own in-flight limit reached → RESOURCE_EXHAUSTED + QuotaFailure
+    ├── ServerDraining          the server is shutting down          → UNAVAILABLE
     ├── DeadlineExceeded        caller deadline / request timeout    → DEADLINE_EXCEEDED
     └── ProviderError           anything a provider call raised (always names the provider)
         ├── ProviderBadRequest  provider 400/413/422                 → INVALID_ARGUMENT
@@ -214,6 +215,16 @@ class NoModelFits(GatewayError):
 
     def metadata(self) -> dict[str, str]:
         return {"tier": self.tier}
+
+
+class ServerDraining(GatewayError):
+    """The server is shutting down (the drain notice, server/api/draining.py): retry on another replica."""
+
+    reason = "SERVER_DRAINING"
+    code = Code.UNAVAILABLE
+
+    def __init__(self) -> None:
+        super().__init__("the server is shutting down; retry on another replica")
 
 
 class DeadlineExceeded(GatewayError):

@@ -99,6 +99,22 @@ async def test_a_malformed_request_is_counted_and_logged_as_the_callers(
     ]
 
 
+async def test_a_call_refused_during_the_drain_is_counted_and_logged_as_the_gateways(
+    app: App, stub: llm_pb2_grpc.LLMServiceAsyncStub
+) -> None:
+    await app.drain.notice(timeout=0)  # what App.stop does first
+    with capture_logs() as logs, pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Complete(llm_pb2.CompleteRequest(model=MODELS["openai"], messages=user("hi")), timeout=10)
+
+    assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+    (line,) = [entry for entry in logs if entry["event"] == "llm.call"]
+    assert (line["origin"], line["error_reason"]) == ("gateway", "SERVER_DRAINING")
+    assert await _samples(app, "llm_calls_total") == [
+        {"method": "Complete", "code": "UNAVAILABLE", "origin": "gateway"}
+    ]
+    assert await _samples(app, "llm_refusals_total") == [{"method": "Complete", "reason": "SERVER_DRAINING"}]
+
+
 async def test_provider_error_metrics_count_only_what_the_provider_caused(
     app: App, stub: llm_pb2_grpc.LLMServiceAsyncStub
 ) -> None:

@@ -35,6 +35,7 @@ from server.core.errors import (
     ProviderTimeout,
     ProviderUnavailable,
     QuotaExhausted,
+    ServerDraining,
     UnsupportedByModel,
 )
 from server.core.limits import CallerLimitReached, Check, LimitKind, LimitsUnavailable
@@ -144,6 +145,7 @@ TABLE: list[tuple[GatewayError, int, str, list[str], dict[str, str]]] = [
         {"caller": "planner", "limit": "2"},
     ),
     (DeadlineExceeded("late"), code_pb2.DEADLINE_EXCEEDED, "DEADLINE_EXCEEDED", [], {}),
+    (ServerDraining(), code_pb2.UNAVAILABLE, "SERVER_DRAINING", [], {}),
     (
         ProviderError(OPENAI, "odd", status_code=418),
         code_pb2.UNAVAILABLE,
