@@ -8,6 +8,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AliasChoices,
@@ -218,7 +219,9 @@ class Settings(BaseSettings):
         """Every secret value configured: each one is scrubbed from logs, errors and responses."""
         values = [getattr(self, name) for name in type(self).model_fields]
         values += self._instance_keys.values()
-        return [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
+        secrets = [value.get_secret_value() for value in values if isinstance(value, SecretStr)]
+        # A URL's password alone too (LLM_REDIS_URL): a library may print the URL another way.
+        return secrets + [p for s in secrets if "://" in s and (p := urlsplit(s).password)]
 
     def traces_endpoint(self) -> str | None:
         """The OTLP/gRPC endpoint traces go to, or None when tracing is off (the default)."""

@@ -387,11 +387,16 @@ _NOT_JSON = object()
 
 
 def _json(text: str) -> Any:
-    """Parsed JSON text, or _NOT_JSON."""
+    """Parsed JSON text, or _NOT_JSON: also for NaN and Infinity (not JSON, and refused by the providers'
+    HTTP clients) and for nesting too deep to parse."""
     try:
-        return json.loads(text)
-    except ValueError:
+        return json.loads(text, parse_constant=_not_a_number)
+    except (ValueError, RecursionError):
         return _NOT_JSON
+
+
+def _not_a_number(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _object_schema_problem(text: str) -> str | None:

@@ -56,7 +56,8 @@ def sign(text: str) -> str:
 
 
 def verify(text: str, signature: object) -> bool:
-    return isinstance(signature, str) and hmac.compare_digest(sign(text), signature)
+    # As bytes: compare_digest refuses str with non-ASCII characters, and a forged signature may have them.
+    return isinstance(signature, str) and hmac.compare_digest(sign(text).encode(), signature.encode())
 
 
 def instance_of(schema: Any, defs: Mapping[str, Any] | None = None, depth: int = 0) -> Any:

@@ -83,6 +83,9 @@ class Tracing:
         with self._tracer.start_as_current_span(
             f"chat {model}",
             kind=SpanKind.CLIENT,
+            # An exception's text may quote provider error bodies: only its reason goes on the span.
+            record_exception=False,
+            set_status_on_exception=False,
             attributes={
                 "gen_ai.operation.name": "chat",
                 "gen_ai.provider.name": provider,

@@ -198,9 +198,11 @@ def _blocks(message: Message) -> list[dict[str, Any]]:
 
 
 def _reasoning_block(part: ReasoningPart) -> dict[str, Any]:
+    """Anthropic's signatures and redacted data are ASCII (base64) text it sent; bytes that are not were
+    not sent by it, and go as they are (latin-1 keeps every byte) for the API to refuse as its own 400."""
     if part.redacted_data:
-        return {"type": "redacted_thinking", "data": part.redacted_data.decode()}
-    return {"type": "thinking", "thinking": part.text, "signature": part.signature.decode()}
+        return {"type": "redacted_thinking", "data": part.redacted_data.decode("latin-1")}
+    return {"type": "thinking", "thinking": part.text, "signature": part.signature.decode("latin-1")}
 
 
 def _part(part: ContentPart) -> dict[str, Any]:

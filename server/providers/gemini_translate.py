@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import mimetypes
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,7 +129,7 @@ def _result(text: str) -> dict[str, Any]:
     """A tool result as a function response: the JSON object it is, else `{"output": text}`."""
     try:
         value = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past what the parser can take
         return {"output": text}
     return value if isinstance(value, dict) else {"output": value}
 
@@ -220,7 +221,10 @@ class Reader:
                 call = part.function_call
                 index = len(self.calls.calls())
                 arguments = json.dumps(call.args or {}, separators=(",", ":"))
-                delta = ToolCallDelta(index, call.id or f"{SYNTHETIC_ID}{index}", call.name or "", arguments)
+                # Gemini names no call id: one made up, unique across the conversation (the contract pairs
+                # tool results by id; `_sent_id` never sends it back).
+                made_up = f"{SYNTHETIC_ID}{uuid.uuid4().hex[:16]}"
+                delta = ToolCallDelta(index, call.id or made_up, call.name or "", arguments)
                 yield self.calls.add(delta, part.thought_signature or b"")
             elif part.thought:
                 self.reasoning.append(
