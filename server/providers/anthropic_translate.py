@@ -56,11 +56,12 @@ EPHEMERAL = {"type": "ephemeral"}
 
 
 def thinking_budget(reasoning: ReasoningConfig | None) -> int | None:
-    """The thinking budget a request asks for (None: no thinking)."""
+    """The thinking budget a request asks for (None: no thinking). A budget of 0 asks for no thinking, as
+    it does of Gemini; a small one gets the API's minimum."""
     if reasoning is None:
         return None
     if reasoning.budget_tokens is not None:
-        return max(MIN_THINKING_BUDGET, reasoning.budget_tokens)
+        return max(MIN_THINKING_BUDGET, reasoning.budget_tokens) if reasoning.budget_tokens > 0 else None
     return EFFORT_BUDGETS[reasoning.effort] if reasoning.effort is not None else None
 
 

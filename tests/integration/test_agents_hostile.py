@@ -96,3 +96,21 @@ async def test_gemini_call_ids_stay_unique_over_two_tool_rounds(
     ids = [call.id for call in (*first.tool_calls, *second.tool_calls)]
     assert len(ids) == len(set(ids)) == 2  # made up by the adapter (Gemini names none), never reused
     assert "tool get_weather returned" in answered.content
+
+
+async def test_a_zero_thinking_budget_asks_for_no_thinking_where_the_api_allows_it(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators
+) -> None:
+    reasoning = llm_pb2.Reasoning(budget_tokens=0)
+
+    for provider in ("anthropic", "gemini"):
+        await stub.Complete(
+            llm_pb2.CompleteRequest(model=MODELS[provider], messages=user("hi"), reasoning=reasoning),
+            timeout=10,
+        )
+
+    (anthropic,) = emulators.completions("anthropic")
+    (gemini,) = emulators.completions("gemini")
+    assert "thinking" not in anthropic.body
+    thinking = gemini.body["generationConfig"]["thinkingConfig"]
+    assert thinking.get("thinkingBudget", thinking.get("thinking_budget")) == 0  # the API reads either
