@@ -30,6 +30,7 @@ from collections import Counter, defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 import matplotlib
@@ -46,7 +47,7 @@ from tests.processes import start_gateway_process
 Labels = tuple[tuple[str, str], ...]
 Group = tuple[str, ...]
 
-WINDOW = 20.0
+WINDOW = 12.0
 """The range of every rate() and histogram_quantile(), in seconds: Grafana's `$__rate_interval` is at
 least four scrape intervals; a few more keep quantiles of a few calls per second readable."""
 
@@ -61,7 +62,7 @@ MODELS = {  # model -> (weight in the mix, the emulator's delay per token in ms)
 FALLBACKS = '{"claude-haiku-4-5": ["gemini-3.5-flash"]}'
 AGENTS = ("planner", "summarizer", "support-bot", "triage")
 NOT_ALLOWED = ("gpt-4o", "llama-3.1-70b", "mistral-large")
-INCIDENT = (0.45, 0.62)
+INCIDENT = (0.42, 0.62)
 """The share of the run during which the Anthropic emulator answers 529 (overloaded) to every call."""
 
 
@@ -274,7 +275,9 @@ def _panel(
     dashed: dict[str, list[float]] | None = None,
 ) -> None:
     ax.axvspan(*incident, color="#d62728", alpha=0.08, lw=0)
-    drawn: dict[str, str] = {}
+    if len(lines) > 10:
+        ax.set_prop_cycle(color=[matplotlib.colormaps["tab20"](i) for i in range(20)])
+    drawn: dict[str, Any] = {}  # label -> the line's colour, for its dashed p50
     for key, values in sorted(lines.items()):
         label = _label(key)
         if all(math.isnan(v) or v == 0 for v in values):
@@ -291,7 +294,8 @@ def _panel(
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     if drawn:
-        ax.legend(fontsize=7, loc="upper left", ncol=2 if len(drawn) > 5 else 1, framealpha=0.7)
+        many = len(drawn) > 5
+        ax.legend(fontsize=6.3 if many else 7, loc="upper left", ncol=2 if many else 1, framealpha=0.7)
     else:
         ax.text(0.5, 0.5, "no data", ha="center", va="center", transform=ax.transAxes, color="grey")
 
@@ -324,16 +328,20 @@ def render(scrapes: Sequence[Scrape], traffic_end: float, calls: int, out: Path)
     in_flight = single(query.sum_by("llm_active_requests", []))
 
     figure = plt.figure(figsize=(15, 15.5), dpi=90)
-    grid = figure.add_gridspec(5, 12, height_ratios=[0.45, 1, 1, 1, 1], hspace=0.42, wspace=1.2)
+    grid = figure.add_gridspec(
+        5, 1, height_ratios=[0.4, 1, 1, 1, 1], hspace=0.38, left=0.045, right=0.99, top=0.95, bottom=0.06
+    )
     stats = [
         ("Calls per second", f"{calls_rate[now]:.1f}"),
         ("Failing calls", f"{100 * failing[now] / calls_rate[now]:.1f} %" if calls_rate[now] else "-"),
         ("Spend today", f"${spend[now]:.4f}"),
         ("Calls in flight", f"{in_flight[now]:.0f}"),
     ]
+    top = grid[0].subgridspec(1, 4, wspace=0.08)
     for k, (title, value) in enumerate(stats):
-        _stat(figure.add_subplot(grid[0, 3 * k : 3 * k + 3]), title, value)
-    panels = iter(figure.add_subplot(grid[1 + r, 4 * c : 4 * c + 4]) for r in range(4) for c in range(3))
+        _stat(figure.add_subplot(top[0, k]), title, value)
+    rows = [grid[1 + r].subgridspec(1, 3, wspace=0.2) for r in range(4)]
+    panels = iter(figure.add_subplot(row[0, c]) for row in rows for c in range(3))
 
     def ratio(top: dict[Group, list[float]], bottom: dict[Group, list[float]]) -> dict[Group, list[float]]:
         return {
@@ -423,8 +431,8 @@ def render(scrapes: Sequence[Scrape], traffic_end: float, calls: int, out: Path)
         0.005,
         f"{calls} gRPC calls in {traffic_end:.0f} s, {len(scrapes)} scrapes of /metrics; each panel's "
         f"PromQL (docs/deploy/grafana/llm-grpc.json) evaluated over a {WINDOW:.0f} s window. Shaded: the "
-        "Anthropic emulator answers 529. Rendered by tests/bench/dashboard.py (make dashboard) with "
-        "matplotlib, not a Grafana screenshot.",
+        "Anthropic emulator answers 529 to every call.\nRendered by tests/bench/dashboard.py "
+        "(make dashboard) with matplotlib from the demo gateway's own metrics: not a Grafana screenshot.",
         fontsize=8.5,
         color="#444444",
     )
