@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing clean
+.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing dashboard clean
 
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
 INSTALL_LOG := $(VENV)/install.log
@@ -126,6 +126,11 @@ profile: $(STAMP)
 ## Cost of routing a labelled task mix by complexity against sending it all to the premium tier.
 bench-routing: $(STAMP)
 	$(PY) -m tests.bench.routing_cost
+
+## docs/images/dashboard.png: the Grafana dashboard's main panels, computed from ~75 s of real mixed
+## traffic against the demo gateway and drawn with matplotlib (docs/operations.md). Not part of `make test`.
+dashboard: $(STAMP)
+	$(PY) -m tests.bench.dashboard --out docs/images/dashboard.png
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -279,8 +279,10 @@ class Gateway:
     ) -> _Opened[T]:
         """Run `attempt` on the first candidate, with retries; on UNAVAILABLE or RESOURCE_EXHAUSTED move
         to the next (an operator's explicit fallback chain). The caller owns the returned slot."""
+        spent_on_providers = 0.0  # by the candidates tried before: not gateway overhead either
         for index, (request, provider) in enumerate(candidates):
             call = self._observer.provider_call(method, request.model, provider.name, started)
+            call.waited_on_provider(spent_on_providers)
             slot = AsyncExitStack()
             try:
                 await slot.enter_async_context(
@@ -298,6 +300,7 @@ class Gateway:
                 await slot.aclose()
                 self._annotate(error, request.model)
                 call.fail(error)
+                spent_on_providers = call.provider_s
                 if index + 1 == len(candidates) or not isinstance(error, FAILOVER_ERRORS):
                     raise
                 self._observer.failover(request.model, candidates[index + 1][0].model, error.reason)

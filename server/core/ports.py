@@ -62,6 +62,8 @@ class ProviderCall(Protocol):
 
     model: str
     first_token_ms: float | None
+    provider_s: float
+    """Seconds spent on the provider so far (attempts and retry waits): not gateway overhead."""
 
     def elapsed_ms(self) -> float: ...
 

@@ -115,6 +115,25 @@ async def test_configured_failover_serves_from_the_fallback_and_says_so(
     assert app.metrics.failovers.labels("claude-haiku-4-5", "gpt-5.4-mini")._value.get() == 1
 
 
+async def test_time_spent_on_a_model_before_failover_is_not_counted_as_gateway_overhead(
+    start_gateway: Callable[..., Any],
+) -> None:
+    app: App = await start_gateway(llm_fallbacks=FALLBACKS, llm_max_retries=1)
+    # The first model's provider asks for a 1 s wait before its retry, then fails again: the gateway
+    # spends over a second on it, all of it the provider's, none of it overhead.
+    text = "hi [[emulate: status=529 retry_after=1 on=anthropic]]"
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        await llm_pb2_grpc.LLMServiceStub(channel).Complete(
+            llm_pb2.CompleteRequest(model="claude-haiku-4-5", messages=user(text)), timeout=30
+        )
+
+    sample = app.metrics.registry.get_sample_value
+    assert sample("llm_gateway_overhead_seconds_count", {"method": "Complete"}) == 1
+    overhead = sample("llm_gateway_overhead_seconds_sum", {"method": "Complete"})
+    assert overhead is not None
+    assert overhead < 0.5  # the provider's 1 s wait is not in it
+
+
 async def test_caller_errors_do_not_fail_over(
     start_gateway: Callable[..., Any], emulators: Emulators
 ) -> None:
