@@ -39,6 +39,7 @@ from server.core.validation import (
     DraftTool,
     DraftToolChoice,
 )
+from server.providers.registry import SPECS
 
 ROLES = {
     llm_pb2.ROLE_SYSTEM: Role.SYSTEM,
@@ -72,7 +73,8 @@ REASONING_EFFORTS: dict[int, ReasoningEffort] = {
     llm_pb2.REASONING_EFFORT_HIGH: ReasoningEffort.HIGH,
 }
 
-REASONING_PROVIDERS = ("openai", "anthropic", "gemini")
+REASONING_PROVIDERS = tuple(SPECS)
+"""The provider kinds whose opaque reasoning state may come back (each adapter sends only its own)."""
 """The provider kinds whose reasoning parts a message may carry back (the adapters name their kind)."""
 FINISH_REASONS = {
     FinishReason.UNSPECIFIED: llm_pb2.FINISH_REASON_UNSPECIFIED,

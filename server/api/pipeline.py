@@ -1,19 +1,19 @@
 """The one call pipeline: what every LLMService RPC needs, done once, refused calls included.
 
 For each call, in order: a fresh log context; the drain's count of calls in flight (refused while the
-server shuts down, server/api/draining.py); the A2A context from metadata (into `REQUEST_CONTEXT`
-and every log line); authentication and authorisation of the method; the trace id echoed in the initial
-metadata; the request parsed from its bytes inside the gateway's own error mapping (grpc's deserializer
-would answer a malformed message, or invalid UTF-8 in a string, with UNKNOWN); the servicer method; and
-at the end one `RpcRecord` with the final code and origin, and any exception turned into a gRPC status
-with rich details. A servicer method only translates protobuf to core types and back.
+server shuts down, server/api/draining.py); the A2A context from metadata (read once, bound to every log
+line through structlog's context variables, handed to the servicer); authentication and authorisation
+of the method; the trace id echoed in the initial metadata; the request parsed from its bytes inside the
+gateway's own error mapping (grpc's deserializer would answer a malformed message, or invalid UTF-8 in a
+string, with UNKNOWN); the servicer method; and at the end one `RpcRecord` with the final code and
+origin, and any exception turned into a gRPC status with rich details. A servicer method only translates
+protobuf to core types and back.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from contextvars import ContextVar
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
@@ -36,12 +36,10 @@ from server.observability.tracing import Tracing
 log = structlog.get_logger("llm_grpc.api")
 
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
+Metadata = Iterable[tuple[str, str | bytes]]
 Method = Callable[[Any, RequestContext, ServicerContext], Awaitable[Any]]
 """A servicer method: (request message, the caller's context, the grpc context) → response (or None for
 a stream, which writes its responses with `context.write`)."""
-
-REQUEST_CONTEXT: ContextVar[RequestContext | None] = ContextVar("llm_grpc_request_context", default=None)
-"""The current call's A2A context and identity, for code below the servicer that needs it."""
 
 SERVICE = llm_pb2.DESCRIPTOR.services_by_name["LLMService"]
 
@@ -79,10 +77,9 @@ class Pipeline:
                 try:
                     self._drain.enter()
                     entered = True
-                    ctx = self._context(context)
+                    ctx = self._context(metadata)
                     trace_id = record.trace_id = ctx.trace_id
-                    ctx = self._authenticate(context, ctx, name)
-                    REQUEST_CONTEXT.set(ctx)
+                    ctx = self._authenticate(metadata, ctx, name)
                     await context.send_initial_metadata(((TRACE_ID_KEY, ctx.trace_id),))
                     result = await method(_parse(raw, request_type), ctx, context)
                 except (asyncio.CancelledError, GeneratorExit) as error:
@@ -106,19 +103,18 @@ class Pipeline:
 
         return handle
 
-    def _context(self, context: ServicerContext) -> RequestContext:
-        ctx = context_from_metadata(context.invocation_metadata(), self._max_metadata)
+    def _context(self, metadata: Metadata) -> RequestContext:
+        ctx = context_from_metadata(metadata, self._max_metadata)
         structlog.contextvars.bind_contextvars(
             trace_id=ctx.trace_id, source_agent=ctx.source_agent, session_id=ctx.session_id
         )
         return ctx
 
-    def _authenticate(self, context: ServicerContext, ctx: RequestContext, method: str) -> RequestContext:
+    def _authenticate(self, metadata: Metadata, ctx: RequestContext, method: str) -> RequestContext:
         """With authentication on, the caller is the token's subject (the source agent in logs, metrics
         and provider headers), with the models its roles allow for `method`."""
         if self._auth is None:
             return ctx
-        metadata = context.invocation_metadata() or ()
         authorization = next((str(v) for k, v in metadata if k == "authorization"), None)
         principal = self._auth.authenticate(authorization)
         if ctx.source_agent and ctx.source_agent != principal.subject:

@@ -26,9 +26,7 @@ log = structlog.get_logger("llm_grpc.api")
 
 ServicerContext = grpc.aio.ServicerContext[Any, Any]
 
-_TIERS = convert.TIERS
-_TIERS_OUT = {tier: llm_pb2.Tier.ValueType(number) for number, tier in _TIERS.items()}
-_COMPLEXITIES = convert.COMPLEXITIES
+_TIERS_OUT = {tier: llm_pb2.Tier.ValueType(number) for number, tier in convert.TIERS.items()}
 _QUOTA_KINDS = {
     LimitKind.REQUESTS_PER_MINUTE: llm_pb2.QUOTA_KIND_REQUESTS_PER_MINUTE,
     LimitKind.TOKENS_PER_MINUTE: llm_pb2.QUOTA_KIND_TOKENS_PER_MINUTE,
@@ -175,10 +173,10 @@ def _quota(standing: Standing) -> llm_pb2.Quota:
 
 def _requested_tier(request: llm_pb2.SelectModelRequest) -> Tier:
     """The tier asked for: `tier` wins, else the complexity's tier; neither known is refused."""
-    tier = _TIERS.get(request.tier)
+    tier = convert.TIERS.get(request.tier)
     if tier is not None:
         return tier
-    complexity = _COMPLEXITIES.get(request.complexity)
+    complexity = convert.COMPLEXITIES.get(request.complexity)
     if complexity is not None:
         return TIER_FOR_COMPLEXITY[complexity]
     raise InvalidRequest([FieldViolation("tier", "set a known tier or complexity")])

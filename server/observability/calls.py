@@ -12,12 +12,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterable, Mapping
-from contextlib import AbstractContextManager, ExitStack, nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from contextvars import ContextVar
 from types import MappingProxyType
 from typing import Any
 
 import structlog
+from opentelemetry.trace import Span
 
 from server.core.errors import Code, GatewayError, Origin, ProviderError
 from server.core.types import ProviderName, Usage
@@ -49,16 +50,20 @@ class RpcRecord:
         self.fields: dict[str, Any] = {}
         self.trace_id = ""
         """The A2A trace id, once the pipeline has read it."""
-        self._scope = ExitStack()
-        self._span = self._scope.enter_context(tracing.rpc(method, metadata)) if tracing is not None else None
+        # The span only when tracing is on: nothing is built per call otherwise.
+        self._scope = tracing.rpc(method, metadata) if tracing is not None else None
+        self._span: Span | None = None
 
     def __enter__(self) -> RpcRecord:
         self._token = _current.set(self)
+        if self._scope is not None:
+            self._span = self._scope.__enter__()
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, *exc: Any) -> None:
         _current.reset(self._token)
-        self._scope.close()
+        if self._scope is not None:
+            self._scope.__exit__(*exc)
 
     def finish(self, error: BaseException | None) -> tuple[Code, Origin | None]:
         """End the RPC: its code and origin (None for a success), logged and counted once."""
