@@ -364,8 +364,7 @@ class Gateway:
         if not self._limiter.active:
             return None
         request = candidates[0][0]
-        prompt = prompt_token_bound(request.prompt_texts(), len(request.messages))
-        prompt += request.attachment_token_bound()
+        prompt = _prompt_bound(request)
         worst_usd = 0.0
         worst_tokens = 0
         targets = []
@@ -404,8 +403,7 @@ class Gateway:
         if self.catalogue.get(model).capabilities.reasoning:
             await self._limiter.keep(ticket)
             return
-        prompt = prompt_token_bound(request.prompt_texts(), len(request.messages))
-        prompt = min(prompt + request.attachment_token_bound(), self.catalogue.get(model).context_window)
+        prompt = min(_prompt_bound(request), self.catalogue.get(model).context_window)
         cost = self.catalogue.get(model).cost(Usage(prompt_tokens=prompt, completion_tokens=streamed))
         await self._limiter.settle(ticket, prompt + streamed, micro_usd(cost), self._scopes(model))
 
@@ -470,6 +468,13 @@ def _caller_bound(time_remaining: float | None, request_timeout: float) -> bool:
 
 def _seconds_until(deadline: float) -> float:
     return deadline - asyncio.get_running_loop().time()
+
+
+def _prompt_bound(request: ChatRequest) -> int:
+    """The most prompt tokens `request` can be billed for: its text and its attachments."""
+    return (
+        prompt_token_bound(request.prompt_texts(), len(request.messages)) + request.attachment_token_bound()
+    )
 
 
 def _streamed_bytes(delta: Delta, text: list[str]) -> int:
