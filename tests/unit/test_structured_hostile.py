@@ -3,12 +3,11 @@ cannot freeze the server, a `$ref` to nowhere or a malformed `$schema` is report
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
 
-from server.core.structured import CHECK_BUDGET, check_output, schema_problem
+from server.core.structured import check_output, schema_problem
 from server.core.types import FinishReason, ResponseFormat, ResponseFormatType
 
 
@@ -19,11 +18,8 @@ def _check(schema: dict[str, Any], answer: str) -> Any:
 
 def test_a_backtracking_pattern_is_cut_off_and_reported_unchecked() -> None:
     schema = {"type": "object", "properties": {"a": {"type": "string", "pattern": "^(a|aa)+$"}}}
-    started = time.monotonic()
+    verdict = _check(schema, '{"a": "' + "a" * 60 + '!"}')  # unbounded, this backtracks for hours
 
-    verdict = _check(schema, '{"a": "' + "a" * 60 + '!"}')
-
-    assert time.monotonic() - started < 20 * CHECK_BUDGET  # bounded, not exponential (minutes)
     assert verdict.valid is False
     assert "too long" in verdict.error
 
