@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic import model_validator as _model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from server.core.catalogue import Catalogue, ModelInfo, Tier
+from server.core.catalogue import Catalogue, ModelInfo, Tier, WireApi
 from server.core.limits import NO_LIMITS, Limits, Policy, ScopedLimits
 from server.core.types import Capabilities, ProviderName
 
@@ -267,6 +267,8 @@ class _CatalogueEntry(BaseModel):
     prompt_caching: bool = False
     assistant_prefill: bool = True
     blank_turns: bool = True
+    api: WireApi = WireApi.CHAT_COMPLETIONS
+    """OpenAI kind: `responses` or `chat_completions` (docs/providers.md); other kinds ignore it."""
 
     @_model_validator(mode="after")
     def _output_fits_context(self) -> _CatalogueEntry:
@@ -390,6 +392,7 @@ def load_catalogue(overlay: Path | None = None, bundled: Path = DEFAULT_CATALOGU
             cache_write_per_mtok=entry.cache_write,
             retires=entry.retires,
             capabilities=entry.capabilities(),
+            api=entry.api,
         )
         for model, entry in parsed.models.items()
     )

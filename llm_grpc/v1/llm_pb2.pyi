@@ -526,6 +526,7 @@ class ToolCall(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
     SIGNATURE_FIELD_NUMBER: _builtins.int
+    ITEM_ID_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The call's id: a ROLE_TOOL message answers it by this id. Made by the gateway when the provider
     gives none (Gemini).
@@ -538,6 +539,10 @@ class ToolCall(_message.Message):
     """Opaque provider state attached to this call (Gemini `thought_signature`); send it back unchanged
     in the assistant message. Empty for most providers.
     """
+    item_id: _builtins.str
+    """The provider's id of the output item that carried this call, where it differs from `id` (OpenAI
+    Responses `fc_…`; `id` is then its `call_id`); send it back unchanged. Empty for most providers.
+    """
     def __init__(
         self,
         *,
@@ -545,10 +550,11 @@ class ToolCall(_message.Message):
         name: _builtins.str = ...,
         arguments_json: _builtins.str = ...,
         signature: _builtins.bytes = ...,
+        item_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "id", b"id", "name", b"name", "signature", b"signature"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "id", b"id", "item_id", b"item_id", "name", b"name", "signature", b"signature"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -697,6 +703,7 @@ class ReasoningPart(_message.Message):
     SIGNATURE_FIELD_NUMBER: _builtins.int
     REDACTED_DATA_FIELD_NUMBER: _builtins.int
     PROVIDER_FIELD_NUMBER: _builtins.int
+    ID_FIELD_NUMBER: _builtins.int
     text: _builtins.str
     """The thinking text or its summary, where the provider shows it; may be empty."""
     signature: _builtins.bytes
@@ -709,6 +716,10 @@ class ReasoningPart(_message.Message):
     """The provider kind that produced it (`openai`, `anthropic` or `gemini`); a provider is sent only
     parts of its own kind (another's signatures would be refused).
     """
+    id: _builtins.str
+    """The provider's id of this reasoning item (OpenAI Responses `rs_…`, whose `encrypted_content` is
+    `signature`); send it back unchanged. Empty for most providers.
+    """
     def __init__(
         self,
         *,
@@ -716,10 +727,11 @@ class ReasoningPart(_message.Message):
         signature: _builtins.bytes = ...,
         redacted_data: _builtins.bytes = ...,
         provider: _builtins.str = ...,
+        id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["provider", b"provider", "redacted_data", b"redacted_data", "signature", b"signature", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "provider", b"provider", "redacted_data", b"redacted_data", "signature", b"signature", "text", b"text"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -130,7 +130,9 @@ def _message(index: int, message: llm_pb2.Message) -> DraftMessage:
         role=ROLES.get(message.role),
         content=message.content,
         parts=[_part(p) for p in message.parts],
-        tool_calls=[ToolCall(c.id, c.name, c.arguments_json, c.signature) for c in message.tool_calls],
+        tool_calls=[
+            ToolCall(c.id, c.name, c.arguments_json, c.signature, c.item_id) for c in message.tool_calls
+        ],
         tool_call_id=message.tool_call_id,
         reasoning=[
             _reasoning_part(f"messages[{index}].reasoning[{n}]", r) for n, r in enumerate(message.reasoning)
@@ -155,7 +157,7 @@ def _reasoning_part(field: str, part: llm_pb2.ReasoningPart) -> ReasoningPart:
     if part.provider and part.provider not in REASONING_PROVIDERS:
         names = ", ".join(REASONING_PROVIDERS)
         raise InvalidRequest([FieldViolation(f"{field}.provider", f"must be one of {names}, or empty")])
-    return ReasoningPart(part.text, part.signature, part.redacted_data, part.provider or None)
+    return ReasoningPart(part.text, part.signature, part.redacted_data, part.provider or None, part.id)
 
 
 def _response_format(response_format: llm_pb2.ResponseFormat) -> DraftResponseFormat:
@@ -193,7 +195,9 @@ def usage(value: Usage) -> llm_pb2.Usage:
 
 def tool_calls(calls: Sequence[ToolCall]) -> list[llm_pb2.ToolCall]:
     return [
-        llm_pb2.ToolCall(id=c.id, name=c.name, arguments_json=c.arguments_json, signature=c.signature)
+        llm_pb2.ToolCall(
+            id=c.id, name=c.name, arguments_json=c.arguments_json, signature=c.signature, item_id=c.item_id
+        )
         for c in calls
     ]
 
@@ -205,6 +209,7 @@ def reasoning(parts: Sequence[ReasoningPart]) -> list[llm_pb2.ReasoningPart]:
             signature=p.signature,
             redacted_data=p.redacted_data,
             provider=p.provider or "",
+            id=p.id,
         )
         for p in parts
     ]

@@ -19,6 +19,13 @@ class Tier(enum.StrEnum):
     PREMIUM = "premium"
 
 
+class WireApi(enum.StrEnum):
+    """The wire API an OpenAI-kind model is served on (docs/providers.md, "OpenAI: which API")."""
+
+    CHAT_COMPLETIONS = "chat_completions"
+    RESPONSES = "responses"
+
+
 class Complexity(enum.StrEnum):
     SIMPLE = "simple"
     MODERATE = "moderate"
@@ -49,6 +56,8 @@ class ModelInfo:
     retires: datetime.date | None = None
     """The announced shutdown date, when there is one."""
     capabilities: Capabilities = field(default_factory=Capabilities)
+    api: WireApi = WireApi.CHAT_COMPLETIONS
+    """The wire API of an OpenAI-kind model (`responses` or `chat_completions`); other kinds have one."""
 
     @property
     def deprecated(self) -> bool:

@@ -91,6 +91,9 @@ class ToolCall:
     arguments_json: str = "{}"
     signature: bytes = b""
     """Opaque provider state attached to the call (Gemini `thought_signature`), sent back unchanged."""
+    item_id: str = ""
+    """The provider's id of the output item that carried the call, where it differs from the call's id
+    (OpenAI Responses `fc_…`; `id` is its `call_id`), sent back unchanged."""
 
     def arguments(self) -> Any:
         """The arguments parsed (an adapter whose SDK wants a dict); `{}` when the text is empty."""
@@ -108,6 +111,9 @@ class ReasoningPart:
     """Anthropic `redacted_thinking` data."""
     provider: ProviderName | None = None
     """Who produced it; adapters send a provider only its own parts."""
+    id: str = ""
+    """The provider's id of the reasoning item (OpenAI Responses `rs_…`; its `encrypted_content` is the
+    signature), sent back with it."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -219,6 +225,9 @@ class ChatRequest:
     seed: int | None = None
     user: str = ""
     """The end user's opaque id, for providers that take one."""
+    wire_api: str = "chat_completions"
+    """The model's wire API, from the catalogue (`api`): OpenAI-kind adapters speak `responses` or
+    `chat_completions` by it; the other kinds have one API and ignore it."""
 
     def prompt_texts(self) -> Iterator[str]:
         """Every text the prompt carries (messages, tool calls and results, tool and answer schemas): what

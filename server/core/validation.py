@@ -6,7 +6,7 @@ import json
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from server.core.catalogue import Complexity, ModelInfo, Tier
@@ -508,6 +508,7 @@ def to_request(draft: DraftRequest, model: ModelInfo) -> ChatRequest:
         reasoning=_reasoning(draft.reasoning),
         seed=draft.seed,
         user=draft.user,
+        wire_api=model.api,
     )
 
 
@@ -517,8 +518,7 @@ def _message(draft: DraftMessage, role: Role) -> Message:
         content=draft.content,
         parts=tuple(p for p in draft.parts if p is not None),
         tool_calls=tuple(
-            call if call.arguments_json else ToolCall(call.id, call.name, "{}", call.signature)
-            for call in draft.tool_calls
+            call if call.arguments_json else replace(call, arguments_json="{}") for call in draft.tool_calls
         ),
         tool_call_id=draft.tool_call_id,
         reasoning=tuple(draft.reasoning),

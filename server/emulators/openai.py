@@ -1,5 +1,6 @@
 """An emulator of the OpenAI Chat Completions API (`POST /v1/chat/completions`, JSON and SSE;
-`GET /v1/models`), refusing what the real API refuses."""
+`GET /v1/models`), refusing what the real API refuses. The Responses API (`POST /v1/responses`) is
+server/emulators/openai_responses.py, served by the same emulator (one key, one request log)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.emulators import openai_responses
 from server.emulators.base import Directives, Emulator, Reply, count_tokens, parse_directives, plan_reply
 from server.emulators.scripting import (
     PlannedCall,
@@ -59,6 +61,22 @@ KNOWN_PARAMS = {
     "safety_identifier",
     "web_search_options",
 }
+# Chat Completions refuses function tools with any reasoning effort but "none" on gpt-5.2 and later, and
+# those models' default effort counts: gpt-5.2 / 5.4 default to "none" (tools pass while the caller asks
+# for no reasoning), gpt-5.5 and later to "medium" (tools fail even without reasoning_effort:
+# BerriAI/litellm#34569, jeffdafoe/llm-memory-api#178, danny-avila/LibreChat#14355). Rows: (model
+# prefix, default effort, message); the body is {"message", "type": "invalid_request_error", "param":
+# "reasoning_effort", "code": null}.
+TOOLS_WITH_EFFORT_REFUSED = (
+    # openai/openai-openapi#541, pipecat-ai/pipecat#4043 (gpt-5.4), livekit/agents#5088 (5.2 and 5.4),
+    # charmbracelet/crush#2913 (gpt-5.5).
+    ("gpt-5.2", "none", "Please use /v1/responses instead."),
+    ("gpt-5.4", "none", "Please use /v1/responses instead."),
+    ("gpt-5.5", "medium", "Please use /v1/responses instead."),
+    # GoogleChromeLabs/webmcp-tools#417, GEMISIS/leviath#333 (gpt-5.6-terra / -sol), BerriAI/litellm#34569.
+    ("gpt-5.6", "medium", "To use function tools, use /v1/responses or set reasoning_effort to 'none'."),
+    ("gpt-6", "medium", "To use function tools, use /v1/responses or set reasoning_effort to 'none'."),
+)
 FINISH = {"stop": "stop", "length": "length", "content_filter": "content_filter", "tool_calls": "tool_calls"}
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 DATA_URL = re.compile(r"data:(?P<type>[\w.+-]+/[\w.+-]+);base64,(?P<data>[A-Za-z0-9+/=\s]*)", re.S)
@@ -187,6 +205,8 @@ def _problems(body: Any) -> tuple[str, str | None, str | None] | None:
         )
     if (problem := _agent_problems(body, messages)) is not None:
         return problem
+    if (problem := _tools_with_effort(body, model)) is not None:
+        return problem
     if "reasoning_effort" in body and not model.startswith(REASONING_PREFIXES):
         return (
             "Unsupported parameter: 'reasoning_effort' is not supported with this model.",
@@ -214,6 +234,24 @@ def _problems(body: Any) -> tuple[str, str | None, str | None] | None:
                 "Unsupported parameter: 'stop' is not supported with this model.",
                 "stop",
                 "unsupported_parameter",
+            )
+    return None
+
+
+def _tools_with_effort(body: dict[str, Any], model: str) -> tuple[str, str | None, str | None] | None:
+    """Function tools with reasoning on a model whose Chat Completions refuses them (the table above)."""
+    tools = [t for t in body.get("tools") or () if isinstance(t, dict) and t.get("type") == "function"]
+    if not tools:
+        return None
+    for prefix, default, advice in TOOLS_WITH_EFFORT_REFUSED:
+        if model == prefix or model.startswith((f"{prefix}-", f"{prefix}.")):
+            if body.get("reasoning_effort", default) == "none":
+                return None
+            return (
+                f"Function tools with reasoning_effort are not supported for {model} in "
+                f"/v1/chat/completions. {advice}",
+                "reasoning_effort",
+                None,
             )
     return None
 
@@ -501,10 +539,15 @@ class OpenAIEmulator(Emulator):
     def routes(self) -> list[web.RouteDef]:
         return [
             web.post("/v1/chat/completions", self._chat),
+            web.post("/v1/responses", self._responses),
             web.get("/v1/models", self._models),
             # Azure OpenAI: the deployment (the model id) in the path, api-version in the query.
             web.post("/openai/deployments/{deployment}/chat/completions", self._azure_chat),
             web.get("/openai/models", self._models),
+            # Azure OpenAI's Responses API: /openai/responses with an api-version (2025-03-01-preview or
+            # later), or the v1 API /openai/v1/responses without one; the deployment goes in `model`.
+            web.post("/openai/responses", self._azure_responses),
+            web.post("/openai/v1/responses", self._azure_responses),
         ]
 
     def _authorised(self, request: web.Request) -> bool:
@@ -537,6 +580,36 @@ class OpenAIEmulator(Emulator):
         if isinstance(body, dict):
             body["model"] = request.match_info["deployment"]  # the deployment decides, whatever the body says
         return await self._answer(request, body)
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        body = await self.record(request)
+        if not self._authorised(request):
+            return self._refuse_key(request)
+        model = body.get("model") if isinstance(body, dict) else None
+        if isinstance(model, str) and model in RETIRED:
+            return _not_found(model)
+        reasoning = isinstance(model, str) and model.startswith(REASONING_PREFIXES)
+        return await openai_responses.answer(self, request, body, reasoning)
+
+    async def _azure_responses(self, request: web.Request) -> web.StreamResponse:
+        if request.path == "/openai/responses" and not request.query.get("api-version", "") >= "2025-03-01":
+            await self.record(request)
+            return web.json_response({"error": {"code": "404", "message": "Resource not found"}}, status=404)
+        return await self._responses(request)
+
+    def failure(self, request: web.Request, directives: Directives, model: str) -> web.Response:
+        return self._failure(request, directives, model)
+
+    def cached_tokens_of(self, scope: Any, items: list[Any], texts: list[str]) -> int:
+        """Automatic prompt caching over input items: the longest prefix seen before, from 1024 tokens,
+        in steps of 128."""
+        prefixes = [
+            ((scope, items[:end]), sum(count_tokens(t) for t in texts[:end]))
+            for end in range(1, len(items) + 1)
+        ]
+        hit = self.prompt_cache.hit(prefixes)
+        self.prompt_cache.remember(prefixes)
+        return hit - hit % CACHE_GRANULARITY
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         return await self._answer(request, await self.record(request))
@@ -771,3 +844,8 @@ def _scripted_text(body: dict[str, Any], messages: list[Any]) -> str | None:
     if response_format.get("type") == "json_object":
         return json_reply(None)
     return None
+
+
+error_response = _error
+"""An error in the API's shape (`{"error": {"message", "type", "param", "code"}}`), for both wire APIs."""
+strict_problem = _strict_problem

@@ -1,4 +1,7 @@
-"""OpenAI adapter on the official `openai` SDK (Chat Completions API)."""
+"""OpenAI adapter on the official `openai` SDK: one instance (one client, one connection pool) that speaks
+two wire APIs, picked per model by the catalogue's `api`: Chat Completions (here and in
+server/providers/openai_translate.py: what OpenAI-compatible servers speak, and the default) and the
+Responses API (server/providers/openai_responses.py: OpenAI's own reasoning models)."""
 
 from __future__ import annotations
 
@@ -25,6 +28,8 @@ from server.emulators.openai import OpenAIEmulator
 from server.providers import openai_translate as translate
 from server.providers.assembly import ToolCallAssembler
 from server.providers.base import ProviderSettings, ProviderSpec, finish_reason
+from server.providers.openai_responses import WIRE_API as RESPONSES_API
+from server.providers.openai_responses import ResponsesWire
 from server.providers.stainless import StainlessProvider
 
 CHAT_COMPLETIONS = "/chat/completions"
@@ -47,6 +52,13 @@ class OpenAIProvider(StainlessProvider):
     path = CHAT_COMPLETIONS
     request_id_header = REQUEST_ID_HEADER
 
+    def __init__(self, settings: ProviderSettings) -> None:
+        super().__init__(settings)
+        self._responses = ResponsesWire(self.name)
+
+    def _path(self, request: ChatRequest) -> str:
+        return self._responses.path if request.wire_api == RESPONSES_API else CHAT_COMPLETIONS
+
     def _build_client(self, settings: ProviderSettings, http_client: Any) -> AsyncOpenAI:
         if settings.azure_endpoint is not None:
             # Azure OpenAI: the SDK's own client maps `model` to /openai/deployments/{model}/..., adds
@@ -63,6 +75,8 @@ class OpenAIProvider(StainlessProvider):
         )
 
     def _completion(self, request: ChatRequest, body: Mapping[str, Any], request_id: str) -> Completion:
+        if request.wire_api == RESPONSES_API:
+            return self._responses.completion(request, body, request_id)
         choice = _first_choice(body)
         message = choice.get("message") or {}
         content = message.get("content") or ""
@@ -79,10 +93,19 @@ class OpenAIProvider(StainlessProvider):
             response_id=_response_id(body),
         )
 
-    def _stream_params(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _stream_params(self, request: ChatRequest, params: dict[str, Any]) -> dict[str, Any]:
+        if request.wire_api == RESPONSES_API:
+            return self._responses.stream_params(params)
         return {**params, "stream": True, "stream_options": {"include_usage": True}}
 
-    async def _events(
+    def _events(
+        self, request: ChatRequest, events: AsyncIterator[object], request_id: str
+    ) -> AsyncGenerator[StreamEvent, None]:
+        if request.wire_api == RESPONSES_API:
+            return self._responses.events(request, events, request_id)
+        return self._chat_events(request, events, request_id)
+
+    async def _chat_events(
         self, request: ChatRequest, events: AsyncIterator[object], request_id: str
     ) -> AsyncGenerator[StreamEvent, None]:
         finish: str | None = None
@@ -127,8 +150,10 @@ class OpenAIProvider(StainlessProvider):
             return [model.id async for model in self._client.models.list(timeout=timeout)]
 
     def _params(self, request: ChatRequest) -> dict[str, Any]:
-        """The request as the Chat Completions API takes it. What the model does not accept (temperature
+        """The request as the model's wire API takes it. What the model does not accept (temperature
         on a reasoning model, ...) the facade refused already, by the catalogue's flags."""
+        if request.wire_api == RESPONSES_API:
+            return self._responses.params(request)
         # Messages (empty turns dropped, as for the other providers), tools, response format, reasoning,
         # seed and end-user id: server/providers/openai_translate.py.
         params: dict[str, Any] = {"model": request.model, **translate.request_body(request)}

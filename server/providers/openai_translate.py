@@ -67,11 +67,11 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     if request.response_format is not None and (fmt := _response_format(request.response_format)) is not None:
         body["response_format"] = fmt
     if request.reasoning is not None:
-        body["reasoning_effort"] = _effort(request.reasoning)
+        body["reasoning_effort"] = effort(request.reasoning)
     if request.seed is not None:
         body["seed"] = request.seed
     if request.user:
-        body["safety_identifier"] = _safety_identifier(request.user)
+        body["safety_identifier"] = safety_identifier(request.user)
     return body
 
 
@@ -99,15 +99,15 @@ def _part(part: ContentPart) -> dict[str, Any]:
         case TextPart(text):
             return {"type": "text", "text": text}
         case ImagePart(data, mime_type, url):
-            return {"type": "image_url", "image_url": {"url": url or _data_url(mime_type, data)}}
+            return {"type": "image_url", "image_url": {"url": url or data_url(mime_type, data)}}
         case DocumentPart(data, mime_type, title):
             return {
                 "type": "file",
-                "file": {"filename": title or "document.pdf", "file_data": _data_url(mime_type, data)},
+                "file": {"filename": title or "document.pdf", "file_data": data_url(mime_type, data)},
             }
 
 
-def _data_url(mime_type: str, data: bytes) -> str:
+def data_url(mime_type: str, data: bytes) -> str:
     return f"data:{mime_type};base64,{base64.b64encode(data).decode()}"
 
 
@@ -137,14 +137,14 @@ def _response_format(fmt: ResponseFormat) -> dict[str, Any] | None:
     return None
 
 
-def _effort(reasoning: ReasoningConfig) -> str:
+def effort(reasoning: ReasoningConfig) -> str:
     if reasoning.effort is not None:
         return reasoning.effort.value
     budget = reasoning.budget_tokens or 0
     return next((effort for bound, effort in BUDGET_EFFORTS if budget < bound), ReasoningEffort.HIGH.value)
 
 
-def _safety_identifier(user: str) -> str:
+def safety_identifier(user: str) -> str:
     if len(user) <= SAFETY_IDENTIFIER_LENGTH:
         return user
     return hashlib.sha256(user.encode()).hexdigest()

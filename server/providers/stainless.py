@@ -49,7 +49,11 @@ class StainlessProvider:
         """The request as the API takes it; raises ProviderBadRequest for what the API would refuse."""
         raise NotImplementedError
 
-    def _stream_params(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _path(self, request: ChatRequest) -> str:
+        """The API path of this request's call (an instance that speaks two wire APIs picks per model)."""
+        return self.path
+
+    def _stream_params(self, request: ChatRequest, params: dict[str, Any]) -> dict[str, Any]:
         return {**params, "stream": True}
 
     def _completion(self, request: ChatRequest, body: Mapping[str, Any], request_id: str) -> Completion:
@@ -67,7 +71,7 @@ class StainlessProvider:
             # The SDK's response wrapper rather than the parsed body alone: its headers carry the
             # provider's request id.
             response = await self._client.post(
-                self.path,
+                self._path(request),
                 cast_to=self.sdk.AsyncAPIResponse[object],
                 body=params,
                 options=_request_options(options),
@@ -77,10 +81,10 @@ class StainlessProvider:
         return self._completion(request, body if isinstance(body, Mapping) else {}, request_id)
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
-        params = self._stream_params(self._params(request))
+        params = self._stream_params(request, self._params(request))
         with self._errors():
             events = await self._client.post(
-                self.path,
+                self._path(request),
                 cast_to=object,
                 body=params,
                 options=_request_options(options),
