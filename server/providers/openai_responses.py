@@ -53,15 +53,13 @@ class ResponsesWire:
         self.name = name
 
     def params(self, request: ChatRequest) -> dict[str, Any]:
-        """The request body. What the API does not take is refused, never dropped: it has no stop
-        sequences and no seed (`response_create_params.py`)."""
+        """The request body. The API takes no stop sequences (`response_create_params.py`): refused,
+        never dropped (the catalogue refuses them first: a model on this API has `stop_sequences =
+        false`). It takes no seed either: the contract's seed is best-effort, "where the provider takes
+        one" (docs/agents.md), so it is not sent, as for Anthropic."""
         if request.stop:
             raise ProviderBadRequest(
                 self.name, "stop sequences are not supported by the Responses API this model is served on"
-            )
-        if request.seed is not None:
-            raise ProviderBadRequest(
-                self.name, "seed is not supported by the Responses API this model is served on"
             )
         return translate.request_body(request)
 

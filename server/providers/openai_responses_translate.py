@@ -26,8 +26,9 @@ Mapping (docs/providers.md has the table):
   and the API's default is strict, which would refuse the ordinary JSON Schemas Chat Completions takes.
 - response format → `text.format`; reasoning → `reasoning.effort` (a budget → the nearest effort, as
   for Chat Completions) and `reasoning.summary: "auto"` so the summary comes back as reasoning text;
-  `max_tokens` → `max_output_tokens`; `user` → `safety_identifier`. The API takes no `stop` and no
-  `seed` (neither is in `response_create_params.py`): a request with them is refused, never sent without.
+  `max_tokens` → `max_output_tokens`; `user` → `safety_identifier`. The API takes no `stop` (refused by
+  the adapter) and no `seed` (best-effort in the contract: not sent; neither is in
+  `response_create_params.py`).
 """
 
 from __future__ import annotations
