@@ -26,7 +26,7 @@ from server.api.servicer import LLMServicer
 from server.config import Settings, load_catalogue, load_limit_policy
 from server.core.admission import Admission
 from server.core.auth import Authenticator, Role, secret_problem
-from server.core.catalogue import Catalogue
+from server.core.catalogue import Catalogue, WireApi
 from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
 from server.core.governance import Allowlist
@@ -197,6 +197,8 @@ def check_settings(settings: Settings) -> Plan:
             )
         else:
             needed.setdefault(provider, []).append(model)
+    if catalogue is not None:
+        problems += _wire_api_problems(settings, catalogue, needed, instances)
     for provider, models in needed.items():
         instance = instances[provider]
         if instance.ambient_credentials:
@@ -216,6 +218,45 @@ def check_settings(settings: Settings) -> Plan:
     if problems or catalogue is None:
         raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
     return Plan(catalogue, needed, instances, authenticator, policy)
+
+
+AZURE_RESPONSES_API_VERSION = "2025-03-01-preview"
+"""The first Azure OpenAI API version with the Responses API (`/openai/responses?api-version=…`; Azure's
+"Responses API" how-to, learn.microsoft.com/azure/foundry/openai/how-to/responses)."""
+
+
+def _wire_api_problems(
+    settings: Settings,
+    catalogue: Catalogue,
+    needed: dict[ProviderName, list[str]],
+    instances: dict[ProviderName, ProviderInstance],
+) -> list[str]:
+    """A model on the Responses API must be served by an OpenAI-kind instance (on Azure, at an API version
+    that has it), and must not claim stop sequences, which that API does not take."""
+    problems = []
+    for provider, models in needed.items():
+        instance = instances[provider]
+        for model in models:
+            if catalogue.get(model).api != WireApi.RESPONSES:
+                continue
+            if instance.spec.kind != "openai":
+                problems.append(
+                    f'model {model!r} has api = "responses", but its provider {provider!r} is of kind '
+                    f"{instance.spec.kind!r}: only the openai kind speaks the Responses API"
+                )
+            elif catalogue.get(model).capabilities.stop_sequences:
+                problems.append(
+                    f'model {model!r} has api = "responses" and stop_sequences = true: the Responses API '
+                    'takes no stop sequences (set stop_sequences = false, or api = "chat_completions")'
+                )
+            elif instance.azure_endpoint and settings.openai_api_version < AZURE_RESPONSES_API_VERSION:
+                problems.append(
+                    f"model {model!r} is served on the Responses API, which Azure OpenAI has from API "
+                    f"version {AZURE_RESPONSES_API_VERSION}; OPENAI_API_VERSION is "
+                    f'{settings.openai_api_version!r} (set a later version, or api = "chat_completions" '
+                    "for the model in LLM_CATALOGUE_PATH)"
+                )
+    return problems
 
 
 def _roles_problems(settings: Settings) -> list[str]:

@@ -82,6 +82,10 @@ Expected a value >= 16, but got 10 instead." (vectorize-io/hindsight#58; earendi
 TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,64}")
 ENCRYPTED_PREFIX = "gAAAAA"
 INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+"""A planned reply's finish as `incomplete_details.reason` (openai/types/responses/response.py); `stop`
+and `tool_calls` complete, any other `finish=` directive is passed through as a reason the gateway has not
+seen."""
+COMPLETE = frozenset({"stop", "tool_calls"})
 # In-stream failures by kind: (error code, message), sent as an `error` event (type, code, message, param,
 # sequence_number; openai/types/responses/response_error_event.py).
 STREAM_ERRORS = {
@@ -588,7 +592,7 @@ async def answer(
         "output_tokens_details": {"reasoning_tokens": thinking},
         "total_tokens": reply.prompt_tokens + completion,
     }
-    incomplete = INCOMPLETE.get(reply.finish)
+    incomplete = None if reply.finish in COMPLETE else INCOMPLETE.get(reply.finish, reply.finish)
     response = {
         "id": new_id("resp"),
         "object": "response",
@@ -701,11 +705,12 @@ async def _stream(
         await send("response.in_progress", response=opening)
         for index, (item, pieces) in enumerate(zip(final["output"], deltas, strict=True)):
             for step in _item_events(item, pieces, index):
-                if await emulator.interrupted(request, response, directives, count, send_error):
-                    return response
-                await emulator.pace(directives)
-                count += 1
                 kind, fields = step()
+                if kind.endswith(".delta"):  # faults and pacing fall between deltas, as in chat completions
+                    if await emulator.interrupted(request, response, directives, count, send_error):
+                        return response
+                    await emulator.pace(directives)
+                    count += 1
                 await send(kind, **fields)
         closing = "response.incomplete" if final["status"] == "incomplete" else "response.completed"
         await send(closing, response=final)

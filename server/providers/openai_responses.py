@@ -78,7 +78,7 @@ class ResponsesWire:
             usage=translate.usage(reported)
             if isinstance(reported, Mapping)
             else estimated_usage(request, len(text)),
-            finish_reason=translate.finish(body, bool(calls)),
+            finish_reason=translate.finish(body, bool(calls), self.name),
             served_model=_string(body.get("model")),
             request_id=request_id,
             tool_calls=calls,
@@ -111,7 +111,7 @@ class ResponsesWire:
         calls = state.tool_calls()
         yield StreamEnd(
             usage,
-            translate.finish(final, bool(calls)),
+            translate.finish(final, bool(calls), self.name),
             state.served or _string(final.get("model")),
             request_id,
             tool_calls=calls,

@@ -53,6 +53,7 @@ from server.core.types import (
     ToolChoiceMode,
     Usage,
 )
+from server.providers.base import finish_reason
 from server.providers.openai_translate import data_url, effort, safety_identifier
 
 KIND = "openai"
@@ -61,10 +62,13 @@ ENCRYPTED_REASONING = "reasoning.encrypted_content"
 FUNCTION_CALL_ID_PREFIX = "fc_"
 REASONING_ID_PREFIX = "rs_"
 ROLES = {Role.SYSTEM: "system", Role.USER: "user", Role.ASSISTANT: "assistant"}
-# Why a response is incomplete (`Response.incomplete_details.reason` in openai/types/responses/response.py).
+# Why a response is incomplete (`Response.incomplete_details.reason` in openai/types/responses/response.py:
+# max_output_tokens, max_messages, content_filter, steered); one not listed is OTHER, logged with its value.
 INCOMPLETE_REASONS = {
     "max_output_tokens": FinishReason.LENGTH,
     "content_filter": FinishReason.CONTENT_FILTER,
+    "max_messages": FinishReason.OTHER,
+    "steered": FinishReason.OTHER,
 }
 
 
@@ -203,15 +207,15 @@ def usage(reported: Mapping[str, Any]) -> Usage:
     )
 
 
-def finish(response: Mapping[str, Any], has_calls: bool) -> FinishReason:
+def finish(response: Mapping[str, Any], has_calls: bool, provider: str = KIND) -> FinishReason:
     """A finished response's finish reason: its status, and why an incomplete one stopped."""
     status = response.get("status")
     if status == "incomplete":
         reason = (response.get("incomplete_details") or {}).get("reason")
-        return INCOMPLETE_REASONS.get(reason if isinstance(reason, str) else "", FinishReason.OTHER)
+        return finish_reason(provider, reason if isinstance(reason, str) else "", INCOMPLETE_REASONS)
     if status == "completed":
         return FinishReason.TOOL_CALLS if has_calls else FinishReason.STOP
-    return FinishReason.OTHER
+    return finish_reason(provider, status if isinstance(status, str) else "", {})
 
 
 def reasoning_part(item: Mapping[str, Any]) -> ReasoningPart:

@@ -63,11 +63,27 @@ async def test_stream_relays_deltas_then_exactly_one_done(
 async def test_max_tokens_cuts_reply_with_finish_reason_length(
     stub: llm_pb2_grpc.LLMServiceAsyncStub, provider: str, streamed: bool
 ) -> None:
-    content, finish, usage = await _call(stub, streamed, MODELS[provider], "a b c d e f", max_tokens=3)
+    # OpenAI: Chat Completions (the Responses API's own minimum is 16 tokens, tested below).
+    model = SAMPLING_MODELS[provider] if provider == "openai" else MODELS[provider]
+    content, finish, usage = await _call(stub, streamed, model, "a b c d e f", max_tokens=3)
 
     assert content == "emulator reply: a "
     assert finish == llm_pb2.FINISH_REASON_LENGTH
     assert usage.completion_tokens == 3
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
+async def test_max_tokens_cuts_a_responses_api_reply_as_incomplete_with_finish_reason_length(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators, streamed: bool
+) -> None:
+    words = " ".join(f"w{i}" for i in range(30))
+
+    content, finish, usage = await _call(stub, streamed, MODELS["openai"], words, max_tokens=16)
+
+    assert content == "emulator reply: " + " ".join(f"w{i}" for i in range(14)) + " "
+    assert finish == llm_pb2.FINISH_REASON_LENGTH
+    assert usage.completion_tokens == 16
+    assert emulators.completions("openai")[-1].body["max_output_tokens"] == 16
 
 
 @pytest.mark.parametrize("provider", PROVIDERS)

@@ -13,14 +13,19 @@ import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.__main__ import verify_models
-from server.app import App
+from server.app import App, ConfigError, check_settings
 from tests.conftest import ANTHROPIC_KEY, GEMINI_KEY, OPENAI_KEY, Emulators, make_settings
 from tests.helpers import details_of, user
 
 
 def _azure(emulators: Emulators) -> dict[str, Any]:
     root = emulators.openai.base_url.removesuffix("/v1")
-    return {"azure_openai_endpoint": root, "azure_openai_api_key": OPENAI_KEY, "openai_api_key": None}
+    return {
+        "azure_openai_endpoint": root,
+        "azure_openai_api_key": OPENAI_KEY,
+        "openai_api_key": None,
+        "openai_api_version": "2025-04-01-preview",  # the Responses API needs 2025-03-01-preview or later
+    }
 
 
 async def test_azure_openai_serves_openai_models_by_deployment(
@@ -43,13 +48,40 @@ async def test_azure_openai_serves_openai_models_by_deployment(
     assert reply.provider == "openai"
     assert events[-1].done.usage.completion_tokens == 4
     calls = emulators.completions("openai")
-    assert [c.path for c in calls] == [
-        "/openai/deployments/gpt-5.4-mini/chat/completions",
-        "/openai/deployments/gpt-5.4/chat/completions",
+    # OpenAI's own models are on the Responses API there too: the deployment is the body's `model`.
+    assert [(c.path, c.body["model"]) for c in calls] == [
+        ("/openai/responses", "gpt-5.4-mini"),
+        ("/openai/responses", "gpt-5.4"),
     ]
-    assert calls[0].query["api-version"]
+    assert calls[0].query["api-version"] == "2025-04-01-preview"
     assert calls[0].headers["api-key"] == OPENAI_KEY
     assert "authorization" not in calls[0].headers
+
+
+async def test_azure_openai_models_on_chat_completions_go_to_their_deployment(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(**_azure(emulators))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        reply = await llm_pb2_grpc.LLMServiceStub(channel).Complete(
+            llm_pb2.CompleteRequest(model="gpt-4.1-mini", messages=user("hi")), timeout=10
+        )
+
+    assert reply.content == "emulator reply: hi"
+    [sent] = emulators.completions("openai")
+    assert sent.path == "/openai/deployments/gpt-4.1-mini/chat/completions"
+
+
+def test_azure_at_an_api_version_without_the_responses_api_refuses_to_start(
+    emulators: Emulators,
+) -> None:
+    settings = make_settings(emulators, **_azure(emulators) | {"openai_api_version": "2024-10-21"})
+
+    with pytest.raises(ConfigError) as refused:
+        check_settings(settings)
+
+    assert "'gpt-5.5' is served on the Responses API" in str(refused.value)
+    assert "2025-03-01-preview" in str(refused.value)
 
 
 async def test_azure_openai_refusing_the_key_is_provider_auth_failed(

@@ -17,7 +17,7 @@ from server.core.types import FinishReason
 from server.providers import anthropic as anthropic_adapter
 from server.providers import gemini as gemini_adapter
 from server.providers import openai as openai_adapter
-from tests.conftest import MODELS, Emulators
+from tests.conftest import MODELS, SAMPLING_MODELS, Emulators
 from tests.helpers import user
 
 
@@ -53,13 +53,18 @@ async def _finish(stub: llm_pb2_grpc.LLMServiceAsyncStub, model: str, raw: str, 
         ("gemini", "SPII", llm_pb2.FINISH_REASON_CONTENT_FILTER),
         ("anthropic", "pause_turn", llm_pb2.FINISH_REASON_OTHER),
         ("anthropic", "model_context_window_exceeded", llm_pb2.FINISH_REASON_LENGTH),
-        ("openai", "tool_calls", llm_pb2.FINISH_REASON_TOOL_CALLS),
+        ("chat_completions", "tool_calls", llm_pb2.FINISH_REASON_TOOL_CALLS),
+        ("openai", "length", llm_pb2.FINISH_REASON_LENGTH),  # Responses: incomplete, max_output_tokens
+        ("openai", "content_filter", llm_pb2.FINISH_REASON_CONTENT_FILTER),
+        ("openai", "max_messages", llm_pb2.FINISH_REASON_OTHER),
     ],
 )
 async def test_provider_finish_reason_reaches_the_caller_normalised(
     stub: llm_pb2_grpc.LLMServiceAsyncStub, provider: str, raw: str, expected: int, streamed: bool
 ) -> None:
-    assert await _finish(stub, MODELS[provider], raw, streamed) == expected
+    # OpenAI's own models are on the Responses API; gpt-4.1-mini is the one on Chat Completions.
+    model = SAMPLING_MODELS["openai"] if provider == "chat_completions" else MODELS[provider]
+    assert await _finish(stub, model, raw, streamed) == expected
 
 
 @pytest.mark.parametrize("provider", ["openai", "anthropic"])
