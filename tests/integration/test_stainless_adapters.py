@@ -48,6 +48,7 @@ class Kind:
     model: str
     emulator: type[Emulator]
     adapter: type[OpenAIProvider] | type[AnthropicProvider]
+    wire_api: str = "chat_completions"
 
     def sent_key(self, request: RecordedRequest) -> str:
         """The key as the request carried it: a bearer token (OpenAI, and current Anthropic SDKs), or
@@ -65,6 +66,14 @@ KINDS = [
         OpenAIProvider,
     ),
     Kind(
+        "openai",
+        "sk-test-openai-0123456789abcdef",
+        "gpt-5.4-mini",
+        OpenAIEmulator,
+        OpenAIProvider,
+        wire_api="responses",
+    ),
+    Kind(
         "anthropic",
         "sk-ant-test-0123456789abcdef",
         "claude-haiku-4-5",
@@ -74,7 +83,7 @@ KINDS = [
 ]
 
 
-@pytest.fixture(params=KINDS, ids=[k.name for k in KINDS])
+@pytest.fixture(params=KINDS, ids=[f"{k.name}-{k.wire_api}" if k.name == "openai" else k.name for k in KINDS])
 def kind(request: pytest.FixtureRequest) -> Kind:
     chosen: Kind = request.param
     return chosen
@@ -98,7 +107,9 @@ async def adapter(kind: Kind, emulator: Emulator) -> AsyncIterator[Any]:
 
 
 def ask(kind: Kind, text: str, *history: Message, **params: Any) -> ChatRequest:
-    return ChatRequest(model=kind.model, messages=(*history, Message(Role.USER, text)), **params)
+    return ChatRequest(
+        model=kind.model, messages=(*history, Message(Role.USER, text)), wire_api=kind.wire_api, **params
+    )
 
 
 async def collect(adapter: Any, request: ChatRequest, options: CallOptions = OPTIONS) -> list[StreamEvent]:
@@ -141,7 +152,9 @@ async def test_stream_yields_the_deltas_then_one_end_with_provider_usage(kind: K
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["complete", "stream"])
 async def test_a_reply_cut_at_max_tokens_ends_in_length(kind: Kind, adapter: Any, streamed: bool) -> None:
-    request = ask(kind, "a b c d e f g h", max_tokens=3)
+    # The Responses API refuses max_output_tokens below 16 (server/emulators/openai_responses.py).
+    least = 16 if kind.wire_api == "responses" else 3
+    request = ask(kind, " ".join(f"w{i}" for i in range(20)), max_tokens=least)
 
     if streamed:
         end = (await collect(adapter, request))[-1]
@@ -173,14 +186,16 @@ async def test_key_a2a_headers_and_model_arrive_with_the_request(
 async def test_system_messages_sampling_and_stop_reach_the_api_in_its_own_shape(
     kind: Kind, adapter: Any, emulator: Emulator
 ) -> None:
-    sampling = {"temperature": 0.5} if kind.name == "openai" else {}  # Claude 4.5+ takes none
+    # Claude 4.5+ and the GPT-5 models (on the Responses API) take no temperature; that API takes no stop.
+    chat = kind.wire_api == "chat_completions"
+    sampling = {"temperature": 0.5} if kind.name == "openai" and chat else {}
     request = ask(
         kind,
         "and now?",
         Message(Role.SYSTEM, "be brief"),
         Message(Role.USER, "hi"),
         Message(Role.ASSISTANT, "hello"),
-        stop=("END",),
+        stop=("END",) if chat or kind.name != "openai" else (),
         max_tokens=50,
         **sampling,
     )
@@ -188,8 +203,12 @@ async def test_system_messages_sampling_and_stop_reach_the_api_in_its_own_shape(
     await adapter.complete(request, OPTIONS)
 
     [sent] = generations(emulator)
-    turns = [(m["role"], _text(m["content"])) for m in sent.body["messages"]]
-    if kind.name == "openai":
+    turns = [(m["role"], _text(m["content"])) for m in sent.body.get("messages") or sent.body["input"]]
+    if kind.wire_api == "responses":
+        assert turns == [("system", "be brief"), ("user", "hi"), ("assistant", "hello"), ("user", "and now?")]
+        assert (sent.body["max_output_tokens"], sent.body["store"]) == (50, False)
+        assert "stop" not in sent.body
+    elif kind.name == "openai":
         assert turns == [("system", "be brief"), ("user", "hi"), ("assistant", "hello"), ("user", "and now?")]
         assert (sent.body["max_completion_tokens"], sent.body["stop"]) == (50, ["END"])
     else:
@@ -207,6 +226,8 @@ async def test_unset_max_tokens_is_left_out_or_the_configured_default_where_the_
     [sent] = generations(emulator)
     if kind.name == "anthropic":  # the Messages API requires max_tokens
         assert sent.body["max_tokens"] == 321
+    elif kind.wire_api == "responses":
+        assert "max_output_tokens" not in sent.body
     else:
         assert "max_completion_tokens" not in sent.body
         assert "max_tokens" not in sent.body
@@ -217,6 +238,23 @@ def _text(content: str | list[dict[str, Any]]) -> str:
     if isinstance(content, str):
         return content
     return "".join(block["text"] for block in content if block.get("type") == "text")
+
+
+async def test_stop_sequences_on_the_responses_api_are_refused_before_any_call() -> None:
+    # A port nothing listens on: were the request sent, the error would be a refused connection.
+    settings = ProviderSettings(
+        name="openai", api_key="sk-test-openai-0123456789abcdef", base_url="http://127.0.0.1:9/v1"
+    )
+    adapter = OpenAIProvider(settings)
+    request = ChatRequest(
+        model="gpt-5.4-mini", messages=(Message(Role.USER, "hi"),), stop=("END",), wire_api="responses"
+    )
+
+    with pytest.raises(ProviderBadRequest) as refused:
+        await adapter.complete(request, OPTIONS)
+
+    assert "stop sequences are not supported by the Responses API" in str(refused.value)
+    await adapter.aclose()
 
 
 # --- errors ---------------------------------------------------------------------------------------
