@@ -58,7 +58,7 @@ async def client() -> AsyncIterator[openai.AsyncOpenAI]:
 async def test_chat_completions_refuses_function_tools_with_reasoning_in_the_real_body(
     client: openai.AsyncOpenAI, model: str, effort: str | None, advice: str
 ) -> None:
-    extra = {"reasoning_effort": effort} if effort else {}
+    extra: Any = {"reasoning_effort": effort} if effort else {}
 
     with pytest.raises(openai.BadRequestError) as refused:
         await client.chat.completions.create(model=model, messages=[ASKED], tools=[CHAT_TOOL], **extra)
@@ -79,7 +79,7 @@ async def test_chat_completions_refuses_function_tools_with_reasoning_in_the_rea
 async def test_chat_completions_takes_function_tools_without_reasoning_or_before_gpt_5_2(
     client: openai.AsyncOpenAI, model: str, effort: str | None
 ) -> None:
-    extra = {"reasoning_effort": effort} if effort else {}
+    extra: Any = {"reasoning_effort": effort} if effort else {}
 
     reply = await client.chat.completions.create(model=model, messages=[ASKED], tools=[CHAT_TOOL], **extra)
 
@@ -210,7 +210,8 @@ async def test_a_reasoning_item_without_the_item_that_followed_it_is_refused(
     for replay in ([ASKED, reasoning], [ASKED, reasoning, anonymous, output]):
         error = await _refusal(client, input=replay, tools=[WEATHER])
         assert _message(error) == (
-            f"Item '{first.output[0].id}' of type 'reasoning' was provided without its required following item."
+            f"Item '{first.output[0].id}' of type 'reasoning' was provided without its required "
+            "following item."
         )
 
 
@@ -269,7 +270,8 @@ async def test_a_call_from_another_provider_without_an_item_id_is_accepted(
         ({"seed": 7}, "Unknown parameter: 'seed'."),
         (
             {"max_output_tokens": 10},
-            "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got 10 instead.",
+            "Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16, but got 10 "
+            "instead.",
         ),
         ({"temperature": 0.5}, "Unsupported parameter: 'temperature' is not supported with this model."),
         (
@@ -317,8 +319,8 @@ async def test_the_stream_sends_the_real_events_in_order_with_sequence_numbers(
     assert [e.item.type for e in added] == ["reasoning", "function_call"]
     arguments = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
     assert json.loads(arguments) == {"city": "text"}
-    done = [e for e in events if e.type == "response.output_item.done"]
-    assert done[0].item.encrypted_content
+    done: list[Any] = [e.item for e in events if e.type == "response.output_item.done"]
+    assert done[0].encrypted_content
 
 
 async def test_azure_takes_the_responses_api_from_its_2025_03_01_preview_version() -> None:
