@@ -20,6 +20,8 @@ export interface ToolCall {
   arguments_json: string;
   /** Opaque provider state (Gemini thought signature). */
   signature?: Buffer | Uint8Array;
+  /** The provider's id of the item that carried the call (OpenAI Responses `fc_…`); send it back. */
+  item_id?: string;
 }
 
 /** A stream fragment of a tool call: the first of a call (by index) has id and name. */
@@ -31,6 +33,8 @@ export interface ReasoningPart {
   signature?: Buffer | Uint8Array;
   redacted_data?: Buffer | Uint8Array;
   provider?: string;
+  /** The provider's id of the reasoning item (OpenAI Responses `rs_…`). */
+  id?: string;
 }
 
 export interface Message {
