@@ -418,6 +418,7 @@ def build_providers(settings: Settings, plan: Plan) -> dict[ProviderName, Provid
                 default_max_tokens=settings.llm_default_max_tokens,
                 azure_endpoint=instance.azure_endpoint,
                 api_version=settings.openai_api_version,
+                reasoning_summaries=settings.openai_reasoning_summaries,
                 vertex_project=instance.vertex_project,
                 vertex_region=instance.vertex_region,
                 probe_model=next(iter(models), None),

@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     azure_openai_api_key: SecretStr | None = None
     openai_api_version: str = "2024-10-21"
     """The Azure OpenAI data-plane API version (the SDK's OPENAI_API_VERSION)."""
+    openai_reasoning_summaries: bool = True
+    """Ask OpenAI's Responses API for reasoning summaries (`reasoning.summary: "auto"`) when a request sets
+    reasoning: the text of its ReasoningParts. OpenAI refuses summaries to an organization it has not
+    verified (400, param `reasoning.summary`): such an operator sets this to false."""
     google_genai_use_vertexai: bool = False
     """Serve the `gemini` provider from Vertex AI (GOOGLE_CLOUD_PROJECT, GOOGLE_CLOUD_LOCATION; the SDK's
     own variable names)."""

@@ -70,6 +70,8 @@ class ProviderSettings:
     """OpenAI kind only: an Azure OpenAI resource (https://<name>.openai.azure.com) instead of OpenAI."""
     api_version: str = "2024-10-21"
     """With `azure_endpoint`: the Azure OpenAI API version."""
+    reasoning_summaries: bool = True
+    """OpenAI kind, Responses API: ask for reasoning summaries when a request sets reasoning."""
     vertex_project: str | None = None
     """Anthropic kind only: Claude on Google Vertex AI in this project (`api_key`: an access token, or
     empty for Application Default Credentials)."""

@@ -54,7 +54,7 @@ class OpenAIProvider(StainlessProvider):
 
     def __init__(self, settings: ProviderSettings) -> None:
         super().__init__(settings)
-        self._responses = ResponsesWire(self.name)
+        self._responses = ResponsesWire(self.name, summaries=settings.reasoning_summaries)
 
     def _path(self, request: ChatRequest) -> str:
         return self._responses.path if request.wire_api == RESPONSES_API else CHAT_COMPLETIONS

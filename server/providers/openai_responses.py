@@ -49,8 +49,11 @@ class ResponsesWire:
 
     path = RESPONSES
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, *, summaries: bool = True) -> None:
         self.name = name
+        self.summaries = summaries
+        """Ask for reasoning summaries (OPENAI_REASONING_SUMMARIES): OpenAI refuses them to an
+        organization it has not verified."""
 
     def params(self, request: ChatRequest) -> dict[str, Any]:
         """The request body. The API takes no stop sequences (`response_create_params.py`): refused,
@@ -61,7 +64,7 @@ class ResponsesWire:
             raise ProviderBadRequest(
                 self.name, "stop sequences are not supported by the Responses API this model is served on"
             )
-        return translate.request_body(request)
+        return translate.request_body(request, summaries=self.summaries)
 
     def stream_params(self, params: dict[str, Any]) -> dict[str, Any]:
         return {**params, "stream": True}

@@ -72,8 +72,11 @@ INCOMPLETE_REASONS = {
 }
 
 
-def request_body(request: ChatRequest) -> dict[str, Any]:
-    """The Responses API body of a request (without `stream`)."""
+def request_body(request: ChatRequest, *, summaries: bool = True) -> dict[str, Any]:
+    """The Responses API body of a request (without `stream`); `summaries`: ask for the reasoning's
+    summary when the request sets reasoning (OpenAI refuses it to an organization it has not verified:
+    "Your organization must be verified to generate reasoning summaries. ...", param `reasoning.summary`,
+    code `unsupported_value`; continuedev/continue#9283, OpenHands/software-agent-sdk#987)."""
     body: dict[str, Any] = {
         "model": request.model,
         "input": [item for message in request.messages for item in _items(message)],
@@ -99,7 +102,9 @@ def request_body(request: ChatRequest) -> dict[str, Any]:
     if request.response_format is not None and (fmt := _format(request.response_format)) is not None:
         body["text"] = {"format": fmt}
     if request.reasoning is not None:
-        body["reasoning"] = {"effort": effort(request.reasoning), "summary": "auto"}
+        body["reasoning"] = {"effort": effort(request.reasoning)}
+        if summaries:
+            body["reasoning"]["summary"] = "auto"
     if request.max_tokens is not None:
         body["max_output_tokens"] = request.max_tokens
     for name, value in (("temperature", request.temperature), ("top_p", request.top_p)):

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Callable
 from typing import Any
 
 import grpc
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
+from server.app import App
 from tests.conftest import MODELS, Emulators
 from tests.helpers import user
 
@@ -137,6 +139,29 @@ async def test_reasoning_is_carried_across_a_tool_turn_as_encrypted_items_replay
     assert (replayed[2]["id"], replayed[2]["call_id"]) == (tool_call.item_id, tool_call.id)
     assert text == "emulator reply: tool get_weather returned sunny"
     assert second.usage.reasoning_tokens == 8
+
+
+async def test_without_reasoning_summaries_the_reasoning_still_round_trips_encrypted(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(openai_reasoning_summaries=False)  # an unverified OpenAI organization
+    model, question, effort = MODELS["openai"], user("weather in Paris?"), EFFORTS["low"]
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        _, first, _ = await call(stub, False, model, question, tools=[WEATHER], reasoning=effort)
+        text, _, _ = await call(
+            stub,
+            False,
+            model,
+            [*question, assistant(first), result(first.tool_calls[0].id)],
+            reasoning=effort,
+            tools=[WEATHER],
+        )
+
+    assert emulators.completions("openai")[0].body["reasoning"] == {"effort": "low"}
+    [thought] = first.reasoning
+    assert (thought.text, bool(thought.signature)) == ("", True)
+    assert text == "emulator reply: tool get_weather returned sunny"
 
 
 async def test_altered_encrypted_reasoning_is_refused_by_the_provider(
