@@ -11,12 +11,14 @@ import structlog
 from anthropic.types import StopReason
 from google.genai import types as genai_types
 from openai.types.chat.chat_completion import Choice
+from openai.types.responses.response import IncompleteDetails
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.core.types import FinishReason
 from server.providers import anthropic as anthropic_adapter
 from server.providers import gemini as gemini_adapter
 from server.providers import openai as openai_adapter
+from server.providers import openai_responses_translate as responses_translate
 from tests.conftest import MODELS, SAMPLING_MODELS, Emulators
 from tests.helpers import user
 
@@ -30,6 +32,8 @@ def test_every_finish_reason_each_sdk_defines_is_mapped() -> None:
     assert anthropic_reasons <= set(anthropic_adapter.FINISH_REASONS)
     assert gemini_reasons <= set(gemini_adapter.FINISH_REASONS)
     assert [r for r, f in gemini_adapter.FINISH_REASONS.items() if f is FinishReason.STOP] == ["STOP"]
+    incomplete = typing.get_args(typing.get_args(IncompleteDetails.model_fields["reason"].annotation)[0])
+    assert set(incomplete) <= set(responses_translate.INCOMPLETE_REASONS)
 
 
 async def _finish(stub: llm_pb2_grpc.LLMServiceAsyncStub, model: str, raw: str, streamed: bool) -> int:
