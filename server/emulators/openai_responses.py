@@ -43,7 +43,8 @@ and `tool_calls` complete, any other `finish=` directive is passed through as a 
 seen."""
 COMPLETE = frozenset({"stop", "tool_calls"})
 # In-stream failures by kind: (error code, message), sent as an `error` event (type, code, message, param,
-# sequence_number; openai/types/responses/response_error_event.py).
+# sequence_number; openai/types/responses/response_error_event.py). `error=failed` sends a
+# `response.failed` event instead (response_failed_event.py: the response, `status: failed`, its `error`).
 STREAM_ERRORS = {
     "server": ("server_error", "The server had an error while processing your request."),
     "overloaded": ("server_error", "The server had an error while processing your request."),
@@ -303,6 +304,12 @@ async def _stream(
         await response.write(f"event: {kind}\ndata: {json.dumps(event)}\n\n".encode())
 
     async def send_error() -> None:
+        if directives.error == "failed":  # the response fails: `response.failed` with its `error`
+            error = {"code": "server_error", "message": STREAM_ERRORS["server"][1]}
+            await send(
+                "response.failed", response={**final, "status": "failed", "error": error, "usage": None}
+            )
+            return
         code, message = STREAM_ERRORS[directives.error or "server"]
         await send("error", code=code, message=message, param=None)
 

@@ -364,6 +364,36 @@ async def test_a_stream_failing_midway_is_a_provider_error_after_the_earlier_del
     assert received == ["emulator ", "reply: "]
 
 
+@pytest.mark.parametrize(
+    ("directive", "error"),
+    [
+        ("error=failed", ProviderUnavailable),  # response.failed, its error's code server_error
+        ("error=rate_limit", ProviderRateLimited),  # an `error` event, code rate_limit_exceeded
+        ("error=quota", QuotaExhausted),
+    ],
+)
+async def test_a_responses_api_stream_that_fails_is_classified_by_its_error_code(
+    directive: str, error: type[ProviderError]
+) -> None:
+    kind = next(k for k in KINDS if k.wire_api == "responses")
+    emulator = kind.emulator(api_key=kind.key)
+    adapter = kind.adapter(ProviderSettings(name="openai", api_key=kind.key, base_url=await emulator.start()))
+    received: list[str] = []
+    try:
+        with pytest.raises(error) as caught:
+            async for event in adapter.stream(
+                ask(kind, f"a b c d [[emulate: error_after=2 {directive}]]"), OPTIONS
+            ):
+                assert isinstance(event, TextDelta)
+                received.append(event.text)
+    finally:
+        await adapter.aclose()
+        await emulator.stop()
+
+    assert received == ["emulator ", "reply: "]
+    assert caught.value.request_id  # the stream's x-request-id
+
+
 # --- lifecycle ------------------------------------------------------------------------------------
 
 
