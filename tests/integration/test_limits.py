@@ -459,12 +459,12 @@ async def test_three_replicas_on_one_redis_admit_the_configured_rate_together(
 async def test_three_replicas_never_exceed_a_usd_budget_under_200_concurrent_callers(
     replicas: Callable[..., Any],
 ) -> None:
-    budget = 12 * _worst_case_usd(3)
+    budget = 12 * _worst_case_usd(16)
     apps = await replicas({"default": {"usd_per_day": budget}}, FakeClock())
 
-    # max_tokens 3 (the whole reply): each call's worst case is close to what it really costs, so the
-    # budget, not the reservations' slack, is what stops the callers.
-    served, cost, reasons = await _burst(apps, 200, "agent-a", max_tokens=3)
+    # max_tokens 16 (the least the Responses API takes; the reply is 3): each call's worst case is close
+    # to what it really costs, so the budget, not the reservations' slack, is what stops the callers.
+    served, cost, reasons = await _burst(apps, 200, "agent-a", max_tokens=16)
     quota = await _quota(apps[0], "agent-a")
 
     (used,) = [q.used for q in quota.quotas if q.kind == llm_pb2.QUOTA_KIND_USD_PER_DAY]
