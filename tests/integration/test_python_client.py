@@ -26,7 +26,7 @@ from llm_grpc_client import (
 
 from llm_grpc.v1 import llm_pb2
 from server.app import App
-from tests.conftest import MODELS, Emulators
+from tests.conftest import MODELS, SAMPLING_MODELS, Emulators
 
 CLI = str(Path(sys.executable).with_name("llm-grpc"))
 SECRET = "tls-and-token-test-secret-0123456789-abcdefghijk"
@@ -138,7 +138,7 @@ async def test_cli_strips_the_trailing_newline_of_stdin(target: str, emulators: 
     code, _, err = await _cli("--target", target, "complete", "--model", MODELS["openai"], stdin=b"line\n")
 
     assert code == 0, err
-    assert emulators.completions("openai")[-1].body["messages"][-1]["content"] == "line"
+    assert emulators.completions("openai")[-1].body["input"][-1]["content"] == "line"  # the Responses API
 
 
 COMPLETE_JSON_FIELDS = {
@@ -168,7 +168,9 @@ async def test_cli_json_is_snake_case_with_every_field_and_finish_reasons_by_nam
 
 
 async def test_cli_prints_the_finish_reason_by_name(target: str) -> None:
-    code, _, err = await _cli("--target", target, "complete", "a b c", "--max-tokens", "2")
+    # gpt-4.1-mini (Chat Completions): the Responses API takes max_tokens from 16 up.
+    model = SAMPLING_MODELS["openai"]
+    code, _, err = await _cli("--target", target, "complete", "a b c", "--model", model, "--max-tokens", "2")
 
     assert code == 0
     assert "] LENGTH prompt=3" in err
