@@ -12,6 +12,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.emulators import anthropic_rules as thinking_rules
 from server.emulators.base import (
     Directives,
     Emulator,
@@ -220,15 +221,23 @@ def _agent_problem(body: dict[str, Any]) -> str | None:
             )
         if kind == "tool" and choice.get("name") not in names:
             return f"tool_choice.tool.name: Tool '{choice.get('name')}' not found in tools"
-        if kind in ("any", "tool") and thinking.get("type") in ("enabled", "adaptive"):
+        # Manual (budget) thinking refuses a forced tool choice; adaptive thinking takes it and skips
+        # thinking (platform.claude.com/docs/build-with-claude/thinking-tool-workflows: "tool_choice options
+        # that force tool use return an error with manual extended thinking (thinking: {type: "enabled"});
+        # adaptive thinking supports forced tool use". An earlier version of the page said "while thinking
+        # is on": the sources disagree by date; the current page is followed).
+        if kind in ("any", "tool") and thinking.get("type") == "enabled":
             return "Thinking may not be enabled when tool_choice forces tool use."
     if (problem := _thinking_problem(body, thinking)) is not None:
         return problem
+    # What each model takes (adaptive, budget, effort): server/emulators/anthropic_rules.py.
+    if (problem := thinking_rules.thinking_problem(body)) is not None:
+        return problem
     if (problem := _output_problem(body.get("output_config"))) is not None:
         return problem
-    if (
-        problem := _turns_problem(body["messages"], thinking.get("type") in ("enabled", "adaptive"))
-    ) is not None:
+    # A tool turn must start with its thinking under manual thinking; adaptive (interleaved) thinking lets
+    # it start with a tool_use block (r/Anthropic, "interleaved thinking ... loosens" the rule, Opus 4.6).
+    if (problem := _turns_problem(body["messages"], thinking.get("type") == "enabled")) is not None:
         return problem
     breakpoints = _breakpoints(body)
     if breakpoints > MAX_CACHE_BREAKPOINTS:
@@ -575,7 +584,8 @@ class AnthropicEmulator(Emulator):
             blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in calls]
         else:
             blocks.append({"type": "text", "text": reply.text})
-        thought = count_tokens(thinking["thinking"]) if thinking is not None else 0
+        # Billed thinking: all of it, also when its text is not shown (`display: omitted`).
+        thought = thinking_billed(body, directives) if thinking is not None else 0
         usage = {
             "input_tokens": reply.prompt_tokens - cache_read - cache_write,
             "output_tokens": reply.completion_tokens + thought,
@@ -640,10 +650,11 @@ class AnthropicEmulator(Emulator):
         config = body.get("thinking") or {}
         if config.get("type") not in ("enabled", "adaptive"):
             return None
-        effort = (body.get("output_config") or {}).get("effort") or "medium"
-        tokens = directives.reasoning_tokens or thinking_tokens(effort, config.get("budget_tokens"))
-        text = thinking_text(tokens)
-        shown = "" if config.get("display") == "omitted" else text
+        if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+            return None  # adaptive with a forced tool: "thinking is skipped" (thinking-tool-workflows page)
+        text = thinking_text(thinking_billed(body, directives))
+        # Opus 4.7 and later omit the text unless asked (`display`): the signature still comes.
+        shown = text if thinking_rules.shows_thinking(body) else ""
         return {"type": "thinking", "thinking": shown, "signature": sign(shown)}
 
     def _cache(self, body: dict[str, Any], texts: list[str]) -> tuple[int, int]:
@@ -740,6 +751,13 @@ class AnthropicEmulator(Emulator):
             await send("message_stop", {})
             await response.write_eof()
         return response
+
+
+def thinking_billed(body: dict[str, Any], directives: Directives) -> int:
+    """The tokens the emulator thinks for a request with thinking on: by effort or budget."""
+    effort = (body.get("output_config") or {}).get("effort") or "medium"
+    budget = (body.get("thinking") or {}).get("budget_tokens")
+    return directives.reasoning_tokens or thinking_tokens(effort, budget)
 
 
 def _stream_blocks(

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from server.emulators import gemini_rules as thinking_rules
 from server.emulators.base import Directives, Emulator, Reply, count_tokens, parse_directives, plan_reply
 from server.emulators.scripting import (
     PlannedCall,
@@ -486,6 +487,9 @@ class GeminiEmulator(Emulator):
         body = _camel_case(body)
         if (problem := _problem(body)) is not None:
             return _bad_request(*problem)
+        # What each model's thinking takes (levels, stopping): server/emulators/gemini_rules.py.
+        if (refused := thinking_rules.thinking_problem(model, body.get("generationConfig", {}))) is not None:
+            return _error(400, refused)
         contents = body["contents"]
         last_user = next((_parts_text(c) for c in reversed(contents) if c.get("role", "user") == "user"), "")
         last_user, directives = parse_directives(last_user)
