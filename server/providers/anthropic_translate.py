@@ -99,6 +99,17 @@ def request_body(request: ChatRequest, max_tokens: int) -> dict[str, Any]:
                 KIND,
                 f"max_tokens ({request.max_tokens}) must be greater than the thinking budget ({budget})",
             )
+        if _unthought_tool_turn(request.messages):
+            # Manual thinking refuses to continue a tool turn that does not start with Claude's thinking
+            # ("When `thinking` is enabled, a final `assistant` message must start with a thinking block",
+            # dev.to/ji_ai/return-claudes-thinking-blocks-or-your-agent-breaks-2lpm); adaptive thinking
+            # takes it. Said here, before any call, rather than thinking quietly switched off.
+            raise ProviderBadRequest(
+                KIND,
+                "a thinking budget cannot continue a tool turn Claude did not think in (its tool calls "
+                "carry no Claude thinking, e.g. they came from another provider): ask for an effort on a "
+                "model with adaptive thinking, or for no reasoning, until the tool turn ends",
+            )
         # No `display`: the models that take a budget (4.5, 4.6) return summarized thinking by default.
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
         if request.max_tokens is None:  # room to answer after thinking
@@ -116,6 +127,19 @@ def request_body(request: ChatRequest, max_tokens: int) -> dict[str, Any]:
     if request.user:
         body["metadata"] = {"user_id": request.user}
     return body
+
+
+def _unthought_tool_turn(messages: tuple[Message, ...]) -> bool:
+    """Whether the conversation ends with tool results answering an assistant turn that carries no
+    thinking of Claude's own (another provider's turn, or one whose thinking the caller dropped)."""
+    index = len(messages)
+    while index > 0 and messages[index - 1].role is Role.TOOL:
+        index -= 1
+    if index == len(messages) or index == 0:
+        return False
+    turn = messages[index - 1]
+    own = [r for r in turn.reasoning if r.provider in (None, KIND)]
+    return turn.role is Role.ASSISTANT and bool(turn.tool_calls) and not own
 
 
 def _system(request: ChatRequest) -> str | list[dict[str, Any]]:
