@@ -103,8 +103,9 @@ PART_DATA = {"text", "inlineData", "fileData", "functionCall", "functionResponse
 MAX_STOP_SEQUENCES = 5
 FUNCTION_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}")
 MODES = ("MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED")
-THINKING_LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
-LEVEL_EFFORT = {"MINIMAL": "minimal", "LOW": "low", "MEDIUM": "medium", "HIGH": "high"}
+# google-genai 3.6 `types.ThinkingLevel`; which model takes which: server/emulators/gemini_rules.py.
+THINKING_LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH", "XHIGH")
+LEVEL_EFFORT = {"MINIMAL": "minimal", "LOW": "low", "MEDIUM": "medium", "HIGH": "high", "XHIGH": "xhigh"}
 RESPONSE_MIME_TYPES = ("text/plain", "application/json", "text/x.enum")
 SIGNATURE_DOCS = "https://ai.google.dev/gemini-api/docs/thought-signatures"
 DUMMY_SIGNATURES = frozenset({"skip_thought_signature_validator", "context_engineering_is_the_way_to_go"})
