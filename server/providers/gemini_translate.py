@@ -24,6 +24,7 @@ Mapping (docs/providers.md has the table for all three providers):
 
 from __future__ import annotations
 
+import base64
 import json
 import mimetypes
 import uuid
@@ -66,8 +67,10 @@ THINKING_LEVELS = {
     "xhigh": types.ThinkingLevel.XHIGH,
 }
 """google-genai `types.ThinkingLevel` (the catalogue's `thinking_levels` names them in lower case)."""
-DUMMY_SIGNATURE = b"skip_thought_signature_validator"
-"""What Google documents for a function call without a Gemini signature (history from another model):
+DUMMY_SIGNATURE = base64.urlsafe_b64decode("skip_thought_signature_validator")
+"""What Google documents for a function call without a Gemini signature (history from another model),
+as the JSON value `"thoughtSignature": "skip_thought_signature_validator"` (the SDK sends `bytes` fields
+base64url-encoded, so these are the bytes whose encoding is that string):
 "You can set the following dummy signatures of either "context_engineering_is_the_way_to_go" or
 "skip_thought_signature_validator"" (ai.google.dev/gemini-api/docs/thought-signatures#faqs), and Vertex AI
 "You can set thought_signature to skip_thought_signature_validator"
