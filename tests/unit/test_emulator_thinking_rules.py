@@ -129,9 +129,9 @@ async def test_opus_4_7_returns_empty_thinking_text_unless_asked_to_display_it(
     )
 
     assert hidden.content[0].type == shown.content[0].type == "thinking"
-    assert hidden.content[0].thinking == ""  # type: ignore[union-attr]
-    assert hidden.content[0].signature  # type: ignore[union-attr]
-    assert shown.content[0].thinking  # type: ignore[union-attr]
+    assert hidden.content[0].thinking == ""
+    assert hidden.content[0].signature
+    assert shown.content[0].thinking
     assert hidden.usage.output_tokens == shown.usage.output_tokens  # omitted thinking is billed all the same
 
 
