@@ -304,3 +304,45 @@ async def test_no_reasoning_control_makes_a_default_model_refuse_the_call(
             assert len(emulators.completions(provider)) == before + 1
 
     assert refused == REFUSED[model]
+
+
+GEMINI_3_PRO = """
+[models."gemini-3-pro-preview"]
+provider = "gemini"
+tier = "premium"
+context_window = 1048576
+max_output_tokens = 65536
+input = 2.00
+output = 12.00
+reasoning = true
+document_input = true
+thinking = "levels"
+thinking_levels = ["low", "high"]
+thinking_off = false
+"""
+
+
+@pytest.mark.parametrize(
+    ("reasoning", "level"),
+    [
+        (llm_pb2.Reasoning(effort=llm_pb2.REASONING_EFFORT_MEDIUM), "HIGH"),  # a tie: the higher level
+        (llm_pb2.Reasoning(budget_tokens=4096), "HIGH"),
+        (llm_pb2.Reasoning(budget_tokens=1500), "LOW"),
+    ],
+)
+async def test_a_level_the_model_lacks_becomes_its_nearest_level_never_less_thinking_on_a_tie(
+    start_gateway: Callable[..., Any],
+    emulators: Emulators,
+    tmp_path: Path,
+    reasoning: llm_pb2.Reasoning,
+    level: str,
+) -> None:
+    overlay = tmp_path / "catalogue.toml"
+    overlay.write_text(GEMINI_3_PRO)
+    app: App = await start_gateway(
+        llm_catalogue_path=overlay, allowed_models=",".join((*DEFAULT_ALLOWED_MODELS, "gemini-3-pro-preview"))
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        await ask(llm_pb2_grpc.LLMServiceStub(channel), False, "gemini-3-pro-preview", reasoning)
+
+    assert gemini_thinking(emulators)["thinkingLevel"] == level  # the emulator refuses MEDIUM on 3 Pro
