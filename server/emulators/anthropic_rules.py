@@ -8,6 +8,7 @@ Which model takes what (checked 2026-12-07):
 | claude-opus-4-7    | refused          | yes        | low medium high xhigh max | omitted            |
 | claude-sonnet-4-6  | yes (deprecated) | yes        | low medium high max       | summarized         |
 | claude-haiku-4-5   | yes              | refused    | refused                   | -                  |
+| claude-sonnet-4-5  | yes              | refused    | refused                   | -                  |
 | claude-opus-4-5    | yes              | refused    | low medium high           | -                  |
 
 Sources:
@@ -55,10 +56,12 @@ THINKING_MODELS = {
     ),
     "claude-sonnet-4-6": ThinkingModel(adaptive=True, enabled=True, efforts=("low", "medium", "high", "max")),
     "claude-haiku-4-5": ThinkingModel(adaptive=False, enabled=True, efforts=()),
+    "claude-sonnet-4-5": ThinkingModel(adaptive=False, enabled=True, efforts=()),
     "claude-opus-4-5": ThinkingModel(adaptive=False, enabled=True, efforts=("low", "medium", "high")),
 }
 SNAPSHOT_ALIASES = {
     "claude-haiku-4-5-20251001": "claude-haiku-4-5",
+    "claude-sonnet-4-5-20250929": "claude-sonnet-4-5",
     "claude-opus-4-5-20251101": "claude-opus-4-5",
 }
 
