@@ -29,6 +29,11 @@ Sources:
 - Opus 4.7 returns empty thinking text unless `display: summarized` is asked for: google/adk-docs#2241
   (ADK sends `thinking.display: "summarized"` alongside adaptive), issue 22.
 - xhigh on Opus 4.7 only, max on 4.6 and 4.7: zhayujie/CowAgent#3002 (its per-model effort table).
+- Recorded real traffic (pydantic/pydantic-ai `tests/models/cassettes/test_anthropic/`):
+  `test_anthropic_opus_48_features.yaml` (claude-opus-4-8 answers 200 to `thinking: {type: adaptive,
+  display: summarized}` + `output_config: {effort: xhigh}`, the shape the gateway sends Opus 4.7);
+  `test_anthropic_count_tokens_error.yaml` (the error body: `{"type": "error", "error": {"type", "message"},
+  "request_id": "req_…"}`).
 """
 
 from __future__ import annotations

@@ -116,7 +116,8 @@ def request_body(request: ChatRequest, max_tokens: int) -> dict[str, Any]:
             body["max_tokens"] = max(max_tokens, budget + MIN_THINKING_BUDGET)
     elif plan is not None and plan.effort is not None:
         # Adaptive thinking: Claude decides how much to think, steered by the effort (SDK
-        # types/output_config_param.py: low | medium | high | xhigh | max).
+        # types/output_config_param.py: low | medium | high | xhigh | max). Recorded as accepted in
+        # pydantic/pydantic-ai tests/models/cassettes/test_anthropic/test_anthropic_opus_48_features.yaml.
         body["thinking"] = {"type": "adaptive", "display": DISPLAY}
         output_config["effort"] = plan.effort.value
     fmt = request.response_format
