@@ -37,7 +37,6 @@ class ThinkingMode(enum.StrEnum):
 
 EFFORT_BUDGETS = {ReasoningEffort.LOW: 1024, ReasoningEffort.MEDIUM: 4096, ReasoningEffort.HIGH: 16384}
 """An effort as a token budget, for models that take budgets."""
-EFFORT_ORDER = (ReasoningEffort.LOW, ReasoningEffort.MEDIUM, ReasoningEffort.HIGH)
 LEVEL_ORDER = ("minimal", "low", "medium", "high", "xhigh")
 """Gemini's thinking levels, least thinking first (google-genai `types.ThinkingLevel`)."""
 NO_THINKING_LEVEL = "minimal"
@@ -78,20 +77,20 @@ def plan(caps: Capabilities, reasoning: ReasoningConfig | None) -> ThinkingPlan 
     if reasoning is None or (reasoning.effort is None and reasoning.budget_tokens is None):
         return None
     mode = ThinkingMode(caps.thinking)
-    budget, effort = reasoning.budget_tokens, reasoning.effort
+    budget = reasoning.budget_tokens
     if budget == 0:
         if mode is ThinkingMode.LEVELS:
             return ThinkingPlan(level=NO_THINKING_LEVEL)
         return ThinkingPlan(off=True)
+    effort = reasoning.effort if reasoning.effort is not None else nearest_effort(budget or 0)
     match mode:
         case ThinkingMode.BUDGET:
-            return ThinkingPlan(budget=budget if budget is not None else EFFORT_BUDGETS[effort])  # type: ignore[index]
+            return ThinkingPlan(budget=budget if budget is not None else EFFORT_BUDGETS[effort])
         case ThinkingMode.BOTH if budget is not None:
             return ThinkingPlan(budget=budget)
         case ThinkingMode.ADAPTIVE | ThinkingMode.BOTH:
-            return ThinkingPlan(effort=effort if effort is not None else nearest_effort(budget or 0))
-    wanted = effort if effort is not None else nearest_effort(budget or 0)
-    return ThinkingPlan(level=nearest_level(wanted.value, caps.thinking_levels))
+            return ThinkingPlan(effort=effort)
+    return ThinkingPlan(level=nearest_level(effort.value, caps.thinking_levels))
 
 
 def refusals(
