@@ -120,6 +120,11 @@ class Checks:
         return text, events[-1].done
 
     async def _round_trip(self, streamed: bool, **fields: Any) -> float:
+        cost, _ = await self._tool_turn(streamed, **fields)
+        return cost
+
+    async def _tool_turn(self, streamed: bool, **fields: Any) -> tuple[float, bool]:
+        """(cost, whether reasoning state came back to carry) of a tool call and its answer."""
         question = [user("What is the weather in Paris? Use the tool.")]
         call = self.stream if streamed else self._complete_text
         _, first = await call(question, tools=[WEATHER], **fields)
@@ -137,7 +142,8 @@ class Checks:
         text, second = await call([*question, *answer], tools=[WEATHER], **fields)
         if not text.strip() or second.finish_reason != llm_pb2.FINISH_REASON_STOP:
             raise Failed("no answer after the tool result")
-        return first.cost_usd + second.cost_usd
+        carried = bool(first.reasoning) or any(c.signature for c in first.tool_calls)
+        return first.cost_usd + second.cost_usd, carried
 
     async def _complete_text(self, messages: list[llm_pb2.Message], **fields: Any) -> tuple[str, Any]:
         response = await self.complete(messages, **fields)
@@ -189,11 +195,14 @@ class Checks:
         return response.cost_usd
 
     async def reasoning_across_a_tool_turn(self) -> float:
-        return await self._round_trip(
+        cost, carried = await self._tool_turn(
             streamed=False,
             reasoning=llm_pb2.Reasoning(effort=llm_pb2.REASONING_EFFORT_LOW),
             max_tokens=REASONING_MAX_TOKENS,
         )
+        if not carried:  # the turn worked, but there was no reasoning state to send back
+            raise Warned("no reasoning state (reasoning parts or call signatures) came back to carry", cost)
+        return cost
 
     async def cached_tokens(self) -> float:
         system = llm_pb2.Message(role=llm_pb2.ROLE_SYSTEM, content=LONG, cache_breakpoint=True)

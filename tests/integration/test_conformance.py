@@ -53,5 +53,8 @@ async def test_against_the_emulators_every_feature_passes_on_every_provider(emul
     assert "gemini (gemini-3.1-flash-lite)" in rows[0]
     for feature in FEATURES:
         [row] = [r for r in rows if r.startswith(feature)]
-        assert row.split()[-3:] == ["ok", "ok", "ok"], table
-    assert rows[-1].startswith("cost (USD)")
+        openai, anthropic, gemini = row.split()[-3:]
+        assert (anthropic, gemini) == ("ok", "ok"), table
+        # OpenAI on Chat Completions keeps no reasoning state to carry (a `warn`); on Responses it does.
+        assert openai == "ok" or (openai == "warn" and feature == "reasoning across a tool turn"), table
+    assert any(r.startswith("cost (USD)") for r in rows)
