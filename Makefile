@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing dashboard clean
+.PHONY: conformance install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing dashboard clean
 
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
 INSTALL_LOG := $(VENV)/install.log
@@ -69,6 +69,11 @@ test: proto-check buf-lint lint typecheck system-deps node-deps go-deps
 	$(BIN)/pytest -q
 	PYTHON=$(abspath $(PY)) clients/go/build.sh
 	cd clients/node && node --test test/
+
+## The live conformance suite: every agent feature against each provider whose key is in the environment
+## (cheapest models, under a cent each; a table). Without keys it says so and exits 0. Not part of `test`.
+conformance: $(STAMP)
+	$(PY) -m tests.conformance
 
 ## Debian packages the tests run for real (installed when missing; needs root, as in CI): redis-server,
 ## and promtool (package prometheus) for the alerting rules and the dashboard's queries.

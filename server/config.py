@@ -273,11 +273,27 @@ class _CatalogueEntry(BaseModel):
     blank_turns: bool = True
     api: WireApi = WireApi.CHAT_COMPLETIONS
     """OpenAI kind: `responses` or `chat_completions` (docs/providers.md); other kinds ignore it."""
+    # How the model takes thinking (server/core/reasoning.py says what each means).
+    thinking: Literal["budget", "adaptive", "both", "levels"] = "budget"
+    effort: bool = False
+    thinking_levels: tuple[Literal["minimal", "low", "medium", "high", "xhigh"], ...] = ()
+    thinking_off: bool = True
+    forced_tool_thinking: bool = True
 
     @_model_validator(mode="after")
     def _output_fits_context(self) -> _CatalogueEntry:
         if self.max_output_tokens > self.context_window:
             raise ValueError("max_output_tokens exceeds context_window")
+        return self
+
+    @_model_validator(mode="after")
+    def _thinking_is_consistent(self) -> _CatalogueEntry:
+        if (self.thinking == "levels") != bool(self.thinking_levels):
+            raise ValueError("thinking_levels lists the levels of a model whose thinking is `levels`, only")
+        if self.thinking in ("adaptive", "both") and not self.effort:
+            raise ValueError("adaptive thinking is steered by effort: set effort = true")
+        if self.thinking == "levels" and self.thinking_off and "minimal" not in self.thinking_levels:
+            raise ValueError("a levels model without `minimal` cannot stop thinking: thinking_off = false")
         return self
 
     def capabilities(self) -> Capabilities:

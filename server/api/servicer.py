@@ -54,8 +54,14 @@ def _model(info: ModelInfo) -> llm_pb2.Model:
         cache_write_usd_per_million=info.cache_write_per_mtok,
         deprecated=info.deprecated,
         retirement_date=info.retires.isoformat() if info.retires is not None else "",
-        capabilities=llm_pb2.ModelCapabilities(**asdict(info.capabilities)),
+        capabilities=llm_pb2.ModelCapabilities(
+            # The contract's flags; the thinking fields stay server-side (docs/providers.md lists them).
+            **{k: v for k, v in asdict(info.capabilities).items() if k in CAPABILITY_FIELDS}
+        ),
     )
+
+
+CAPABILITY_FIELDS = frozenset(llm_pb2.ModelCapabilities.DESCRIPTOR.fields_by_name)
 
 
 class LLMServicer:

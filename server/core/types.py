@@ -54,6 +54,16 @@ class Capabilities:
     """Accepts a final assistant turn, which the model continues."""
     blank_turns: bool = True
     """Accepts a turn whose text is only whitespace."""
+    thinking: str = "budget"
+    """How it takes an amount of thinking: budget | adaptive | both | levels (server/core/reasoning.py)."""
+    effort: bool = False
+    """Takes an effort (Anthropic `output_config.effort`)."""
+    thinking_levels: tuple[str, ...] = ()
+    """With thinking `levels`: the levels it takes (Gemini 3 `thinking_level`, lower case)."""
+    thinking_off: bool = True
+    """Can be asked not to think (a budget of 0)."""
+    forced_tool_thinking: bool = True
+    """Accepts a forced tool choice while thinking on a token budget."""
 
 
 @dataclass(slots=True, frozen=True)

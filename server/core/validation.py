@@ -11,6 +11,7 @@ from typing import Any
 
 from server.core.catalogue import Complexity, ModelInfo, Tier
 from server.core.errors import FieldViolation, InvalidRequest
+from server.core.reasoning import refusals as reasoning_refusals
 from server.core.structured import schema_problem
 from server.core.types import (
     ChatRequest,
@@ -481,6 +482,10 @@ def _unsupported_features(draft: DraftRequest, model: ModelInfo) -> list[FieldVi
         refuse("response_format", "structured output (a JSON response format)")
     if draft.reasoning is not None and not caps.reasoning:
         refuse("reasoning", "reasoning control (it is not a reasoning model)")
+    # What its thinking mode cannot honour (no thinking on a model that always thinks, ...):
+    # server/core/reasoning.py.
+    for field, what in reasoning_refusals(caps, _reasoning(draft.reasoning), _tool_choice(draft.tool_choice)):
+        refuse(field, what)
     for index, message in enumerate(draft.messages):
         for number, part in enumerate(message.parts):
             if isinstance(part, ImagePart) and not caps.image_input:

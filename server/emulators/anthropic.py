@@ -3,8 +3,6 @@ refusing what the real API refuses."""
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import re
 import uuid
@@ -12,6 +10,8 @@ from typing import Any
 
 from aiohttp import web
 
+from server.emulators import anthropic_rules as thinking_rules
+from server.emulators.anthropic_rules import blocks_of, request_problem, text_of
 from server.emulators.base import (
     Directives,
     Emulator,
@@ -30,35 +30,8 @@ from server.emulators.scripting import (
     sign,
     thinking_text,
     thinking_tokens,
-    verify,
 )
 
-KNOWN_PARAMS = {
-    "model",
-    "messages",
-    "max_tokens",
-    "system",
-    "temperature",
-    "top_p",
-    "top_k",
-    "stop_sequences",
-    "stream",
-    "metadata",
-    "tools",
-    "tool_choice",
-    "thinking",
-    "service_tier",
-    "container",
-    "mcp_servers",
-    "context_management",
-    "cache_control",
-    "output_config",
-    "inference_geo",
-    "speed",
-    "diagnostics",
-}
-# From API version 2026-10-21 the Messages API refuses temperature, top_p and top_k, even at defaults.
-SAMPLING_REMOVED = "2026-10-21"
 VERTEX_MODELS = "publishers/anthropic/models"
 STOP_REASONS = {
     "stop": "end_turn",
@@ -66,30 +39,6 @@ STOP_REASONS = {
     "content_filter": "refusal",
     "tool_use": "tool_use",
 }
-TOOL_NAME = re.compile(r"[a-zA-Z0-9_-]{1,128}")
-IMAGE_TYPES = ("image/jpeg", "image/png", "image/gif", "image/webp")
-# The first bytes of each image type, as the API recognises an image whose media_type is wrong.
-IMAGE_MAGIC = {
-    b"\x89PNG\r\n\x1a\n": "image/png",
-    b"\xff\xd8\xff": "image/jpeg",
-    b"GIF8": "image/gif",
-    b"RIFF": "image/webp",
-}
-BLOCKS_OF = {
-    "user": {"text", "image", "document", "tool_result", "search_result"},
-    "assistant": {
-        "text",
-        "tool_use",
-        "thinking",
-        "redacted_thinking",
-        "server_tool_use",
-        "web_search_tool_result",
-    },
-}
-MAX_CACHE_BREAKPOINTS = 4
-MIN_THINKING_BUDGET = 1024
-EFFORTS = ("low", "medium", "high", "xhigh", "max")
-THINKING_DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
 ERROR_TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -131,336 +80,6 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
     return web.json_response(body, status=status, headers={**(headers or {}), "request-id": request_id})
 
 
-def _text(content: Any) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return "".join(b.get("text", "") for b in content if isinstance(b, dict) and b.get("type") == "text")
-    return ""
-
-
-def _problem(body: Any, version: str) -> str | None:
-    """The first rule the body breaks, in the API's own words, or None."""
-    if not isinstance(body, dict):
-        return "Request body must be a JSON object"
-    for key in body:
-        if key not in KNOWN_PARAMS:
-            return f"{key}: Extra inputs are not permitted"
-    model, messages, max_tokens = body.get("model"), body.get("messages"), body.get("max_tokens")
-    if not isinstance(model, str) or not model:
-        return "model: Field required"
-    if max_tokens is None:
-        return "max_tokens: Field required"
-    if not isinstance(max_tokens, int) or max_tokens < 1:
-        return "max_tokens: Input should be greater than or equal to 1"
-    if not isinstance(messages, list) or not messages:
-        return "messages: at least one message is required"
-    for index, message in enumerate(messages):
-        role = message.get("role") if isinstance(message, dict) else None
-        if role not in ("user", "assistant"):
-            return f"messages.{index}.role: Input should be 'user' or 'assistant'"
-        content = message.get("content")
-        if isinstance(content, str) and not content:
-            return f"messages.{index}: text content blocks must be non-empty"
-        if isinstance(content, list) and any(b.get("type") == "text" and not b.get("text") for b in content):
-            return f"messages.{index}: text content blocks must be non-empty"
-    last = messages[-1]
-    if last["role"] == "assistant" and _text(last.get("content")) != _text(last.get("content")).rstrip():
-        return "messages: final assistant content cannot end with trailing whitespace"
-    for name in ("temperature", "top_p", "top_k"):
-        if name in body and version >= SAMPLING_REMOVED:
-            return f"{name}: Extra inputs are not permitted"
-        value = body.get(name)
-        if (
-            name != "top_k"
-            and value is not None
-            and (not isinstance(value, int | float) or not 0 <= value <= 1)
-        ):
-            return f"{name}: Input should be less than or equal to 1"
-    if not model.startswith("claude-3") and "temperature" in body and "top_p" in body:
-        return "`temperature` and `top_p` cannot both be specified for this model. Please use only one."
-    stops = body.get("stop_sequences", [])
-    if not isinstance(stops, list) or any(not isinstance(s, str) or not s.strip() for s in stops):
-        return "stop_sequences: each stop sequence must contain non-whitespace characters"
-    system = body.get("system")
-    if system is not None and not isinstance(system, str | list):
-        return "system: Input should be a valid string or list of text blocks"
-    return _agent_problem(body)
-
-
-def _agent_problem(body: dict[str, Any]) -> str | None:
-    """Tools, tool choice, tool_use / tool_result pairing, content blocks, thinking, structured output
-    and cache breakpoints, in the API's own words."""
-    names: list[str] = []
-    for index, tool in enumerate(body.get("tools") or ()):
-        if not isinstance(tool, dict):
-            return f"tools.{index}: Input should be a valid dictionary"
-        if tool.get("type") not in (None, "custom"):
-            names.append(str(tool.get("name")))  # a server tool: the API checks its own fields
-            continue
-        name = tool.get("name")
-        if not isinstance(name, str) or not TOOL_NAME.fullmatch(name):
-            return f"tools.{index}.custom.name: String should match pattern '^[a-zA-Z0-9_-]{{1,128}}$'"
-        if "input_schema" not in tool:
-            return f"tools.{index}.custom.input_schema: Field required"
-        schema = tool["input_schema"]
-        if not isinstance(schema, dict) or schema.get("type") != "object":
-            return f"tools.{index}.custom.input_schema.type: Input should be 'object'"
-        if name in names:
-            return "tools: Tool names must be unique."
-        names.append(name)
-    choice = body.get("tool_choice")
-    thinking = body.get("thinking") or {}
-    if choice is not None:
-        kind = choice.get("type") if isinstance(choice, dict) else None
-        if kind not in ("auto", "any", "tool", "none"):
-            return (
-                "tool_choice: Input tag found using 'type' does not match any of the expected tags: "
-                "'auto', 'any', 'tool', 'none'"
-            )
-        if kind == "tool" and choice.get("name") not in names:
-            return f"tool_choice.tool.name: Tool '{choice.get('name')}' not found in tools"
-        if kind in ("any", "tool") and thinking.get("type") in ("enabled", "adaptive"):
-            return "Thinking may not be enabled when tool_choice forces tool use."
-    if (problem := _thinking_problem(body, thinking)) is not None:
-        return problem
-    if (problem := _output_problem(body.get("output_config"))) is not None:
-        return problem
-    if (
-        problem := _turns_problem(body["messages"], thinking.get("type") in ("enabled", "adaptive"))
-    ) is not None:
-        return problem
-    breakpoints = _breakpoints(body)
-    if breakpoints > MAX_CACHE_BREAKPOINTS:
-        return (
-            f"A maximum of {MAX_CACHE_BREAKPOINTS} blocks with cache_control may be provided. Found "
-            f"{breakpoints}."
-        )
-    return None
-
-
-def _thinking_problem(body: dict[str, Any], thinking: dict[str, Any]) -> str | None:
-    kind = thinking.get("type")
-    if kind is None and "thinking" not in body:
-        return None
-    if kind not in ("enabled", "disabled", "adaptive", "between_tools"):
-        return (
-            "thinking: Input tag found using 'type' does not match any of the expected tags: 'enabled', "
-            "'disabled', 'adaptive'"
-        )
-    if kind == "enabled":
-        budget = thinking.get("budget_tokens")
-        if not isinstance(budget, int):
-            return "thinking.enabled.budget_tokens: Field required"
-        if budget < MIN_THINKING_BUDGET:
-            return (
-                "thinking.enabled.budget_tokens: Input should be greater than or equal to "
-                f"{MIN_THINKING_BUDGET}"
-            )
-        if body["max_tokens"] <= budget:
-            return (
-                "`max_tokens` must be greater than `thinking.budget_tokens`. Please consult our "
-                "documentation "
-                f"at {THINKING_DOCS}#max-tokens-and-context-window-size"
-            )
-    if kind in ("enabled", "adaptive"):
-        if "temperature" in body and body["temperature"] != 1:
-            return "`temperature` may only be set to 1 when thinking is enabled or in adaptive mode."
-        if "top_k" in body:
-            return "`top_k` may not be set when thinking is enabled or in adaptive mode."
-        if "top_p" in body and not 0.95 <= body["top_p"] <= 1:
-            return "`top_p` must be between 0.95 and 1 when thinking is enabled or in adaptive mode."
-    return None
-
-
-def _output_problem(config: Any) -> str | None:
-    if config is None:
-        return None
-    if not isinstance(config, dict):
-        return "output_config: Input should be a valid dictionary"
-    effort = config.get("effort")
-    if effort is not None and effort not in EFFORTS:
-        return "output_config.effort: Input should be " + ", ".join(f"'{e}'" for e in EFFORTS)
-    output = config.get("format")
-    if output is None:
-        return None
-    if not isinstance(output, dict) or output.get("type") != "json_schema":
-        return "output_config.format.type: Input should be 'json_schema'"
-    if not isinstance(output.get("schema"), dict):
-        return "output_config.format.schema: Field required"
-    return _closed_objects(output["schema"], "output_config.format.schema")
-
-
-def _closed_objects(schema: Any, where: str) -> str | None:
-    """Structured outputs: every object schema must say `additionalProperties: false`."""
-    if not isinstance(schema, dict):
-        return None
-    if (schema.get("type") == "object" or "properties" in schema) and schema.get(
-        "additionalProperties"
-    ) is not False:
-        return f"{where}: For 'object' type, 'additionalProperties' must be explicitly set to false"
-    for name, sub in (schema.get("properties") or {}).items():
-        if (problem := _closed_objects(sub, f"{where}.properties.{name}")) is not None:
-            return problem
-    for key in ("items", "$defs", "definitions"):
-        subs = schema.get(key)
-        for sub in subs.values() if isinstance(subs, dict) and key != "items" else [subs]:
-            if (problem := _closed_objects(sub, f"{where}.{key}")) is not None:
-                return problem
-    return None
-
-
-def _blocks(content: Any) -> list[dict[str, Any]]:
-    if isinstance(content, str):
-        return [{"type": "text", "text": content}]
-    return [b for b in content if isinstance(b, dict)] if isinstance(content, list) else []
-
-
-def _turns(messages: list[dict[str, Any]]) -> list[tuple[str, list[int], list[dict[str, Any]]]]:
-    """Consecutive messages of one role, combined into one turn as the API does: (role, message
-    indices, blocks)."""
-    turns: list[tuple[str, list[int], list[dict[str, Any]]]] = []
-    for index, message in enumerate(messages):
-        if turns and turns[-1][0] == message["role"]:
-            turns[-1][1].append(index)
-            turns[-1][2].extend(_blocks(message.get("content")))
-        else:
-            turns.append((message["role"], [index], _blocks(message.get("content"))))
-    return turns
-
-
-def _turns_problem(messages: list[dict[str, Any]], thinking: bool) -> str | None:
-    for index, message in enumerate(messages):
-        for number, block in enumerate(_blocks(message.get("content"))):
-            if (
-                problem := _block_problem(block, message["role"], f"messages.{index}.content.{number}")
-            ) is not None:
-                return problem
-    turns = _turns(messages)
-    for position, (role, indices, blocks) in enumerate(turns):
-        if role != "assistant":
-            continue
-        uses = [b.get("id") for b in blocks if b.get("type") == "tool_use"]
-        following = turns[position + 1] if position + 1 < len(turns) else None
-        if uses and following is not None:
-            results = [b.get("tool_use_id") for b in following[2] if b.get("type") == "tool_result"]
-            missing = [u for u in uses if u not in results]
-            if missing:
-                return (
-                    f"messages.{following[1][0]}: `tool_use` ids were found without `tool_result` blocks "
-                    f"immediately after: {', '.join(map(str, missing))}. Each `tool_use` block must have a "
-                    "corresponding `tool_result` block in the next message."
-                )
-        for number, block in enumerate(blocks):
-            if block.get("type") == "thinking" and not verify(
-                block.get("thinking", ""), block.get("signature")
-            ):
-                return f"messages.{indices[0]}.content.{number}: Invalid `signature` in `thinking` block"
-    for position, (role, indices, blocks) in enumerate(turns):
-        if role != "user":
-            continue
-        previous = turns[position - 1][2] if position > 0 and turns[position - 1][0] == "assistant" else []
-        offered = {b.get("id") for b in previous if b.get("type") == "tool_use"}
-        for number, block in enumerate(blocks):
-            if block.get("type") == "tool_result" and block.get("tool_use_id") not in offered:
-                return (
-                    f"messages.{indices[0]}.content.{number}: unexpected `tool_use_id` found in "
-                    "`tool_result` "
-                    f"blocks: {block.get('tool_use_id')}. Each `tool_result` block must have a corresponding "
-                    "`tool_use` block in the previous message."
-                )
-    if thinking and len(turns) >= 2 and turns[-1][0] == "user":
-        role, indices, blocks = turns[-2]
-        answered = any(b.get("type") == "tool_result" for b in turns[-1][2])
-        if (
-            role == "assistant"
-            and answered
-            and blocks
-            and blocks[0].get("type") not in ("thinking", "redacted_thinking")
-        ):
-            return (
-                f"messages.{indices[0]}.content.0.type: Expected `thinking` or `redacted_thinking`, "
-                "but found "
-                f"`{blocks[0].get('type')}`. When `thinking` is enabled, a final `assistant` message "
-                "must start "
-                "with a thinking block (preceeding the lastmost set of `tool_use` and `tool_result` "
-                "blocks). We "
-                "recommend you include thinking blocks from previous turns. To avoid this "
-                "requirement, disable "
-                f"`thinking`. Please consult our documentation at {THINKING_DOCS}"
-            )
-    return None
-
-
-def _block_problem(block: dict[str, Any], role: str, where: str) -> str | None:
-    kind = block.get("type")
-    if kind not in BLOCKS_OF[role]:
-        return f"{where}.type: `{kind}` blocks are not allowed in `{role}` messages"
-    if kind in ("image", "document"):
-        return _source_problem(block, kind, where)
-    if kind == "tool_use" and not isinstance(block.get("input"), dict):
-        return f"{where}.tool_use.input: Input should be a valid dictionary"
-    if kind == "tool_result":
-        for number, inner in enumerate(_blocks(block.get("content", []))):
-            if inner.get("type") not in ("text", "image", "document", "search_result"):
-                return (
-                    f"{where}.tool_result.content.{number}.type: Input tag '{inner.get('type')}' is not "
-                    "allowed"
-                )
-    return None
-
-
-def _source_problem(block: dict[str, Any], kind: str, where: str) -> str | None:
-    source = block.get("source")
-    if not isinstance(source, dict):
-        return f"{where}.{kind}.source: Field required"
-    origin = source.get("type")
-    if origin == "url":
-        return (
-            None if isinstance(source.get("url"), str) else f"{where}.{kind}.source.url.url: Field required"
-        )
-    if kind == "document" and origin in ("text", "content", "file"):
-        return None
-    if kind == "image" and origin == "file":
-        return None
-    if origin != "base64":
-        return (
-            f"{where}.{kind}.source: Input tag '{origin}' found using 'type' does not match any of the "
-            "expected tags"
-        )
-    media_type = source.get("media_type")
-    allowed = IMAGE_TYPES if kind == "image" else ("application/pdf",)
-    if media_type not in allowed:
-        return f"{where}.{kind}.source.base64.media_type: Input should be " + " or ".join(
-            f"'{t}'" for t in allowed
-        )
-    try:
-        data = base64.b64decode(source.get("data") or "", validate=True)
-    except (binascii.Error, ValueError):
-        return f"{where}.{kind}.source.base64.data: Invalid base64 data"
-    if kind == "image":
-        sniffed = next((t for magic, t in IMAGE_MAGIC.items() if data.startswith(magic)), None)
-        if sniffed is not None and sniffed != media_type:
-            return (
-                f"{where}.image.source.base64.data: The image was specified using the {media_type} "
-                "media type, "
-                f"but the image appears to be a {sniffed} image"
-            )
-    elif not data.startswith(b"%PDF"):
-        return f"{where}.document.source.base64.data: The PDF specified was not valid."
-    return None
-
-
-def _breakpoints(body: dict[str, Any]) -> int:
-    """Blocks marked with cache_control (tools, system blocks, message blocks)."""
-    blocks: list[Any] = list(body.get("tools") or ())
-    system = body.get("system")
-    blocks += system if isinstance(system, list) else []
-    for message in body["messages"]:
-        blocks += _blocks(message.get("content"))
-    return sum(1 for b in blocks if isinstance(b, dict) and b.get("cache_control"))
-
-
 class AnthropicEmulator(Emulator):
     name = "anthropic"
     request_id_header = "request-id"
@@ -490,7 +109,7 @@ class AnthropicEmulator(Emulator):
         if not isinstance(version, str):
             return _error(400, "anthropic_version: Field required")
         if model == "count-tokens" and method == "rawPredict":
-            tokens = sum(count_tokens(_text(m.get("content"))) for m in body.get("messages") or [])
+            tokens = sum(count_tokens(text_of(m.get("content"))) for m in body.get("messages") or [])
             return web.json_response({"input_tokens": tokens})
         if "model" in body:
             return _error(400, "model: Extra inputs are not permitted")
@@ -526,20 +145,20 @@ class AnthropicEmulator(Emulator):
         return web.json_response({"data": data, "has_more": False, "first_id": ids[0], "last_id": ids[-1]})
 
     async def _answer(self, request: web.Request, body: Any, version: str) -> web.StreamResponse:
-        if (problem := _problem(body, version)) is not None:
+        if (problem := request_problem(body, version)) is not None:
             return _error(400, problem)
         if body["model"] in RETIRED:
             return _error(404, f"model: {body['model']}")
         messages = body["messages"]
-        last_user = next((_text(m.get("content")) for m in reversed(messages) if m["role"] == "user"), "")
+        last_user = next((text_of(m.get("content")) for m in reversed(messages) if m["role"] == "user"), "")
         last_user, directives = parse_directives(last_user)
         if self.should_fail(request, directives):
             return self._failure(request, directives, body["model"])
         system = body.get("system")
-        texts = [parse_directives(_text(m.get("content")))[0] for m in messages]
-        texts += [json.dumps(b) for m in messages for b in _blocks(m.get("content")) if b["type"] != "text"]
+        texts = [parse_directives(text_of(m.get("content")))[0] for m in messages]
+        texts += [json.dumps(b) for m in messages for b in blocks_of(m.get("content")) if b["type"] != "text"]
         texts += [json.dumps(t) for t in body.get("tools") or ()]
-        texts += [_text(system)] if system else []
+        texts += [text_of(system)] if system else []
         stops = body.get("stop_sequences", [])
         calls = self._calls(body, directives)
         reply = plan_reply(
@@ -575,7 +194,8 @@ class AnthropicEmulator(Emulator):
             blocks += [{"type": "tool_use", "id": c.id, "name": c.name, "input": c.arguments} for c in calls]
         else:
             blocks.append({"type": "text", "text": reply.text})
-        thought = count_tokens(thinking["thinking"]) if thinking is not None else 0
+        # Billed thinking: all of it, also when its text is not shown (`display: omitted`).
+        thought = thinking_billed(body, directives) if thinking is not None else 0
         usage = {
             "input_tokens": reply.prompt_tokens - cache_read - cache_write,
             "output_tokens": reply.completion_tokens + thought,
@@ -620,7 +240,7 @@ class AnthropicEmulator(Emulator):
         ]
         choice = body.get("tool_choice") or {"type": "auto"}
         last = body["messages"][-1]
-        answering = any(b["type"] == "tool_result" for b in _blocks(last.get("content")))
+        answering = any(b["type"] == "tool_result" for b in blocks_of(last.get("content")))
         if not tools or choice["type"] == "none" or last["role"] != "user" or answering:
             return []
         if directives.no_tool and choice["type"] == "auto":
@@ -640,10 +260,11 @@ class AnthropicEmulator(Emulator):
         config = body.get("thinking") or {}
         if config.get("type") not in ("enabled", "adaptive"):
             return None
-        effort = (body.get("output_config") or {}).get("effort") or "medium"
-        tokens = directives.reasoning_tokens or thinking_tokens(effort, config.get("budget_tokens"))
-        text = thinking_text(tokens)
-        shown = "" if config.get("display") == "omitted" else text
+        if (body.get("tool_choice") or {}).get("type") in ("any", "tool"):
+            return None  # adaptive with a forced tool: "thinking is skipped" (thinking-tool-workflows page)
+        text = thinking_text(thinking_billed(body, directives))
+        # Opus 4.7 and later omit the text unless asked (`display`): the signature still comes.
+        shown = text if thinking_rules.shows_thinking(body) else ""
         return {"type": "thinking", "thinking": shown, "signature": sign(shown)}
 
     def _cache(self, body: dict[str, Any], texts: list[str]) -> tuple[int, int]:
@@ -659,7 +280,7 @@ class AnthropicEmulator(Emulator):
             system if isinstance(system, list) else ([{"type": "text", "text": system}] if system else [])
         )
         for message in body["messages"]:
-            ordered += [{"role": message["role"], **b} for b in _blocks(message.get("content"))]
+            ordered += [{"role": message["role"], **b} for b in blocks_of(message.get("content"))]
         automatic = body.get("cache_control") is not None
         for number, block in enumerate(ordered):
             seen.append(block)
@@ -742,6 +363,13 @@ class AnthropicEmulator(Emulator):
         return response
 
 
+def thinking_billed(body: dict[str, Any], directives: Directives) -> int:
+    """The tokens the emulator thinks for a request with thinking on: by effort or budget."""
+    effort = (body.get("output_config") or {}).get("effort") or "medium"
+    budget = (body.get("thinking") or {}).get("budget_tokens")
+    return directives.reasoning_tokens or thinking_tokens(effort, budget)
+
+
 def _stream_blocks(
     blocks: list[dict[str, Any]], tokens: list[str]
 ) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
@@ -772,16 +400,16 @@ def _stream_blocks(
 def _scripted_text(body: dict[str, Any]) -> str | None:
     """The answer to tool results that end the conversation, JSON for an output format, else None."""
     last = body["messages"][-1]
-    results = [b for b in _blocks(last.get("content")) if b.get("type") == "tool_result"]
+    results = [b for b in blocks_of(last.get("content")) if b.get("type") == "tool_result"]
     if last["role"] == "user" and results:
         names = {
             b.get("id"): b.get("name")
             for m in body["messages"]
-            for b in _blocks(m.get("content"))
+            for b in blocks_of(m.get("content"))
             if b.get("type") == "tool_use"
         }
         return result_reply(
-            [(str(names.get(r["tool_use_id"])), _text(r.get("content", ""))) for r in results]
+            [(str(names.get(r["tool_use_id"])), text_of(r.get("content", ""))) for r in results]
         )
     output = (body.get("output_config") or {}).get("format")
     if output is not None:

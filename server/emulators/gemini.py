@@ -8,17 +8,22 @@ outright: `promptFeedback.blockReason` and no candidates.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
+from server.emulators import gemini_rules as thinking_rules
 from server.emulators.base import Directives, Emulator, Reply, count_tokens, parse_directives, plan_reply
+from server.emulators.gemini_rules import (
+    call_key,
+    parts_text,
+    request_problem,
+    responses_of,
+    signature_problem,
+)
 from server.emulators.scripting import (
     PlannedCall,
     ToolSpec,
@@ -28,7 +33,6 @@ from server.emulators.scripting import (
     sign,
     thinking_text,
     thinking_tokens,
-    verify,
 )
 
 # google-genai 3.x calls /v1 by default, older SDKs and the API reference /v1beta: both are served.
@@ -60,54 +64,7 @@ STATUS_NAMES = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-BODY_KEYS = {
-    "contents",
-    "systemInstruction",
-    "generationConfig",
-    "safetySettings",
-    "tools",
-    "toolConfig",
-    "cachedContent",
-    "serviceTier",
-}
-CONFIG_KEYS = {
-    "temperature",
-    "topP",
-    "topK",
-    "maxOutputTokens",
-    "stopSequences",
-    "candidateCount",
-    "responseMimeType",
-    "responseSchema",
-    "responseJsonSchema",
-    "presencePenalty",
-    "frequencyPenalty",
-    "seed",
-    "responseLogprobs",
-    "logprobs",
-    "thinkingConfig",
-    "responseModalities",
-    "mediaResolution",
-    "speechConfig",
-    "imageConfig",
-    "enableEnhancedCivicAnswers",
-}
-FLOAT_RANGES = {"temperature": (0.0, 2.0), "topP": (0.0, 1.0)}
-INT_RANGES: dict[str, tuple[int, int | None]] = {
-    "maxOutputTokens": (1, None),
-    "candidateCount": (1, 8),
-    "topK": (1, None),
-}
-PART_DATA = {"text", "inlineData", "fileData", "functionCall", "functionResponse", "executableCode"}
-MAX_STOP_SEQUENCES = 5
-FUNCTION_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_.:-]{0,63}")
-MODES = ("MODE_UNSPECIFIED", "AUTO", "ANY", "NONE", "VALIDATED")
-THINKING_LEVELS = ("MINIMAL", "LOW", "MEDIUM", "HIGH")
-LEVEL_EFFORT = {"MINIMAL": "minimal", "LOW": "low", "MEDIUM": "medium", "HIGH": "high"}
-RESPONSE_MIME_TYPES = ("text/plain", "application/json", "text/x.enum")
-SIGNATURE_DOCS = "https://ai.google.dev/gemini-api/docs/thought-signatures"
-DUMMY_SIGNATURES = frozenset({"skip_thought_signature_validator", "context_engineering_is_the_way_to_go"})
-"""Signatures the API documents as accepted in place of a lost one (history from another model)."""
+LEVEL_EFFORT = {"MINIMAL": "minimal", "LOW": "low", "MEDIUM": "medium", "HIGH": "high", "XHIGH": "xhigh"}
 CACHE_MINIMUM = 1024
 """Implicit caching: the fewest prompt tokens the API caches."""
 KEY_INVALID = "API key not valid. Please pass a valid API key."
@@ -150,11 +107,6 @@ def _key_invalid() -> web.Response:
     return _error(400, KEY_INVALID, [info])
 
 
-def _parts_text(content: Any) -> str:
-    parts = content.get("parts", []) if isinstance(content, dict) else []
-    return "".join(p.get("text", "") for p in parts if isinstance(p, dict))
-
-
 OPAQUE = {"args", "response", "parameters", "parametersJsonSchema", "responseSchema", "responseJsonSchema"}
 """Fields whose value is the caller's data (arguments, results, schemas): their keys are kept as sent."""
 
@@ -172,257 +124,6 @@ def _camel_case(value: Any) -> Any:
         name = head + "".join(word[:1].upper() + word[1:] for word in rest)
         renamed[name] = item if name in OPAQUE else _camel_case(item)
     return renamed
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _contents_problem(contents: Any) -> tuple[str, str] | None:
-    if not isinstance(contents, list) or not contents:
-        return "contents", "contents is not specified"
-    for index, content in enumerate(contents):
-        if not isinstance(content, dict) or content.get("role", "user") not in ("user", "model"):
-            return f"contents[{index}].role", "Please use a valid role: user, model."
-        parts = content.get("parts")
-        if not isinstance(parts, list) or not parts:
-            return f"contents[{index}].parts", "contents.parts must not be empty."
-        for number, part in enumerate(parts):
-            where = f"contents[{index}].parts[{number}]"
-            if not isinstance(part, dict) or not PART_DATA & part.keys():
-                return f"{where}.data", "required oneof field 'data' must have one initialized field"
-            if "text" in part and (not isinstance(part["text"], str) or not part["text"]):
-                return f"{where}.text", "text part must not be empty."
-            if (problem := _part_problem(part, where)) is not None:
-                return problem
-    return _turns_problem(contents)
-
-
-def _part_problem(part: dict[str, Any], where: str) -> tuple[str, str] | None:
-    for key, field in (("inlineData", "inline_data.data"), ("thoughtSignature", "thought_signature")):
-        value = part.get(key, {}).get("data") if key == "inlineData" else part.get(key)
-        if key in part and not _is_base64(value):
-            return f"{where}.{field}", f'Invalid value (TYPE_BYTES), Base64 decoding failed for "{value}"'
-    if "inlineData" in part and not part["inlineData"].get("mimeType"):
-        return f"{where}.inline_data.mime_type", "Unsupported MIME type: "
-    call = part.get("functionCall")
-    if call is not None and (not isinstance(call, dict) or not call.get("name")):
-        return f"{where}.function_call.name", "Name cannot be empty."
-    answer = part.get("functionResponse")
-    if answer is not None and (not isinstance(answer, dict) or not answer.get("name")):
-        return f"{where}.function_response.name", "Name cannot be empty."
-    return None
-
-
-def decode_bytes(value: Any) -> bytes | None:
-    """A proto JSON `bytes` field: standard or URL-safe base64, padded or not (None if neither)."""
-    if not isinstance(value, str):
-        return None
-    padded = value + "=" * (-len(value) % 4)
-    try:
-        return base64.b64decode(padded.replace("-", "+").replace("_", "/"), validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def _is_base64(value: Any) -> bool:
-    return decode_bytes(value) is not None
-
-
-def _calls_of(content: dict[str, Any]) -> list[dict[str, Any]]:
-    return [p for p in content.get("parts", []) if isinstance(p, dict) and "functionCall" in p]
-
-
-def _responses_of(content: dict[str, Any]) -> list[dict[str, Any]]:
-    return [p for p in content.get("parts", []) if isinstance(p, dict) and "functionResponse" in p]
-
-
-def _turns_problem(contents: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """A function call turn follows a user turn or a function response turn; a function response turn
-    follows a function call turn and answers each of its calls."""
-    for index, content in enumerate(contents):
-        previous = contents[index - 1] if index > 0 else None
-        if _calls_of(content) and (previous is None or (previous.get("role", "user") != "user")):
-            return (
-                f"contents[{index}]",
-                "Please ensure that function call turn comes immediately after a user turn or after a "
-                "function response turn.",
-            )
-        responses = _responses_of(content)
-        if responses:
-            calls = _calls_of(previous) if previous is not None and previous.get("role") == "model" else []
-            if not calls:
-                return (
-                    f"contents[{index}]",
-                    "Please ensure that function response turn comes immediately after a function call turn.",
-                )
-            if len(responses) != len(calls):
-                return (
-                    f"contents[{index}]",
-                    "Please ensure that the number of function response parts is equal to the number of "
-                    "function call parts of the function call turn.",
-                )
-    return None
-
-
-def _signature_problem(contents: list[dict[str, Any]]) -> tuple[str, str] | None:
-    """Gemini 3: in the current turn (since the last user message of the user's own words), the first
-    function call of every model step carries the thought signature the API gave it, unchanged."""
-    start = 0
-    for index, content in enumerate(contents):
-        if content.get("role", "user") == "user" and not _responses_of(content):
-            start = index
-    for content in contents[start:]:
-        calls = _calls_of(content)
-        if not calls:
-            continue
-        first = calls[0]
-        signature = first.get("thoughtSignature")
-        position = content["parts"].index(first) + 1
-        call = first["functionCall"]
-        if signature is None:
-            return (
-                f"contents[{contents.index(content)}].parts[{position - 1}].thought_signature",
-                "Function call is missing a thought_signature in functionCall parts. This is required for "
-                "tools to work correctly, and missing thought_signature may lead to degraded model "
-                f"performance. Additional data, function call `default_api:{call['name']}` , position "
-                f"{position}. Please refer to {SIGNATURE_DOCS} for more details.",
-            )
-        if signature not in DUMMY_SIGNATURES and not verify(_call_key(call), signature):
-            return (
-                f"contents[{contents.index(content)}].parts[{position - 1}].thought_signature",
-                f"Thought signature is not valid. Please refer to {SIGNATURE_DOCS} for more details.",
-            )
-    return None
-
-
-def _call_key(call: dict[str, Any]) -> str:
-    """What a function call's thought signature signs."""
-    return f"{call.get('name')}:{json.dumps(call.get('args') or {}, sort_keys=True)}"
-
-
-def _tools_problem(body: dict[str, Any]) -> tuple[str, str] | None:
-    names: list[str] = []
-    for index, tool in enumerate(body.get("tools") or ()):
-        if not isinstance(tool, dict):
-            return f"tools[{index}]", "must be an object"
-        for number, declaration in enumerate(tool.get("functionDeclarations") or ()):
-            where = f"tools[{index}].function_declarations[{number}]"
-            name = declaration.get("name") if isinstance(declaration, dict) else None
-            if not isinstance(name, str) or not FUNCTION_NAME.fullmatch(name):
-                return (
-                    f"{where}.name",
-                    "Invalid function name. Must start with a letter or an underscore. Must be alphameric "
-                    "(a-z, A-Z, 0-9), underscores (_), dots (.), colons (:), or dashes (-), with a maximum "
-                    "length of 64.",
-                )
-            if "parameters" in declaration and "parametersJsonSchema" in declaration:
-                return (
-                    f"{where}.parameters_json_schema",
-                    "parameters and parameters_json_schema are exclusive.",
-                )
-            names.append(name)
-    config = (body.get("toolConfig") or {}).get("functionCallingConfig")
-    if config is None:
-        return None
-    mode = str(config.get("mode", "AUTO")).upper()
-    if mode not in MODES:
-        return "tool_config.function_calling_config.mode", f'Invalid value "{config.get("mode")}".'
-    allowed = config.get("allowedFunctionNames")
-    if allowed is not None:
-        if mode not in ("ANY", "VALIDATED"):
-            return (
-                "tool_config.function_calling_config.allowed_function_names",
-                "allowed_function_names can be set only when the mode is ANY or VALIDATED.",
-            )
-        unknown = [n for n in allowed if n not in names]
-        if unknown:
-            return (
-                "tool_config.function_calling_config.allowed_function_names",
-                f"function {unknown[0]} is not declared in tools.",
-            )
-    return None
-
-
-def _config_problem(config: Any) -> tuple[str, str] | None:
-    if not isinstance(config, dict):
-        return "generation_config", "must be an object"
-    for key in config:
-        if key not in CONFIG_KEYS:
-            return "generation_config", f'Unknown name "{key}": Cannot find field.'
-    for key, (low, high) in FLOAT_RANGES.items():
-        value = config.get(key)
-        if value is not None and (not _is_number(value) or not low <= value <= high):
-            return f"generation_config.{key}", f"must be in the range [{low}, {high}]."
-    for key, (least, most) in INT_RANGES.items():
-        value = config.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < least or value > (most or value):
-            bounds = f"between [{least}, {most}]" if most else f"at least {least}"
-            return f"generation_config.{key}", f"must be an integer {bounds}."
-    mime = config.get("responseMimeType")
-    if mime is not None and mime not in RESPONSE_MIME_TYPES:
-        return "generation_config.response_mime_type", f"allowed mimetypes are {list(RESPONSE_MIME_TYPES)}."
-    if "responseSchema" in config and "responseJsonSchema" in config:
-        return (
-            "generation_config.response_json_schema",
-            "response_schema and response_json_schema are exclusive.",
-        )
-    if ("responseSchema" in config or "responseJsonSchema" in config) and mime not in RESPONSE_MIME_TYPES[1:]:
-        return (
-            "generation_config.response_mime_type",
-            "response_mime_type must be one of ['application/json', 'text/x.enum'] when a response schema "
-            "is set.",
-        )
-    if (problem := _thinking_problem(config.get("thinkingConfig"))) is not None:
-        return problem
-    stops = config.get("stopSequences", [])
-    if not isinstance(stops, list) or not all(isinstance(s, str) for s in stops):
-        return "generation_config.stop_sequences", "must be a list of strings."
-    if len(stops) > MAX_STOP_SEQUENCES:
-        return (
-            "generation_config.stop_sequences",
-            f"at most {MAX_STOP_SEQUENCES} stop sequences are allowed; got {len(stops)}.",
-        )
-    return None
-
-
-def _thinking_problem(thinking: Any) -> tuple[str, str] | None:
-    if thinking is None:
-        return None
-    where = "generation_config.thinking_config"
-    if not isinstance(thinking, dict):
-        return where, "must be an object"
-    for key in thinking:
-        if key not in ("includeThoughts", "thinkingBudget", "thinkingLevel"):
-            return where, f'Unknown name "{key}": Cannot find field.'
-    if "thinkingBudget" in thinking and "thinkingLevel" in thinking:
-        return where, "You can only set only one of thinking budget and thinking level."
-    budget = thinking.get("thinkingBudget")
-    if budget is not None and (not isinstance(budget, int) or budget < -1):
-        return f"{where}.thinking_budget", "must be -1 (dynamic), 0 (off) or a positive number of tokens."
-    level = thinking.get("thinkingLevel")
-    if level is not None and str(level).upper() not in THINKING_LEVELS:
-        return f"{where}.thinking_level", f'Invalid value "{level}".'
-    return None
-
-
-def _problem(body: Any) -> tuple[str, str] | None:
-    """The first rule the request breaks, as (field, description), or None."""
-    if not isinstance(body, dict):
-        return "body", "Invalid JSON payload received."
-    for key in body:
-        if key not in BODY_KEYS:
-            return key, f'Invalid JSON payload received. Unknown name "{key}": Cannot find field.'
-    if (problem := _contents_problem(body.get("contents"))) is not None:
-        return problem
-    if (problem := _tools_problem(body)) is not None:
-        return problem
-    system = body.get("systemInstruction")
-    if system is not None and (not isinstance(system, dict) or not system.get("parts")):
-        return "system_instruction.parts", "must not be empty."
-    return _config_problem(body.get("generationConfig", {}))
 
 
 class GeminiEmulator(Emulator):
@@ -484,20 +185,23 @@ class GeminiEmulator(Emulator):
         if not model.startswith("gemini-") or model in RETIRED:
             return _error(404, _not_found(model, request.path.split("/")[1], method))
         body = _camel_case(body)
-        if (problem := _problem(body)) is not None:
+        if (problem := request_problem(body)) is not None:
             return _bad_request(*problem)
+        # What each model's thinking takes (levels, stopping): server/emulators/gemini_rules.py.
+        if (refused := thinking_rules.thinking_problem(model, body.get("generationConfig", {}))) is not None:
+            return _error(400, refused)
         contents = body["contents"]
-        last_user = next((_parts_text(c) for c in reversed(contents) if c.get("role", "user") == "user"), "")
+        last_user = next((parts_text(c) for c in reversed(contents) if c.get("role", "user") == "user"), "")
         last_user, directives = parse_directives(last_user)
         if self.should_fail(request, directives):
             return self._failure(request, directives, model, request.path.split("/")[1], method)
-        if model.startswith("gemini-3") and (problem := _signature_problem(contents)) is not None:
+        if model.startswith("gemini-3") and (problem := signature_problem(contents)) is not None:
             return _bad_request(*problem)
         config = body.get("generationConfig", {})
-        texts = [parse_directives(_parts_text(c))[0] for c in contents]
+        texts = [parse_directives(parts_text(c))[0] for c in contents]
         texts += [json.dumps(p) for c in contents for p in c["parts"] if "text" not in p]
         texts += [json.dumps(t) for t in body.get("tools") or ()]
-        texts += [_parts_text(body["systemInstruction"])] if "systemInstruction" in body else []
+        texts += [parts_text(body["systemInstruction"])] if "systemInstruction" in body else []
         reply = plan_reply(
             texts,
             last_user,
@@ -546,7 +250,7 @@ class GeminiEmulator(Emulator):
         config = (body.get("toolConfig") or {}).get("functionCallingConfig") or {}
         mode = str(config.get("mode", "AUTO")).upper()
         last = body["contents"][-1]
-        if not tools or mode == "NONE" or last.get("role", "user") != "user" or _responses_of(last):
+        if not tools or mode == "NONE" or last.get("role", "user") != "user" or responses_of(last):
             return []
         if directives.no_tool and mode in ("AUTO", "MODE_UNSPECIFIED"):
             return []
@@ -566,12 +270,12 @@ class GeminiEmulator(Emulator):
         head = (body.get("tools"), body.get("systemInstruction"))
         contents = body["contents"]
         counted = [
-            count_tokens(_parts_text(c))
+            count_tokens(parts_text(c))
             + sum(count_tokens(json.dumps(p)) for p in c["parts"] if "text" not in p)
             for c in contents
         ]
         extra = sum(count_tokens(json.dumps(t)) for t in body.get("tools") or ())
-        extra += count_tokens(_parts_text(body["systemInstruction"])) if "systemInstruction" in body else 0
+        extra += count_tokens(parts_text(body["systemInstruction"])) if "systemInstruction" in body else 0
         prefixes = [((head, contents[:end]), extra + sum(counted[:end])) for end in range(len(contents) + 1)]
         hit = self.prompt_cache.hit(prefixes)
         self.prompt_cache.remember(prefixes)
@@ -668,7 +372,7 @@ class Turn:
         for index, call in enumerate(self.calls):
             part: dict[str, Any] = {"functionCall": {"name": call.name, "args": call.arguments}}
             if index == 0:
-                part["thoughtSignature"] = sign(_call_key(part["functionCall"]))
+                part["thoughtSignature"] = sign(call_key(part["functionCall"]))
             parts.append(part)
         return parts
 
@@ -723,7 +427,7 @@ def _scripted_text(body: dict[str, Any]) -> str | None:
     """The answer to function responses that end the conversation, JSON for a JSON response type,
     else None (the echo)."""
     last = body["contents"][-1]
-    responses = [p["functionResponse"] for p in _responses_of(last)]
+    responses = [p["functionResponse"] for p in responses_of(last)]
     if last.get("role", "user") == "user" and responses:
         return result_reply([(r["name"], _result_text(r.get("response"))) for r in responses])
     config = body.get("generationConfig") or {}

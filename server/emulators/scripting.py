@@ -33,7 +33,7 @@ _SIGNING_KEY = b"llm-grpc emulator thinking signatures"
 """The emulators sign thinking with this key, so a replayed signature can be checked (a test double's
 constant, not a secret)."""
 
-EFFORT_TOKENS = {"minimal": 4, "low": 8, "medium": 16, "high": 32, "xhigh": 48}
+EFFORT_TOKENS = {"minimal": 4, "low": 8, "medium": 16, "high": 32, "xhigh": 48, "max": 64}
 """Reasoning tokens the emulators spend per OpenAI-style effort."""
 
 

@@ -6,10 +6,16 @@ Mapping (docs/providers.md has the table for all three providers):
   `document` with a `base64` PDF source and its title. Consecutive turns of one role are combined (the
   API combines them too); role TOOL results become `tool_result` blocks of the user turn after the
   assistant's `tool_use` blocks, as the API requires.
-- reasoning: a budget → `thinking: {type: enabled, budget_tokens}` (at least 1024, below max_tokens);
-  an effort → the same with low 1024, medium 4096, high 16384 tokens. Thinking blocks (text and
-  `signature`) and `redacted_thinking` come back as reasoning parts and are sent back first in their
-  assistant turn, unchanged, as multi-turn tool use with thinking requires.
+- reasoning, by the model's thinking mode (catalogue; server/core/reasoning.py maps effort ⇄ budget):
+  an effort on a model with adaptive thinking → `thinking: {type: adaptive, display: summarized}` +
+  `output_config.effort`; a budget (or an effort on a budget-only model, as low 1024, medium 4096, high
+  16384 tokens) → `thinking: {type: enabled, budget_tokens}` (at least 1024, below max_tokens); a budget
+  of 0 → no `thinking` (Claude's thinking is off unless asked for). Adaptive thinking asks for `display:
+  summarized` because Opus 4.7 and later return empty thinking text unless asked (SDK
+  `types/thinking_config_adaptive_param.py`: "The default depends on the model"). Thinking blocks (text
+  and `signature`) and `redacted_thinking` come back as reasoning parts and are sent back first in their
+  assistant turn, unchanged, as multi-turn tool use with thinking requires; another provider's reasoning
+  parts are never sent (their signatures mean nothing to Claude).
 - response format: json_schema → `output_config.format` (every object schema closed with
   `additionalProperties: false`, which the API requires); json_object → the schema of any object is not
   expressible so: an instruction in the system prompt, checked by the gateway like any answer.
@@ -26,15 +32,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from server.core.errors import ProviderBadRequest
+from server.core.reasoning import plan as thinking_plan
 from server.core.types import (
     ChatRequest,
     ContentPart,
     DocumentPart,
     ImagePart,
     Message,
-    ReasoningConfig,
     ReasoningDelta,
-    ReasoningEffort,
     ReasoningPart,
     ResponseFormatType,
     Role,
@@ -49,20 +54,21 @@ from server.providers.assembly import ReasoningAssembler, ToolCallAssembler
 
 KIND = "anthropic"
 """The provider kind: reasoning parts it produced name it, and only its own are sent back."""
-EFFORT_BUDGETS = {ReasoningEffort.LOW: 1024, ReasoningEffort.MEDIUM: 4096, ReasoningEffort.HIGH: 16384}
 MIN_THINKING_BUDGET = 1024
+"""`budget_tokens` "Must be ≥1024 and less than `max_tokens`" (SDK types/thinking_config_enabled_param.py)."""
+DISPLAY = "summarized"
+"""`thinking.display` (SDK types/thinking_config_adaptive_param.py, thinking_config_enabled_param.py):
+`summarized` returns the thinking text, which the caller asked for by asking for reasoning."""
 JSON_OBJECT_INSTRUCTION = "Answer with one JSON object and nothing else."
 EPHEMERAL = {"type": "ephemeral"}
 
 
-def thinking_budget(reasoning: ReasoningConfig | None) -> int | None:
-    """The thinking budget a request asks for (None: no thinking). A budget of 0 asks for no thinking, as
-    it does of Gemini; a small one gets the API's minimum."""
-    if reasoning is None:
+def thinking_budget(request: ChatRequest) -> int | None:
+    """The thinking budget a request sends (None: no budget); a small one gets the API's minimum."""
+    plan = thinking_plan(request.capabilities, request.reasoning)
+    if plan is None or plan.budget is None:
         return None
-    if reasoning.budget_tokens is not None:
-        return max(MIN_THINKING_BUDGET, reasoning.budget_tokens) if reasoning.budget_tokens > 0 else None
-    return EFFORT_BUDGETS[reasoning.effort] if reasoning.effort is not None else None
+    return max(MIN_THINKING_BUDGET, plan.budget)
 
 
 def request_body(request: ChatRequest, max_tokens: int) -> dict[str, Any]:
@@ -84,24 +90,57 @@ def request_body(request: ChatRequest, max_tokens: int) -> dict[str, Any]:
         ]
         if (choice := _tool_choice(request)) is not None:
             body["tool_choice"] = choice
-    budget = thinking_budget(request.reasoning)
+    plan = thinking_plan(request.capabilities, request.reasoning)
+    output_config: dict[str, Any] = {}
+    budget = thinking_budget(request)
     if budget is not None:
         if request.max_tokens is not None and request.max_tokens <= budget:
             raise ProviderBadRequest(
                 KIND,
                 f"max_tokens ({request.max_tokens}) must be greater than the thinking budget ({budget})",
             )
+        if _unthought_tool_turn(request.messages):
+            # Manual thinking refuses to continue a tool turn that does not start with Claude's thinking
+            # ("When `thinking` is enabled, a final `assistant` message must start with a thinking block",
+            # dev.to/ji_ai/return-claudes-thinking-blocks-or-your-agent-breaks-2lpm); adaptive thinking
+            # takes it. Said here, before any call, rather than thinking quietly switched off.
+            raise ProviderBadRequest(
+                KIND,
+                "a thinking budget cannot continue a tool turn Claude did not think in (its tool calls "
+                "carry no Claude thinking, e.g. they came from another provider): ask for an effort on a "
+                "model with adaptive thinking, or for no reasoning, until the tool turn ends",
+            )
+        # No `display`: the models that take a budget (4.5, 4.6) return summarized thinking by default.
         body["thinking"] = {"type": "enabled", "budget_tokens": budget}
         if request.max_tokens is None:  # room to answer after thinking
             body["max_tokens"] = max(max_tokens, budget + MIN_THINKING_BUDGET)
-        if body.get("tool_choice", {}).get("type") in ("any", "tool"):
-            raise ProviderBadRequest(KIND, "Claude cannot think while a tool choice forces a tool call")
+    elif plan is not None and plan.effort is not None:
+        # Adaptive thinking: Claude decides how much to think, steered by the effort (SDK
+        # types/output_config_param.py: low | medium | high | xhigh | max). Recorded as accepted in
+        # pydantic/pydantic-ai tests/models/cassettes/test_anthropic/test_anthropic_opus_48_features.yaml.
+        body["thinking"] = {"type": "adaptive", "display": DISPLAY}
+        output_config["effort"] = plan.effort.value
     fmt = request.response_format
     if fmt is not None and fmt.type is ResponseFormatType.JSON_SCHEMA:
-        body["output_config"] = {"format": {"type": "json_schema", "schema": closed(fmt.schema or {})}}
+        output_config["format"] = {"type": "json_schema", "schema": closed(fmt.schema or {})}
+    if output_config:
+        body["output_config"] = output_config
     if request.user:
         body["metadata"] = {"user_id": request.user}
     return body
+
+
+def _unthought_tool_turn(messages: tuple[Message, ...]) -> bool:
+    """Whether the conversation ends with tool results answering an assistant turn that carries no
+    thinking of Claude's own (another provider's turn, or one whose thinking the caller dropped)."""
+    index = len(messages)
+    while index > 0 and messages[index - 1].role is Role.TOOL:
+        index -= 1
+    if index == len(messages) or index == 0:
+        return False
+    turn = messages[index - 1]
+    own = [r for r in turn.reasoning if r.provider in (None, KIND)]
+    return turn.role is Role.ASSISTANT and bool(turn.tool_calls) and not own
 
 
 def _system(request: ChatRequest) -> str | list[dict[str, Any]]:

@@ -146,6 +146,10 @@ class GeminiProvider:
                     if (reason := _finish(chunk)) is not FinishReason.UNSPECIFIED:
                         finish = reason
                     chunk = await anext(chunks, None)
+        except ProviderError as error:
+            # Cut after chunks that named the response: the error names it too (the id support asks for).
+            error.request_id = error.request_id or request_id or None
+            raise
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
             # The SDK's inner generators reference one another in a cycle: closing its outer one leaves

@@ -9,15 +9,22 @@ Mapping (docs/providers.md has the table for all three providers):
   as a JSON object, or `{"output": text}`).
 - Gemini names no call ids on the Developer API: the adapter names them `gemini-call-<n>` and never sends
   those back (a call id the API did give is sent back).
-- reasoning: an effort → `thinking_level` (LOW, MEDIUM, HIGH); a budget → `thinking_budget`; both with
-  `include_thoughts`, so thought summaries come back as reasoning parts (with their signatures, sent back
-  on the next turn). Finish STOP with function calls is TOOL_CALLS.
+- reasoning, by the model's thinking mode (catalogue; server/core/reasoning.py maps effort ⇄ budget ⇄
+  level): Gemini 3 (`levels`) → `thinking_level` from the model's own levels (a budget as the nearest
+  effort, a budget of 0 as MINIMAL where the model has it); Gemini 2.5 (`budget`) → `thinking_budget`
+  (an effort as its budget). Never both: the API refuses them together. Always with `include_thoughts`,
+  so thought summaries come back as reasoning parts (with their signatures, sent back on the next turn).
+  Finish STOP with function calls is TOOL_CALLS.
+- another provider's history: its reasoning parts are not sent; a function call Gemini did not sign
+  (another provider's, or a caller's own) goes with the signature Google documents for that case,
+  `skip_thought_signature_validator` (DUMMY_SIGNATURE), so Gemini 3 does not refuse the turn.
 - response format: json_object → `response_mime_type: application/json`; json_schema → that and
   `response_json_schema`. `seed` → `seed`. Parallel tool calls and `user` have no equivalent.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import mimetypes
 import uuid
@@ -28,6 +35,7 @@ from typing import Any
 from google.genai import types
 
 from server.core.errors import ProviderBadRequest
+from server.core.reasoning import plan as thinking_plan
 from server.core.types import (
     ChatRequest,
     ContentPart,
@@ -52,10 +60,22 @@ KIND = "gemini"
 SYNTHETIC_ID = "gemini-call-"
 """Prefix of the call ids the adapter makes up where the API gives none."""
 THINKING_LEVELS = {
+    "minimal": types.ThinkingLevel.MINIMAL,
     "low": types.ThinkingLevel.LOW,
     "medium": types.ThinkingLevel.MEDIUM,
     "high": types.ThinkingLevel.HIGH,
+    "xhigh": types.ThinkingLevel.XHIGH,
 }
+"""google-genai `types.ThinkingLevel` (the catalogue's `thinking_levels` names them in lower case)."""
+DUMMY_SIGNATURE = base64.urlsafe_b64decode("skip_thought_signature_validator")
+"""What Google documents for a function call without a Gemini signature (history from another model),
+as the JSON value `"thoughtSignature": "skip_thought_signature_validator"` (the SDK sends `bytes` fields
+base64url-encoded, so these are the bytes whose encoding is that string):
+"You can set the following dummy signatures of either "context_engineering_is_the_way_to_go" or
+"skip_thought_signature_validator"" (ai.google.dev/gemini-api/docs/thought-signatures#faqs), and Vertex AI
+"You can set thought_signature to skip_thought_signature_validator"
+(cloud.google.com/vertex-ai/generative-ai/docs/thought-signatures): this one works on both. Quoted so in
+pydantic/pydantic-ai `pydantic_ai_slim/pydantic_ai/models/gemini.py`."""
 TOOL_MODES = {
     ToolChoiceMode.AUTO: types.FunctionCallingConfigMode.AUTO,
     ToolChoiceMode.NONE: types.FunctionCallingConfigMode.NONE,
@@ -67,11 +87,13 @@ def contents(request: ChatRequest) -> list[types.Content]:
     """The conversation as Gemini contents: user and model turns (consecutive turns of one role
     combined: the API has refused non-alternating turns), tool results as function responses."""
     names = {call.id: call.name for m in request.messages for call in m.tool_calls}
+    # Gemini 3 (thinking levels) refuses a function call turn without a signature; 2.5 does not check.
+    signed = request.capabilities.thinking == "levels"
     result: list[types.Content] = []
     for message in request.messages:
         if message.role is Role.SYSTEM:
             continue
-        parts = _parts(message, names)
+        parts = _parts(message, names, signed)
         if not parts:
             continue  # the API refuses an empty text part; an empty turn carries nothing
         role = "model" if message.role is Role.ASSISTANT else "user"
@@ -84,7 +106,7 @@ def contents(request: ChatRequest) -> list[types.Content]:
     return result
 
 
-def _parts(message: Message, names: dict[str, str]) -> list[types.Part]:
+def _parts(message: Message, names: dict[str, str], signed: bool) -> list[types.Part]:
     if message.role is Role.TOOL:
         answer = types.FunctionResponse(
             name=names.get(message.tool_call_id, ""),
@@ -113,11 +135,19 @@ def _parts(message: Message, names: dict[str, str]) -> list[types.Part]:
     parts += [
         types.Part(
             function_call=types.FunctionCall(name=c.name, args=c.arguments(), id=_sent_id(c.id)),
-            thought_signature=c.signature or None,
+            thought_signature=_call_signature(c, first=signed and index == 0),
         )
-        for c in message.tool_calls
+        for index, c in enumerate(message.tool_calls)
     ]
     return parts
+
+
+def _call_signature(call: ToolCall, *, first: bool) -> bytes | None:
+    """The call's own signature; for the first call of a turn Gemini did not sign, the documented dummy
+    (Gemini 3 checks the first call of each step; the others of a parallel turn carry none)."""
+    if call.signature:
+        return call.signature
+    return DUMMY_SIGNATURE if first else None
 
 
 def _sent_id(call_id: str) -> str | None:
@@ -172,16 +202,15 @@ def config_fields(request: ChatRequest) -> dict[str, Any]:
         fields["response_mime_type"] = "application/json"
         if fmt.type is ResponseFormatType.JSON_SCHEMA and fmt.schema is not None:
             fields["response_json_schema"] = dict(fmt.schema)
-    reasoning = request.reasoning
-    if reasoning is not None:
-        if reasoning.effort is not None:
-            fields["thinking_config"] = types.ThinkingConfig(
-                thinking_level=THINKING_LEVELS[reasoning.effort.value], include_thoughts=True
-            )
-        elif reasoning.budget_tokens is not None:
-            fields["thinking_config"] = types.ThinkingConfig(
-                thinking_budget=reasoning.budget_tokens, include_thoughts=True
-            )
+    plan = thinking_plan(request.capabilities, request.reasoning)
+    if plan is not None and plan.level is not None:
+        fields["thinking_config"] = types.ThinkingConfig(
+            thinking_level=THINKING_LEVELS[plan.level], include_thoughts=True
+        )
+    elif plan is not None:
+        # A budget, or 0 to stop thinking (only where the catalogue says the model can: core refusals).
+        budget = 0 if plan.off else plan.budget
+        fields["thinking_config"] = types.ThinkingConfig(thinking_budget=budget, include_thoughts=budget != 0)
     if request.seed is not None:
         fields["seed"] = request.seed
     return fields

@@ -112,5 +112,8 @@ async def test_a_zero_thinking_budget_asks_for_no_thinking_where_the_api_allows_
     (anthropic,) = emulators.completions("anthropic")
     (gemini,) = emulators.completions("gemini")
     assert "thinking" not in anthropic.body
+    # Gemini 3 has no budget: MINIMAL is what Google documents as "no thinking" for most queries.
     thinking = gemini.body["generationConfig"]["thinkingConfig"]
-    assert thinking.get("thinkingBudget", thinking.get("thinking_budget")) == 0  # the API reads either
+    assert thinking.get("thinkingLevel", thinking.get("thinking_level")) == "MINIMAL"  # the API reads either
+    assert "thinkingBudget" not in thinking
+    assert "thinking_budget" not in thinking

@@ -13,7 +13,7 @@ import jsonschema
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
-from server.emulators.gemini import decode_bytes
+from server.emulators.gemini_rules import decode_bytes
 from tests.conftest import MODELS, Emulators
 from tests.helpers import user
 

@@ -1,0 +1,1 @@
+"""The live conformance suite (`make conformance`): see suite.py."""
