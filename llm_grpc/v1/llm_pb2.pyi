@@ -636,19 +636,29 @@ class StructuredOutput(_message.Message):
 
     VALID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    UNCHECKED_REASON_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
     """The answer is JSON (an object for JSON_OBJECT) and, for JSON_SCHEMA, matches the schema."""
     error: _builtins.str
-    """When not valid: the first problem found (e.g. `$.age: 'x' is not of type 'integer'`)."""
+    """When not valid: the first problem found (e.g. `$.age: 'x' is not of type 'integer'`), or why the
+    answer was not checked (`not checked: ...`).
+    """
+    unchecked_reason: _builtins.str
+    """Set when the gateway did not finish checking the answer (valid is then false, the call stays OK):
+    SCHEMA_CHECK_BUDGET_EXCEEDED (the check's CPU or step budget), SCHEMA_CHECK_TIMEOUT (its wait),
+    SCHEMA_CHECK_TOO_DEEP, SCHEMA_REF_UNRESOLVABLE (a $ref outside the schema: nothing is fetched) or
+    SCHEMA_CHECK_FAILED. Empty: the answer was checked.
+    """
     def __init__(
         self,
         *,
         valid: _builtins.bool = ...,
         error: _builtins.str = ...,
+        unchecked_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "unchecked_reason", b"unchecked_reason", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -36,7 +36,7 @@ from server.core.governance import Allowlist
 from server.core.limits import ANONYMOUS, Limiter, Standing, Ticket, Worst, micro_usd, prompt_token_bound
 from server.core.ports import CallObserver, Provider, ProviderCall
 from server.core.retry import RetryPolicy, call_with_retries
-from server.core.structured import check_output
+from server.core.structured import OutputChecker
 from server.core.types import (
     CallOptions,
     ChatRequest,
@@ -110,8 +110,10 @@ class Gateway:
         catalogue: Catalogue,
         limiter: Limiter,
         fallbacks: Mapping[str, Sequence[str]] | None = None,
+        checker: OutputChecker | None = None,
     ) -> None:
         self.catalogue = catalogue
+        self.checker = checker if checker is not None else OutputChecker()
         self._limiter = limiter
         self._fallbacks = {model: tuple(chain) for model, chain in (fallbacks or {}).items()}
         self._circuit = circuit
@@ -176,7 +178,7 @@ class Gateway:
             completion.request_id,
             completion.finish_reason.name,
         )
-        structured = check_output(
+        structured = await self.checker.check(
             completion.content, candidates[0][0].response_format, completion.finish_reason
         )
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost, structured)
@@ -231,6 +233,9 @@ class Gateway:
                     await relay.to_caller(send(event))
                     event = await relay.from_provider(anext(events), opened.provider)
                 cost = self.catalogue.get(call.model).cost(event.usage)
+                structured = await self.checker.check(
+                    "".join(text), candidates[0][0].response_format, event.finish_reason
+                )
                 # Settled before `done` is sent: a caller that has its `done` finds its limits freed.
                 await self._limiter.settle(
                     ticket, event.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
@@ -251,9 +256,7 @@ class Gateway:
                             tool_calls=event.tool_calls,
                             reasoning=event.reasoning,
                             response_id=event.response_id,
-                            structured_output=check_output(
-                                "".join(text), candidates[0][0].response_format, event.finish_reason
-                            ),
+                            structured_output=structured,
                         )
                     )
                 )

@@ -192,6 +192,9 @@ class StructuredOutput:
 
     valid: bool
     error: str = ""
+    unchecked_reason: str = ""
+    """Set when the answer was not checked (the check's budget, an unresolvable `$ref`): why, as an
+    UPPER_SNAKE reason (server/core/structured.py `Unchecked`); `valid` is then False."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 from server.core.catalogue import Complexity, ModelInfo, Tier
 from server.core.errors import FieldViolation, InvalidRequest
-from server.core.structured import schema_problem
+from server.core.structured import MAX_SCHEMA_BYTES, schema_limit_problem, schema_problem
 from server.core.types import (
     ChatRequest,
     ContentPart,
@@ -400,12 +400,16 @@ def _not_a_number(name: str) -> Any:
 
 
 def _object_schema_problem(text: str) -> str | None:
-    """What keeps `text` from being the JSON text of a JSON Schema for an object, or None."""
-    schema = _json(text)
+    """What keeps `text` from being the JSON text of a JSON Schema for an object, or None. The schema's
+    limits (size, nesting, `$ref`s: server/core/structured.py) come first: they bound everything after."""
+    size = len(text.encode())
+    schema = _json(text) if size <= MAX_SCHEMA_BYTES else {}
     if schema is _NOT_JSON:
         return "must be JSON text"
     if not isinstance(schema, dict):
         return "must be a JSON object (a JSON Schema)"
+    if limit := schema_limit_problem(schema, size):
+        return f"{limit.message} [limit {limit.limit}]"
     if problem := schema_problem(schema):
         return f"is not a valid JSON Schema: {problem}"
     if schema.get("type", "object") != "object":
