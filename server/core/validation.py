@@ -188,18 +188,38 @@ def validate(draft: DraftRequest, limits: Limits) -> list[FieldViolation]:
 
 
 def _text_bytes(draft: DraftRequest) -> int:
-    """UTF-8 bytes of everything textual a request carries (inline images and documents have their own
-    limits)."""
-    size = sum(len(s.encode()) for s in draft.stop)
+    """Bytes of every field a request carries but the inline image and document data (which have their
+    own limits): every string (UTF-8) and every opaque bytes field (signatures, redacted thinking), so
+    nothing a caller sends escapes the request limit (issue #23: a 3 MiB Document.title, a 3 MB
+    ToolCall.signature and Image.url were not counted)."""
+    size = len(draft.model.encode()) + len(draft.user.encode())
+    size += sum(len(s.encode()) for s in draft.stop)
     for m in draft.messages:
         size += len(m.content.encode()) + len(m.tool_call_id.encode())
-        size += sum(len(p.text.encode()) for p in m.parts if isinstance(p, TextPart))
-        size += sum(len(c.arguments_json.encode()) + len(c.id) + len(c.name) for c in m.tool_calls)
-        size += sum(len(r.text.encode()) + len(r.signature) + len(r.redacted_data) for r in m.reasoning)
+        for part in m.parts:
+            if isinstance(part, TextPart):
+                size += len(part.text.encode())
+            elif isinstance(part, ImagePart):
+                size += len(part.url.encode()) + len(part.mime_type.encode())
+            elif isinstance(part, DocumentPart):
+                size += len(part.title.encode()) + len(part.mime_type.encode())
+        size += sum(
+            len(c.arguments_json.encode()) + len(c.id.encode()) + len(c.name.encode()) + len(c.signature)
+            for c in m.tool_calls
+        )
+        size += sum(
+            len(r.text.encode()) + len(r.signature) + len(r.redacted_data) + len((r.provider or "").encode())
+            for r in m.reasoning
+        )
     for tool in draft.tools:
-        size += len(tool.name) + len(tool.description.encode()) + len(tool.parameters_json.encode())
+        size += len(tool.name.encode()) + len(tool.description.encode()) + len(tool.parameters_json.encode())
+    if draft.tool_choice is not None:
+        size += len(draft.tool_choice.mode.encode()) + len(draft.tool_choice.tool_name.encode())
     if draft.response_format is not None:
-        size += len(draft.response_format.schema_json.encode())
+        size += len(draft.response_format.schema_json.encode()) + len(draft.response_format.name.encode())
+        size += len(draft.response_format.type.encode())
+    if draft.reasoning is not None:
+        size += len(draft.reasoning.effort.encode())
     return size
 
 
