@@ -192,8 +192,7 @@ def _text_bytes(draft: DraftRequest) -> int:
     own limits): every string (UTF-8) and every opaque bytes field (signatures, redacted thinking), so
     nothing a caller sends escapes the request limit (issue #23: a 3 MiB Document.title, a 3 MB
     ToolCall.signature and Image.url were not counted)."""
-    size = len(draft.model.encode()) + len(draft.user.encode())
-    size += sum(len(s.encode()) for s in draft.stop)
+    size = sum(len(s.encode()) for s in draft.stop)  # model and user have limits of their own
     for m in draft.messages:
         size += len(m.content.encode()) + len(m.tool_call_id.encode())
         for part in m.parts:
