@@ -139,10 +139,16 @@ class CountingListener:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    async def __aenter__(self) -> CountingListener:
+    def __enter__(self) -> CountingListener:
         self._thread.start()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
-        await asyncio.to_thread(self._server.shutdown)
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
         self._server.server_close()
+
+    async def __aenter__(self) -> CountingListener:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.__exit__)
