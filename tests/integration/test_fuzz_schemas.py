@@ -112,7 +112,9 @@ def stub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[llm_pb2_grpc.LLMS
 
 def _request(schema_json: str, answer: str, as_tool: bool) -> llm_pb2.CompleteRequest:
     text = f"answer [[emulate: reply='{answer}' no_tool=1]]"
-    request = llm_pb2.CompleteRequest(model="gpt-5.4-mini", messages=[llm_pb2.Message(role=1, content=text)])
+    request = llm_pb2.CompleteRequest(
+        model="gpt-5.4-mini", messages=[llm_pb2.Message(role=llm_pb2.ROLE_USER, content=text)]
+    )
     if as_tool:
         request.tools.add(name="lookup", parameters_json=schema_json)
     else:
