@@ -84,15 +84,24 @@ def _bomb(levels: int) -> dict[str, Any]:
 
 SCHEMA = st.one_of(
     st.builds(
-        lambda x, defs, remote_id: {
+        lambda x, defs, remote_id, dialect: {
             "type": "object",
             "properties": {"x": x},
             "$defs": defs,
             **({"$id": f"{REMOTE}/root.json"} if remote_id else {}),
+            **({"$schema": dialect} if dialect else {}),
         },
         SUBSCHEMA,
         st.dictionaries(st.sampled_from(["d0", "d1", "d2"]), SUBSCHEMA, max_size=3),
         st.booleans(),
+        st.sampled_from(
+            [
+                "",
+                f"{REMOTE}/meta.json",
+                "https://json-schema.org/draft/2020-12/schema",
+                "http://json-schema.org/draft-07/schema#",
+            ]
+        ),
     ),
     st.integers(1, 30).map(_bomb),
 )

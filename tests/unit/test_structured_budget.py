@@ -3,10 +3,11 @@ nothing fetched whatever reaches it, and a verdict of "not checked" past its bud
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
-from server.core.structured import Unchecked, check_output
+from server.core.structured import OutputChecker, Unchecked, check_output
 from server.core.types import FinishReason, ResponseFormat, ResponseFormatType
 from tests.helpers import CountingListener
 
@@ -49,3 +50,25 @@ def test_unique_items_on_a_long_array_of_objects_is_checked_in_one_pass() -> Non
     assert verdict.unchecked_reason == ""
     assert not verdict.valid
     assert "non-unique" in verdict.error
+
+
+async def test_a_check_past_its_wait_is_stopped_and_frees_its_thread() -> None:
+    checker = OutputChecker(workers=1, cpu_seconds=3600, steps=10**12, wait_seconds=0.05)
+    defs: dict[str, object] = {"d0": {"type": "integer", "not": {"const": 0}}}
+    for level in range(1, 41):  # 2^40 steps: days, were it not stopped
+        defs[f"d{level}"] = {"anyOf": [{"$ref": f"#/$defs/d{level - 1}"}] * 2}
+    schema = {"type": "object", "properties": {"x": {"$ref": "#/$defs/d40"}}, "$defs": defs}
+
+    verdict = await checker.check('{"x": 0}', _format(schema), FinishReason.STOP)
+    # The one worker is free again only once the abandoned check has stopped (else this misses its deadline).
+    freed = await asyncio.wait_for(_idle(checker), 60)
+
+    assert verdict is not None
+    assert verdict.unchecked_reason == Unchecked.TIMEOUT
+    assert freed
+    checker.close()
+
+
+async def _idle(checker: OutputChecker) -> bool:
+    loop = asyncio.get_running_loop()
+    return await loop.run_in_executor(checker._pool, lambda: True)
