@@ -377,7 +377,7 @@ def check_output(
     except ValueError as error:
         return StructuredOutput(valid=False, error=_shorten(f"the answer is not JSON: {error}"))
     except RecursionError:
-        return StructuredOutput(valid=False, error="the answer is not JSON the gateway reads: too deep")
+        return _unchecked(Unchecked.NESTING, "the answer nests too deeply to read")
     if response_format.type is ResponseFormatType.JSON_OBJECT or response_format.schema is None:
         if isinstance(document, dict):
             return StructuredOutput(valid=True)

@@ -72,3 +72,10 @@ async def test_a_check_past_its_wait_is_stopped_and_frees_its_thread() -> None:
 async def _idle(checker: OutputChecker) -> bool:
     loop = asyncio.get_running_loop()
     return await loop.run_in_executor(checker._pool, lambda: True)
+
+
+def test_an_answer_nested_too_deeply_to_read_is_reported_not_checked() -> None:
+    verdict = check_output("[" * 100_000 + "]" * 100_000, _format({"type": "array"}), FinishReason.STOP)
+
+    assert verdict is not None
+    assert verdict.unchecked_reason == Unchecked.NESTING
