@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: conformance install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing dashboard clean
+.PHONY: conformance install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz fuzz-schemas test-unit test-integration bench profile bench-routing dashboard clean
 
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
 INSTALL_LOG := $(VENV)/install.log
@@ -115,9 +115,16 @@ test-integration: $(STAMP)
 soak: $(STAMP)
 	SOAK_CALLS=20000 $(BIN)/pytest -q -s tests/integration/test_soak.py -k soak_with_faults
 
-## A long property-based fuzzing campaign through the running server (a short one runs in `make test`).
-fuzz: $(STAMP)
+## A long property-based fuzzing campaign through the running server (a short one runs in `make test`):
+## every request field, then caller JSON Schemas (fuzz-schemas).
+fuzz: $(STAMP) fuzz-schemas
 	FUZZ_EXAMPLES=5000 $(BIN)/pytest -q tests/integration/test_fuzz.py
+
+## Generated JSON Schemas (recursive, $ref local/missing/remote, anyOf/allOf/oneOf/not, backtracking
+## patterns, 2^N bombs) through the running server: every call ends within its deadline with OK or
+## INVALID_ARGUMENT and no connection reaches the loopback listener the schemas name.
+fuzz-schemas: $(STAMP)
+	FUZZ_EXAMPLES=3000 $(BIN)/pytest -q tests/integration/test_fuzz_schemas.py
 
 ## Gateway overhead against the bare SDK and the bare gRPC floor, in one run (docs/benchmarks.md): a report
 ## on stdout, JSON, Markdown and a PNG under bench/results/. About 5 minutes. Not part of `make test`.

@@ -476,6 +476,7 @@ class App:
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
         await self.limiter.aclose()
+        self.gateway.checker.close()  # answer checks are bounded; queued ones are dropped
         if self.tracer_provider is not None:
             await asyncio.to_thread(self.tracer_provider.shutdown)  # flushes the spans still queued
         if self._metrics_server is not None:

@@ -24,7 +24,7 @@ from pydantic import (
 from pydantic import model_validator as _model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from server.core.catalogue import Catalogue, ModelInfo, Tier, WireApi
+from server.core.catalogue import Catalogue, LongPromptTier, ModelInfo, Tier, WireApi
 from server.core.limits import NO_LIMITS, Limits, Policy, ScopedLimits
 from server.core.types import Capabilities, ProviderName
 
@@ -244,6 +244,19 @@ class Settings(BaseSettings):
         return max(1, self.llm_max_in_flight // 4)
 
 
+class _LongPromptEntry(BaseModel):
+    """`[models."<id>".long_prompt]`: the prices of a whole call whose prompt has more than `above`
+    tokens."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    above: int = Field(gt=0)
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+    cached_input: float | None = Field(default=None, ge=0)
+    cache_write: float | None = Field(default=None, ge=0)
+
+
 class _CatalogueEntry(BaseModel):
     """One model of a catalogue file; in an overlay every field is optional (it overrides the bundled
     entry field by field), in the merged result the required ones must be there."""
@@ -279,6 +292,7 @@ class _CatalogueEntry(BaseModel):
     thinking_levels: tuple[Literal["minimal", "low", "medium", "high", "xhigh"], ...] = ()
     thinking_off: bool = True
     forced_tool_thinking: bool = True
+    long_prompt: _LongPromptEntry | None = None
 
     @_model_validator(mode="after")
     def _output_fits_context(self) -> _CatalogueEntry:
@@ -295,6 +309,32 @@ class _CatalogueEntry(BaseModel):
         if self.thinking == "levels" and self.thinking_off and "minimal" not in self.thinking_levels:
             raise ValueError("a levels model without `minimal` cannot stop thinking: thinking_off = false")
         return self
+
+    @_model_validator(mode="after")
+    def _long_prompt_costs_more(self) -> _CatalogueEntry:
+        """A reservation prices a prompt bound past the threshold at the tier: it must never be below
+        what a shorter prompt is billed."""
+        tier = self.long_prompt
+        if tier is None:
+            return self
+        if tier.above >= self.context_window:
+            raise ValueError("long_prompt.above must be below context_window")
+        pairs = (
+            ("input", tier.input, self.input),
+            ("output", tier.output, self.output),
+            ("cached_input", tier.cached_input, self.cached_input),
+            ("cache_write", tier.cache_write, self.cache_write),
+        )
+        for name, dearer, standard in pairs:
+            if standard is not None and (dearer if dearer is not None else tier.input) < standard:
+                raise ValueError(f"long_prompt.{name} must not be below the model's {name}")
+        return self
+
+    def long_prompt_tier(self) -> LongPromptTier | None:
+        tier = self.long_prompt
+        if tier is None:
+            return None
+        return LongPromptTier(tier.above, tier.input, tier.output, tier.cached_input, tier.cache_write)
 
     def capabilities(self) -> Capabilities:
         return Capabilities(**{name: getattr(self, name) for name in Capabilities.__dataclass_fields__})
@@ -413,6 +453,7 @@ def load_catalogue(overlay: Path | None = None, bundled: Path = DEFAULT_CATALOGU
             retires=entry.retires,
             capabilities=entry.capabilities(),
             api=entry.api,
+            long_prompt=entry.long_prompt_tier(),
         )
         for model, entry in parsed.models.items()
     )

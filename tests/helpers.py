@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import socketserver
 
 # The demo server is this same program, started with a fixed argv.
 import subprocess  # nosec B404
+import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -110,3 +112,43 @@ class DemoServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
         return self.process.wait()
+
+
+class CountingListener:
+    """A TCP listener on loopback, on its own thread, that counts the connections it accepts and answers
+    each with an HTTP 200 JSON body (`body`): the place a caller would point a remote `$ref` at. Tests
+    assert it stays at 0. Its own thread: a gateway that fetched on its event loop would still be
+    answered (and counted) rather than deadlocked."""
+
+    def __init__(self, body: bytes = b'{"const": "LEAKED-FROM-THE-LISTENER"}') -> None:
+        self.body = body
+        self.connections = 0
+        listener = self
+
+        class Answer(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                listener.connections += 1
+                head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n"
+                self.request.sendall(head % len(listener.body) + listener.body)
+
+        self._server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Answer)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def __enter__(self) -> CountingListener:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    async def __aenter__(self) -> CountingListener:
+        return self.__enter__()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await asyncio.to_thread(self.__exit__)

@@ -642,19 +642,29 @@ class StructuredOutput(_message.Message):
 
     VALID_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    UNCHECKED_REASON_FIELD_NUMBER: _builtins.int
     valid: _builtins.bool
     """The answer is JSON (an object for JSON_OBJECT) and, for JSON_SCHEMA, matches the schema."""
     error: _builtins.str
-    """When not valid: the first problem found (e.g. `$.age: 'x' is not of type 'integer'`)."""
+    """When not valid: the first problem found (e.g. `$.age: 'x' is not of type 'integer'`), or why the
+    answer was not checked (`not checked: ...`).
+    """
+    unchecked_reason: _builtins.str
+    """Set when the gateway did not finish checking the answer (valid is then false, the call stays OK):
+    SCHEMA_CHECK_BUDGET_EXCEEDED (the check's CPU or step budget), SCHEMA_CHECK_TIMEOUT (its wait),
+    SCHEMA_CHECK_TOO_DEEP, SCHEMA_REF_UNRESOLVABLE (a $ref outside the schema: nothing is fetched) or
+    SCHEMA_CHECK_FAILED. Empty: the answer was checked.
+    """
     def __init__(
         self,
         *,
         valid: _builtins.bool = ...,
         error: _builtins.str = ...,
+        unchecked_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "valid", b"valid"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "unchecked_reason", b"unchecked_reason", "valid", b"valid"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1244,6 +1254,7 @@ class Model(_message.Message):
     RETIREMENT_DATE_FIELD_NUMBER: _builtins.int
     CACHE_WRITE_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
     CAPABILITIES_FIELD_NUMBER: _builtins.int
+    LONG_PROMPT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """The model id to put in a request."""
     provider: _builtins.str
@@ -1270,6 +1281,12 @@ class Model(_message.Message):
     def capabilities(self) -> Global___ModelCapabilities:
         """What the model accepts and does (from the catalogue)."""
 
+    @_builtins.property
+    def long_prompt(self) -> Global___LongPromptPrices:
+        """Prices of a call whose prompt is longer than a threshold (e.g. gpt-5.4 above 272K input tokens,
+        Gemini Pro above 200K): they apply to the whole call, prompt and completion. Unset: one price.
+        """
+
     def __init__(
         self,
         *,
@@ -1285,10 +1302,11 @@ class Model(_message.Message):
         retirement_date: _builtins.str = ...,
         cache_write_usd_per_million: _builtins.float | None = ...,
         capabilities: Global___ModelCapabilities | None = ...,
+        long_prompt: Global___LongPromptPrices | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million", "_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cache_write_usd_per_million", b"cache_write_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million", "capabilities", b"capabilities"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million", "_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cache_write_usd_per_million", b"cache_write_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million", "capabilities", b"capabilities", "long_prompt", b"long_prompt"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million", "_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cache_write_usd_per_million", b"cache_write_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million", "capabilities", b"capabilities", "context_window", b"context_window", "deprecated", b"deprecated", "id", b"id", "input_usd_per_million", b"input_usd_per_million", "max_output_tokens", b"max_output_tokens", "output_usd_per_million", b"output_usd_per_million", "provider", b"provider", "retirement_date", b"retirement_date", "tier", b"tier"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million", "_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cache_write_usd_per_million", b"cache_write_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million", "capabilities", b"capabilities", "context_window", b"context_window", "deprecated", b"deprecated", "id", b"id", "input_usd_per_million", b"input_usd_per_million", "long_prompt", b"long_prompt", "max_output_tokens", b"max_output_tokens", "output_usd_per_million", b"output_usd_per_million", "provider", b"provider", "retirement_date", b"retirement_date", "tier", b"tier"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__cache_write_usd_per_million: _TypeAlias = _typing.Literal["cache_write_usd_per_million"]  # noqa: Y015
     _WhichOneofArgType__cache_write_usd_per_million: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million"]  # noqa: Y015
@@ -1300,6 +1318,51 @@ class Model(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_input_usd_per_million) -> _WhichOneofReturnType__cached_input_usd_per_million | None: ...
 
 Global___Model: _TypeAlias = Model  # noqa: Y015
+
+@_typing.final
+class LongPromptPrices(_message.Message):
+    """LongPromptPrices are a model's prices for a call whose prompt exceeds `above_prompt_tokens`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ABOVE_PROMPT_TOKENS_FIELD_NUMBER: _builtins.int
+    INPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
+    OUTPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
+    CACHED_INPUT_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
+    CACHE_WRITE_USD_PER_MILLION_FIELD_NUMBER: _builtins.int
+    above_prompt_tokens: _builtins.int
+    """The call is priced at these prices when its prompt has more tokens than this."""
+    input_usd_per_million: _builtins.float
+    """US dollars per million prompt tokens."""
+    output_usd_per_million: _builtins.float
+    """US dollars per million completion tokens."""
+    cached_input_usd_per_million: _builtins.float
+    """US dollars per million cached prompt tokens, where the provider has a prompt cache."""
+    cache_write_usd_per_million: _builtins.float
+    """US dollars per million prompt tokens written to the provider's cache, where it charges for writes."""
+    def __init__(
+        self,
+        *,
+        above_prompt_tokens: _builtins.int = ...,
+        input_usd_per_million: _builtins.float = ...,
+        output_usd_per_million: _builtins.float = ...,
+        cached_input_usd_per_million: _builtins.float | None = ...,
+        cache_write_usd_per_million: _builtins.float | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million", "_cached_input_usd_per_million", b"_cached_input_usd_per_million", "cache_write_usd_per_million", b"cache_write_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million", "_cached_input_usd_per_million", b"_cached_input_usd_per_million", "above_prompt_tokens", b"above_prompt_tokens", "cache_write_usd_per_million", b"cache_write_usd_per_million", "cached_input_usd_per_million", b"cached_input_usd_per_million", "input_usd_per_million", b"input_usd_per_million", "output_usd_per_million", b"output_usd_per_million"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__cache_write_usd_per_million: _TypeAlias = _typing.Literal["cache_write_usd_per_million"]  # noqa: Y015
+    _WhichOneofArgType__cache_write_usd_per_million: _TypeAlias = _typing.Literal["_cache_write_usd_per_million", b"_cache_write_usd_per_million"]  # noqa: Y015
+    _WhichOneofReturnType__cached_input_usd_per_million: _TypeAlias = _typing.Literal["cached_input_usd_per_million"]  # noqa: Y015
+    _WhichOneofArgType__cached_input_usd_per_million: _TypeAlias = _typing.Literal["_cached_input_usd_per_million", b"_cached_input_usd_per_million"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cache_write_usd_per_million) -> _WhichOneofReturnType__cache_write_usd_per_million | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__cached_input_usd_per_million) -> _WhichOneofReturnType__cached_input_usd_per_million | None: ...
+
+Global___LongPromptPrices: _TypeAlias = LongPromptPrices  # noqa: Y015
 
 @_typing.final
 class ModelCapabilities(_message.Message):

@@ -216,7 +216,13 @@ def reasoning(parts: Sequence[ReasoningPart]) -> list[llm_pb2.ReasoningPart]:
 
 
 def structured_output(check: StructuredOutput | None) -> llm_pb2.StructuredOutput | None:
-    return None if check is None else llm_pb2.StructuredOutput(valid=check.valid, error=check.error)
+    return (
+        None
+        if check is None
+        else llm_pb2.StructuredOutput(
+            valid=check.valid, error=check.error, unchecked_reason=check.unchecked_reason
+        )
+    )
 
 
 def complete_response(result: Result, ctx: RequestContext) -> llm_pb2.CompleteResponse:

@@ -13,7 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from llm_grpc.v1 import llm_pb2
 from server.api import convert
-from server.core.catalogue import TIER_FOR_COMPLEXITY, ModelInfo, Tier
+from server.core.catalogue import TIER_FOR_COMPLEXITY, LongPromptTier, ModelInfo, Tier
 from server.core.errors import FieldViolation, InvalidRequest
 from server.core.gateway import Gateway
 from server.core.health import Health, HealthMonitor
@@ -58,6 +58,19 @@ def _model(info: ModelInfo) -> llm_pb2.Model:
             # The contract's flags; the thinking fields stay server-side (docs/providers.md lists them).
             **{k: v for k, v in asdict(info.capabilities).items() if k in CAPABILITY_FIELDS}
         ),
+        long_prompt=_long_prompt(info.long_prompt),
+    )
+
+
+def _long_prompt(tier: LongPromptTier | None) -> llm_pb2.LongPromptPrices | None:
+    if tier is None:
+        return None
+    return llm_pb2.LongPromptPrices(
+        above_prompt_tokens=tier.above,
+        input_usd_per_million=tier.input_per_mtok,
+        output_usd_per_million=tier.output_per_mtok,
+        cached_input_usd_per_million=tier.cached_input_per_mtok,
+        cache_write_usd_per_million=tier.cache_write_per_mtok,
     )
 
 

@@ -40,6 +40,26 @@ TIER_FOR_COMPLEXITY = {
 
 
 @dataclass(slots=True, frozen=True)
+class LongPromptTier:
+    """Prices for a whole call whose prompt has more than `above` tokens (gpt-5.4 above 272K, Gemini Pro
+    above 200K); each is at least the model's standard price (the catalogue loader checks)."""
+
+    above: int
+    input_per_mtok: float
+    output_per_mtok: float
+    cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
+
+
+@dataclass(slots=True, frozen=True)
+class _Prices:
+    input: float
+    output: float
+    cached: float
+    write: float
+
+
+@dataclass(slots=True, frozen=True)
 class ModelInfo:
     id: str
     provider: ProviderName
@@ -58,6 +78,8 @@ class ModelInfo:
     capabilities: Capabilities = field(default_factory=Capabilities)
     api: WireApi = WireApi.CHAT_COMPLETIONS
     """The wire API of an OpenAI-kind model (`responses` or `chat_completions`); other kinds have one."""
+    long_prompt: LongPromptTier | None = None
+    """Dearer prices for a call whose prompt passes a threshold, where the provider has them."""
 
     @property
     def deprecated(self) -> bool:
@@ -66,23 +88,49 @@ class ModelInfo:
     def retires_within(self, days: int, today: datetime.date) -> bool:
         return self.retires is not None and self.retires - today <= datetime.timedelta(days=days)
 
+    def prices(self, prompt_tokens: int) -> _Prices:
+        """The prices of a call with `prompt_tokens` of prompt: the long-prompt tier's past its threshold
+        (for the whole call, as the providers bill it). A cached or cache-write price the catalogue does
+        not give is the input price."""
+        tier = self.long_prompt
+        if tier is not None and prompt_tokens > tier.above:
+            base: LongPromptTier = tier
+        else:
+            base = LongPromptTier(
+                0,
+                self.input_per_mtok,
+                self.output_per_mtok,
+                self.cached_input_per_mtok,
+                self.cache_write_per_mtok,
+            )
+        return _Prices(
+            base.input_per_mtok,
+            base.output_per_mtok,
+            base.cached_input_per_mtok if base.cached_input_per_mtok is not None else base.input_per_mtok,
+            base.cache_write_per_mtok if base.cache_write_per_mtok is not None else base.input_per_mtok,
+        )
+
     def cost(self, usage: Usage) -> float:
         """USD for a call's usage; cached prompt tokens at the cached price and tokens written to the
-        cache at the cache-write price, where the catalogue has them."""
+        cache at the cache-write price, where the catalogue has them; all at the long-prompt tier's
+        prices when the prompt passes its threshold."""
+        prices = self.prices(usage.prompt_tokens)
         cached = min(usage.cached_prompt_tokens, usage.prompt_tokens)
         written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
-        cached_price = (
-            self.cached_input_per_mtok if self.cached_input_per_mtok is not None else self.input_per_mtok
-        )
-        write_price = (
-            self.cache_write_per_mtok if self.cache_write_per_mtok is not None else self.input_per_mtok
-        )
         return (
-            (usage.prompt_tokens - cached - written) * self.input_per_mtok
-            + cached * cached_price
-            + written * write_price
-            + usage.completion_tokens * self.output_per_mtok
+            (usage.prompt_tokens - cached - written) * prices.input
+            + cached * prices.cached
+            + written * prices.write
+            + usage.completion_tokens * prices.output
         ) / PER_MILLION
+
+    def worst_cost(self, prompt_tokens: int, completion_tokens: int, *, cache_writes: bool) -> float:
+        """The most a call with at most these tokens can be billed: the tier its prompt bound falls in
+        (a tier's prices are never below the standard ones), every prompt token at the dearest prompt
+        price it may be billed at (the cache-write price where the request sets a cache breakpoint)."""
+        prices = self.prices(prompt_tokens)
+        prompt_price = max(prices.input, prices.cached, prices.write if cache_writes else 0.0)
+        return (prompt_tokens * prompt_price + completion_tokens * prices.output) / PER_MILLION
 
 
 @dataclass(slots=True, frozen=True)

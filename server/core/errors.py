@@ -36,6 +36,7 @@ Messages never contain a key: adapters build them from the provider's error body
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -93,6 +94,9 @@ class FieldViolation:
     description: str
 
 
+_LIMIT = re.compile(r"\[limit ([a-z_]+)\]")
+
+
 class InvalidRequest(GatewayError):
     reason = "INVALID_REQUEST"
     code = Code.INVALID_ARGUMENT
@@ -105,7 +109,12 @@ class InvalidRequest(GatewayError):
         super().__init__(shown + (f" (and {more} more; see BadRequest)" if more > 0 else ""))
 
     def metadata(self) -> dict[str, str]:
-        return {"fields": ",".join(dict.fromkeys(v.field for v in self.violations))}
+        meta = {"fields": ",".join(dict.fromkeys(v.field for v in self.violations))}
+        # A violation of a named limit (a schema's size, nesting, `$ref`s) says which, as `[limit name]`.
+        limits = [found.group(1) for v in self.violations if (found := _LIMIT.search(v.description))]
+        if limits:
+            meta["limits"] = ",".join(dict.fromkeys(limits))
+        return meta
 
 
 class MalformedRequest(GatewayError):

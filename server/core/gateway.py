@@ -36,7 +36,7 @@ from server.core.governance import Allowlist
 from server.core.limits import ANONYMOUS, Limiter, Standing, Ticket, Worst, micro_usd, prompt_token_bound
 from server.core.ports import CallObserver, Provider, ProviderCall
 from server.core.retry import RetryPolicy, call_with_retries
-from server.core.structured import check_output
+from server.core.structured import OutputChecker
 from server.core.types import (
     CallOptions,
     ChatRequest,
@@ -49,7 +49,6 @@ from server.core.types import (
     StreamSummary,
     TextDelta,
     ToolCallDelta,
-    Usage,
 )
 from server.core.validation import MAX_MODEL_LENGTH, DraftRequest, Limits, check, to_request, unsupported
 
@@ -110,8 +109,10 @@ class Gateway:
         catalogue: Catalogue,
         limiter: Limiter,
         fallbacks: Mapping[str, Sequence[str]] | None = None,
+        checker: OutputChecker | None = None,
     ) -> None:
         self.catalogue = catalogue
+        self.checker = checker if checker is not None else OutputChecker()
         self._limiter = limiter
         self._fallbacks = {model: tuple(chain) for model, chain in (fallbacks or {}).items()}
         self._circuit = circuit
@@ -176,7 +177,7 @@ class Gateway:
             completion.request_id,
             completion.finish_reason.name,
         )
-        structured = check_output(
+        structured = await self.checker.check(
             completion.content, candidates[0][0].response_format, completion.finish_reason
         )
         return Result(completion, opened.provider, call.model, call.elapsed_ms(), cost, structured)
@@ -231,6 +232,9 @@ class Gateway:
                     await relay.to_caller(send(event))
                     event = await relay.from_provider(anext(events), opened.provider)
                 cost = self.catalogue.get(call.model).cost(event.usage)
+                structured = await self.checker.check(
+                    "".join(text), candidates[0][0].response_format, event.finish_reason
+                )
                 # Settled before `done` is sent: a caller that has its `done` finds its limits freed.
                 await self._limiter.settle(
                     ticket, event.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
@@ -251,9 +255,7 @@ class Gateway:
                             tool_calls=event.tool_calls,
                             reasoning=event.reasoning,
                             response_id=event.response_id,
-                            structured_output=check_output(
-                                "".join(text), candidates[0][0].response_format, event.finish_reason
-                            ),
+                            structured_output=structured,
                         )
                     )
                 )
@@ -359,22 +361,25 @@ class Gateway:
         self, ctx: RequestContext, candidates: list[tuple[ChatRequest, Provider]]
     ) -> Ticket | None:
         """Charge the call's worst case to the caller's limits: an upper bound of the prompt's tokens plus
-        max_tokens (the model's maximum when unset), at the dearest candidate's prices, in the scopes of
-        every candidate (the model and its fallbacks: any of them may serve)."""
+        the most output it can be billed (`_output_bound`), at the dearest candidate's dearest prices (the
+        long-prompt tier when the bound passes its threshold, the cache-write price where a message sets
+        a cache breakpoint), in the scopes of every candidate (the model and its fallbacks: any of them
+        may serve). docs/limits.md: how a reservation prices the worst case."""
         if not self._limiter.active:
             return None
         request = candidates[0][0]
         prompt = _prompt_bound(request)
+        cache_writes = any(message.cache_breakpoint for message in request.messages)
         worst_usd = 0.0
         worst_tokens = 0
         targets = []
         for candidate, _ in candidates:
             info = self.catalogue.get(candidate.model)
-            output = candidate.max_tokens if candidate.max_tokens is not None else info.max_output_tokens
+            output = _output_bound(candidate, info.max_output_tokens)
             # A provider bills no more prompt than its window holds (a document's bound can be larger).
             bounded = min(prompt, info.context_window)
             worst_tokens = max(worst_tokens, bounded + output)
-            worst_usd = max(worst_usd, info.cost(Usage(prompt_tokens=bounded, completion_tokens=output)))
+            worst_usd = max(worst_usd, info.worst_cost(bounded, output, cache_writes=cache_writes))
             targets.append((candidate.model, info.tier.value))
         identity = ctx.source_agent or ANONYMOUS
         worst = Worst(worst_tokens, micro_usd(worst_usd))
@@ -403,8 +408,10 @@ class Gateway:
         if self.catalogue.get(model).capabilities.reasoning:
             await self._limiter.keep(ticket)
             return
-        prompt = min(_prompt_bound(request), self.catalogue.get(model).context_window)
-        cost = self.catalogue.get(model).cost(Usage(prompt_tokens=prompt, completion_tokens=streamed))
+        info = self.catalogue.get(model)
+        prompt = min(_prompt_bound(request), info.context_window)
+        cache_writes = any(message.cache_breakpoint for message in request.messages)
+        cost = info.worst_cost(prompt, streamed, cache_writes=cache_writes)
         await self._limiter.settle(ticket, prompt + streamed, micro_usd(cost), self._scopes(model))
 
     async def quotas(self, ctx: RequestContext, model: str) -> tuple[str, list[Standing]]:
@@ -475,6 +482,19 @@ def _prompt_bound(request: ChatRequest) -> int:
     return (
         prompt_token_bound(request.prompt_texts(), len(request.messages)) + request.attachment_token_bound()
     )
+
+
+def _output_bound(request: ChatRequest, model_max: int) -> int:
+    """The most completion tokens `request` can be billed: max_tokens (the model's maximum when unset),
+    reasoning included (OpenAI's max_completion_tokens and Anthropic's max_tokens count thinking), plus a
+    thinking budget the request names: Google documents Gemini's thinking as billed on top of the output
+    (https://ai.google.dev/gemini-api/docs/thinking: "response pricing is the sum of output tokens and
+    thinking tokens") while googleapis/python-genai#2062 reports max_output_tokens capping both on
+    Gemini 3; the reservation takes the larger reading."""
+    output = request.max_tokens if request.max_tokens is not None else model_max
+    if request.reasoning is not None and request.reasoning.budget_tokens:
+        output += request.reasoning.budget_tokens
+    return output
 
 
 def _streamed_bytes(delta: Delta, text: list[str]) -> int:

@@ -208,6 +208,9 @@ class StructuredOutput:
 
     valid: bool
     error: str = ""
+    unchecked_reason: str = ""
+    """Set when the answer was not checked (the check's budget, an unresolvable `$ref`): why, as an
+    UPPER_SNAKE reason (server/core/structured.py `Unchecked`); `valid` is then False."""
 
 
 @dataclass(slots=True, frozen=True)
@@ -245,21 +248,32 @@ class ChatRequest:
         for message in self.messages:
             yield message.text()
             yield message.tool_call_id
+            for part in message.parts:  # text parts are in message.text()
+                if isinstance(part, DocumentPart):
+                    yield part.title
+                elif isinstance(part, ImagePart):
+                    yield part.url
             for call in message.tool_calls:
+                yield call.id
                 yield call.name
                 yield call.arguments_json
-            for part in message.reasoning:
-                yield part.text
+            for reasoning in message.reasoning:
+                yield reasoning.text
         for tool in self.tools:
             yield tool.name
             yield tool.description
             yield json.dumps(tool.parameters)
-        if self.response_format is not None and self.response_format.schema is not None:
-            yield json.dumps(self.response_format.schema)
+        if self.response_format is not None:
+            yield self.response_format.name
+            if self.response_format.schema is not None:
+                yield json.dumps(self.response_format.schema)
+        if self.tool_choice is not None and self.tool_choice.tool_name:
+            yield self.tool_choice.tool_name
 
     def attachment_token_bound(self) -> int:
-        """A bound of the tokens the prompt's images and documents cost: IMAGE_TOKEN_BOUND an image, one
-        token per byte of a document (a page's text and its rendering cost less than its bytes)."""
+        """A bound of the tokens the prompt's images, documents and opaque provider state (tool-call and
+        reasoning signatures, redacted thinking) cost: IMAGE_TOKEN_BOUND an image, one token per byte of a
+        document (a page's text and its rendering cost less than its bytes) and of each signature."""
         bound = 0
         for message in self.messages:
             for part in message.parts:
@@ -267,6 +281,9 @@ class ChatRequest:
                     bound += IMAGE_TOKEN_BOUND
                 elif isinstance(part, DocumentPart):
                     bound += len(part.data)
+            # Opaque state sent back to the provider: one token per byte, as for any byte it reads.
+            bound += sum(len(call.signature) for call in message.tool_calls)
+            bound += sum(len(part.signature) + len(part.redacted_data) for part in message.reasoning)
         return bound
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from server.core.catalogue import Complexity, ModelInfo, Tier
 from server.core.errors import FieldViolation, InvalidRequest
 from server.core.reasoning import refusals as reasoning_refusals
-from server.core.structured import schema_problem
+from server.core.structured import MAX_SCHEMA_BYTES, schema_limit_problem, schema_problem
 from server.core.types import (
     ChatRequest,
     ContentPart,
@@ -189,18 +189,37 @@ def validate(draft: DraftRequest, limits: Limits) -> list[FieldViolation]:
 
 
 def _text_bytes(draft: DraftRequest) -> int:
-    """UTF-8 bytes of everything textual a request carries (inline images and documents have their own
-    limits)."""
-    size = sum(len(s.encode()) for s in draft.stop)
+    """Bytes of every field a request carries but the inline image and document data (which have their
+    own limits): every string (UTF-8) and every opaque bytes field (signatures, redacted thinking), so
+    nothing a caller sends escapes the request limit (issue #23: a 3 MiB Document.title, a 3 MB
+    ToolCall.signature and Image.url were not counted)."""
+    size = sum(len(s.encode()) for s in draft.stop)  # model and user have limits of their own
     for m in draft.messages:
         size += len(m.content.encode()) + len(m.tool_call_id.encode())
-        size += sum(len(p.text.encode()) for p in m.parts if isinstance(p, TextPart))
-        size += sum(len(c.arguments_json.encode()) + len(c.id) + len(c.name) for c in m.tool_calls)
-        size += sum(len(r.text.encode()) + len(r.signature) + len(r.redacted_data) for r in m.reasoning)
+        for part in m.parts:
+            if isinstance(part, TextPart):
+                size += len(part.text.encode())
+            elif isinstance(part, ImagePart):
+                size += len(part.url.encode()) + len(part.mime_type.encode())
+            elif isinstance(part, DocumentPart):
+                size += len(part.title.encode()) + len(part.mime_type.encode())
+        size += sum(
+            len(c.arguments_json.encode()) + len(c.id.encode()) + len(c.name.encode()) + len(c.signature)
+            for c in m.tool_calls
+        )
+        size += sum(
+            len(r.text.encode()) + len(r.signature) + len(r.redacted_data) + len((r.provider or "").encode())
+            for r in m.reasoning
+        )
     for tool in draft.tools:
-        size += len(tool.name) + len(tool.description.encode()) + len(tool.parameters_json.encode())
+        size += len(tool.name.encode()) + len(tool.description.encode()) + len(tool.parameters_json.encode())
+    if draft.tool_choice is not None:
+        size += len(draft.tool_choice.mode.encode()) + len(draft.tool_choice.tool_name.encode())
     if draft.response_format is not None:
-        size += len(draft.response_format.schema_json.encode())
+        size += len(draft.response_format.schema_json.encode()) + len(draft.response_format.name.encode())
+        size += len(draft.response_format.type.encode())
+    if draft.reasoning is not None:
+        size += len(draft.reasoning.effort.encode())
     return size
 
 
@@ -401,12 +420,16 @@ def _not_a_number(name: str) -> Any:
 
 
 def _object_schema_problem(text: str) -> str | None:
-    """What keeps `text` from being the JSON text of a JSON Schema for an object, or None."""
-    schema = _json(text)
+    """What keeps `text` from being the JSON text of a JSON Schema for an object, or None. The schema's
+    limits (size, nesting, `$ref`s: server/core/structured.py) come first: they bound everything after."""
+    size = len(text.encode())
+    schema = _json(text) if size <= MAX_SCHEMA_BYTES else {}
     if schema is _NOT_JSON:
         return "must be JSON text"
     if not isinstance(schema, dict):
         return "must be a JSON object (a JSON Schema)"
+    if limit := schema_limit_problem(schema, size):
+        return f"{limit.message} [limit {limit.limit}]"
     if problem := schema_problem(schema):
         return f"is not a valid JSON Schema: {problem}"
     if schema.get("type", "object") != "object":
