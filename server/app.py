@@ -26,6 +26,7 @@ from server.api.servicer import LLMServicer
 from server.config import Settings, load_catalogue, load_limit_policy
 from server.core.admission import Admission
 from server.core.auth import Authenticator, Role, secret_problem
+from server.core.capacity import Capacity, Deployment, Rates
 from server.core.catalogue import Catalogue
 from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
@@ -33,10 +34,12 @@ from server.core.governance import Allowlist
 from server.core.health import HealthMonitor
 from server.core.lifecycle import retiring
 from server.core.limits import MICRO, NO_LIMITS, Check, Limiter, LimitKind, LimitStore, Policy
-from server.core.ports import Clock, Provider
+from server.core.ports import CapacityStore, Clock, Provider
 from server.core.retry import RetryPolicy
 from server.core.types import ProviderName
 from server.core.validation import Limits
+from server.limits.capacity_memory import MemoryCapacityStore
+from server.limits.capacity_redis import RedisCapacityStore
 from server.limits.memory_store import MemoryLimitStore
 from server.limits.redis_store import RedisLimitStore
 from server.observability.calls import MetricsObserver
@@ -197,6 +200,7 @@ def check_settings(settings: Settings) -> Plan:
             )
         else:
             needed.setdefault(provider, []).append(model)
+    _deployment_problems(settings, catalogue, instances, needed, problems)
     for provider, models in needed.items():
         instance = instances[provider]
         if instance.ambient_credentials:
@@ -216,6 +220,78 @@ def check_settings(settings: Settings) -> Plan:
     if problems or catalogue is None:
         raise ConfigError("cannot start:\n  - " + "\n  - ".join(problems))
     return Plan(catalogue, needed, instances, authenticator, policy)
+
+
+def _deployment_problems(
+    settings: Settings,
+    catalogue: Catalogue | None,
+    instances: dict[ProviderName, ProviderInstance],
+    needed: dict[ProviderName, list[str]],
+    problems: list[str],
+) -> None:
+    """LLM_DEPLOYMENTS: each model allowed and in the catalogue, each deployment a configured instance of
+    the kind the catalogue's provider has (the same model, another instance: not another model). The
+    deployments replace the catalogue's provider in `needed`."""
+    for model, deployments in settings.llm_deployments.items():
+        if model not in settings.allowed_models:
+            problems.append(f"LLM_DEPLOYMENTS names model {model!r}, which is not in ALLOWED_MODELS")
+            continue
+        if catalogue is None or model not in catalogue or not deployments:
+            continue
+        listed = catalogue.get(model).provider
+        kind = instances[listed].spec.kind if listed in instances else None
+        for name, models in list(needed.items()):
+            if model in models and name not in {d.provider for d in deployments}:
+                models.remove(model)
+                if not models:
+                    del needed[name]
+        for deployment in deployments:
+            instance = instances.get(deployment.provider)
+            if instance is None:
+                problems.append(
+                    f"LLM_DEPLOYMENTS: {model!r} is deployed on {deployment.provider!r}, which is not "
+                    f"configured (known: {', '.join(instances)}; add it to LLM_PROVIDERS)"
+                )
+            elif kind is not None and instance.spec.kind != kind:
+                problems.append(
+                    f"LLM_DEPLOYMENTS: {model!r} is a {kind} model; {deployment.provider!r} is of kind "
+                    f"{instance.spec.kind!r}"
+                )
+            elif model not in needed.setdefault(deployment.provider, []):
+                needed[deployment.provider].append(model)
+
+
+def build_capacity(settings: Settings, metrics: Metrics, store: CapacityStore | None = None) -> Capacity:
+    """The deployments of LLM_DEPLOYMENTS and their rate limits, counted on Redis when LLM_REDIS_URL is
+    set (shared by every replica), else in process."""
+    plans = {
+        model: [
+            Deployment(
+                d.provider,
+                d.weight,
+                Rates(
+                    d.requests_per_minute,
+                    d.tokens_per_minute,
+                    d.input_tokens_per_minute,
+                    d.output_tokens_per_minute,
+                ),
+            )
+            for d in deployments
+        ]
+        for model, deployments in settings.llm_deployments.items()
+    }
+    if store is None:
+        if settings.llm_redis_url is not None and plans:
+            url = settings.llm_redis_url.get_secret_value()
+            store = RedisCapacityStore.from_url(url, settings.llm_redis_timeout)
+        else:
+            store = MemoryCapacityStore()
+    return Capacity(
+        plans,
+        store,
+        max_queued_per_caller=settings.llm_capacity_queue_per_caller,
+        observer=metrics.capacity_observer(),
+    )
 
 
 def _roles_problems(settings: Settings) -> list[str]:
@@ -434,6 +510,8 @@ class App:
         await self.health_monitor.stop()
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
         await self.limiter.aclose()
+        if self.gateway.capacity is not None:
+            await self.gateway.capacity.aclose()
         if self.tracer_provider is not None:
             await asyncio.to_thread(self.tracer_provider.shutdown)  # flushes the spans still queued
         if self._metrics_server is not None:
@@ -465,6 +543,7 @@ def build_app(
     limit_store: LimitStore | None = None,
     tracer_provider: TracerProvider | None = None,
     circuit_clock: Clock = time.monotonic,
+    capacity_store: CapacityStore | None = None,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     plan = check_settings(settings)
@@ -516,6 +595,8 @@ def build_app(
         catalogue=catalogue,
         fallbacks=settings.llm_fallbacks,
         limiter=limiter,
+        capacity=build_capacity(settings, metrics, capacity_store) if settings.llm_deployments else None,
+        default_max_tokens=settings.llm_default_max_tokens,
     )
     monitor = HealthMonitor(providers, circuit, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the
