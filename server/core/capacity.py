@@ -246,6 +246,7 @@ class Capacity:
         self._observer = observer or CapacityObserver()
         self._clock = clock
         self._queues: dict[str, _Queue] = {}
+        self._queue_changed = asyncio.Event()
         self._need_s: dict[str, float] = {}
         """Per model: a moving average of how long a served call took (the time a queued call needs)."""
 
@@ -282,6 +283,7 @@ class Capacity:
         waiter = _Waiter(caller, need, give_up_at, loop.create_future())
         queue.callers.setdefault(caller, deque()).append(waiter)
         self._observer.queued(model, len(queue))
+        self._queue_changed.set()
         if queue.pump is None or queue.pump.done():
             queue.pump = asyncio.create_task(self._pump(model, queue))
         queue.poke.set()
@@ -414,6 +416,12 @@ class Capacity:
 
     def queue_lengths(self) -> dict[str, int]:
         return {model: len(queue) for model, queue in self._queues.items()}
+
+    async def queued(self, model: str, count: int) -> None:
+        """Return once `count` calls wait for the model (tests and benchmarks wait on this, not a timer)."""
+        while (queue := self._queues.get(model)) is None or len(queue) < count:
+            self._queue_changed.clear()
+            await self._queue_changed.wait()
 
     async def aclose(self) -> None:
         for queue in self._queues.values():

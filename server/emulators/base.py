@@ -58,6 +58,9 @@ from aiohttp import web
 from server.emulators.ratelimits import RateLimits, Refusal
 from server.emulators.scripting import PromptCache
 
+_RATE_LIMIT_KEY = web.RequestKey("rate_limit_key", str)
+"""The key a request was charged to, for the rate-limit headers of its answer."""
+
 _DIRECTIVE = re.compile(r"\[\[emulate:(?P<body>[^\]]*)\]\]")
 _TOKEN = re.compile(r"\S+\s*")
 
@@ -264,8 +267,8 @@ class Emulator:
     async def _stamp_request_id(self, request: web.Request, response: web.StreamResponse) -> None:
         if self.request_id_header is not None and self.request_id_header not in response.headers:
             response.headers[self.request_id_header] = new_request_id()
-        key = request.get("rate_limit_key")
-        if self.rate_limits is not None and isinstance(key, str):
+        key = request.get(_RATE_LIMIT_KEY)
+        if self.rate_limits is not None and key is not None:
             for name, value in self.rate_limit_headers(self.rate_limits, key).items():
                 response.headers.setdefault(name, value)
 
@@ -289,7 +292,7 @@ class Emulator:
         if self.rate_limits is None:
             return None
         key = self.presented_key(request)
-        request["rate_limit_key"] = key
+        request[_RATE_LIMIT_KEY] = key
         refusal = self.rate_limits.admit(key, prompt_tokens, max_output)
         if refusal is not None:
             return self.rate_limited(refusal, model)

@@ -42,7 +42,12 @@ async def second_openai(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[OpenAI
 
 def _two_openai(second: OpenAIEmulator, first: dict[str, Any], other: dict[str, Any]) -> dict[str, Any]:
     providers = [
-        {"name": "openai-b", "kind": "openai", "base_url": second.base_url, "api_key_env": "SECOND_OPENAI_KEY"}
+        {
+            "name": "openai-b",
+            "kind": "openai",
+            "base_url": second.base_url,
+            "api_key_env": "SECOND_OPENAI_KEY",
+        }
     ]
     deployments = {MODEL: [{"provider": "openai", **first}, {"provider": "openai-b", **other}]}
     return {"llm_providers": json.dumps(providers), "llm_deployments": json.dumps(deployments)}
@@ -124,11 +129,12 @@ async def test_every_deployment_full_refuses_before_sending_with_upstream_capaci
     assert error.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert error.reason == "UPSTREAM_CAPACITY"
     assert error.metadata["model"] == MODEL
+    assert error.retry_delay is not None
     assert 55 < error.retry_delay <= 60  # the earliest reset: the bucket refills one request a minute
     assert len(emulators.completions("openai")) + len(_posts(second_openai)) == 2
-    assert app.metrics.registry.get_sample_value(
-        "llm_upstream_capacity_refusals_total", {"model": MODEL}
-    ) == 1
+    assert (
+        app.metrics.registry.get_sample_value("llm_upstream_capacity_refusals_total", {"model": MODEL}) == 1
+    )
 
 
 async def test_limits_are_learned_from_the_providers_headers(
@@ -136,9 +142,7 @@ async def test_limits_are_learned_from_the_providers_headers(
 ) -> None:
     # Nothing configured: the first organisation allows 1 request a minute, and says so in its headers.
     emulators.openai.rate_limits = RateLimits(requests=1, tokens=100_000)
-    app: App = await start_gateway(
-        **_two_openai(second_openai, {"weight": 10}, {"weight": 1})
-    )
+    app: App = await start_gateway(**_two_openai(second_openai, {"weight": 10}, {"weight": 1}))
 
     first = await _complete(app)
     second = await _complete(app)
@@ -178,15 +182,12 @@ async def test_a_429_cools_the_deployment_and_moves_the_call(
 
     assert [r.provider for r in replies] == ["gemini", "gemini-b", "gemini-b"]
     assert emulators.gemini.rate_limits.refused == 1  # the one 429; then the deployment cooled down
-    assert app.metrics.registry.get_sample_value(
-        "llm_upstream_rate_limited_total", {"model": model, "provider": "gemini"}
-    ) == 1
-
-
-async def _wait_until(condition: Callable[[], bool]) -> None:
-    """Yield to the event loop until `condition` holds (the calls under test run on this loop)."""
-    while not condition():
-        await asyncio.sleep(0.005)
+    assert (
+        app.metrics.registry.get_sample_value(
+            "llm_upstream_rate_limited_total", {"model": model, "provider": "gemini"}
+        )
+        == 1
+    )
 
 
 async def test_the_queue_serves_callers_round_robin_and_caps_each_caller(
@@ -195,9 +196,7 @@ async def test_the_queue_serves_callers_round_robin_and_caps_each_caller(
     # Room for two calls' reservations (prompt bound + max_tokens 400): the rest queue, and each settled
     # call (a few real tokens) gives back room for the next. Slow replies keep the first two in flight.
     deployments = {MODEL: [{"provider": "openai", "tokens_per_minute": 1000}]}
-    app: App = await start_gateway(
-        llm_deployments=json.dumps(deployments), llm_capacity_queue_per_caller=6
-    )
+    app: App = await start_gateway(llm_deployments=json.dumps(deployments), llm_capacity_queue_per_caller=6)
     capacity = app.gateway.capacity
     assert capacity is not None
 
@@ -206,7 +205,7 @@ async def test_the_queue_serves_callers_round_robin_and_caps_each_caller(
         return reply.provider
 
     heavy = [asyncio.create_task(call("heavy", f"h{i}")) for i in range(8)]
-    await _wait_until(lambda: capacity.queue_lengths().get(MODEL, 0) == 6)
+    await capacity.queued(MODEL, 6)
     over_cap = details_of(await _refused(app, agent="heavy", timeout=60, max_tokens=400))
     light = [asyncio.create_task(call("light", f"l{i}")) for i in range(2)]
     await asyncio.gather(*heavy, *light)
@@ -216,9 +215,12 @@ async def test_the_queue_serves_callers_round_robin_and_caps_each_caller(
     assert len(order) == 10
     # FIFO alone would serve the light caller last (9th, 10th); round robin serves it between heavy's.
     assert max(order.index("l0"), order.index("l1")) <= 6
-    assert app.metrics.registry.get_sample_value(
-        "llm_upstream_queue_wait_seconds_count", {"model": MODEL, "outcome": "served"}
-    ) == 8
+    assert (
+        app.metrics.registry.get_sample_value(
+            "llm_upstream_queue_wait_seconds_count", {"model": MODEL, "outcome": "served"}
+        )
+        == 8
+    )
 
 
 async def test_replicas_share_one_deployments_limit_through_redis(
