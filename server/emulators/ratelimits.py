@@ -50,6 +50,9 @@ class RateLimits:
     """Requests admitted (sent on to be answered)."""
     refused: int = 0
     """Requests answered 429 for a rate limit."""
+    left_after_last: dict[str, int] = field(default_factory=dict)
+    """What each limit had left right after the last admitted request: with the bucket never full
+    between, what was offered and not used (a test reads throughput from it, not from a clock)."""
     _tats: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def _limits(self) -> dict[str, int | None]:
@@ -83,6 +86,9 @@ class RateLimits:
                 tat = max(self._tats.get((key, name), now), now)
                 self._tats[(key, name)] = tat + costs[name] * WINDOW_S / limit
         self.served += 1
+        for name in self._limits():
+            if (state := self.remaining(key, name)) is not None:
+                self.left_after_last[name] = state[1]
         return None
 
     def correct_output(self, key: str, charged: int, produced: int) -> None:
@@ -132,8 +138,8 @@ class RateLimits:
                 headers[f"anthropic-ratelimit-{name}-reset"] = at.strftime("%Y-%m-%dT%H:%M:%SZ")
         return headers
 
-    def counts(self) -> dict[str, int]:
-        return {"served": self.served, "refused": self.refused}
+    def counts(self) -> dict[str, object]:
+        return {"served": self.served, "refused": self.refused, "left_after_last": self.left_after_last}
 
 
 def go_duration(seconds: float) -> str:
