@@ -4,6 +4,7 @@ standard health service and reflection. Everything is built here and injected; n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
 from collections.abc import Sequence
@@ -486,6 +487,7 @@ class App:
     _metrics_server: Any = None
     drain: Drain = field(default_factory=Drain)
     """Counts calls in flight; refuses new ones once the drain notice starts."""
+    _capacity_gauges: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.metrics_address is not None:
@@ -495,6 +497,8 @@ class App:
             self.metrics_port = self._metrics_server.server_port
         await self.server.start()
         self.health_monitor.start()
+        if self.gateway.capacity is not None:
+            self._capacity_gauges = asyncio.create_task(_refresh_capacity_gauges(self.gateway.capacity))
         for service in ("", SERVICE_NAME):
             await self.health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
@@ -508,6 +512,10 @@ class App:
         waited = await self.drain.notice(0.0 if grace is None else min(notice, grace))
         await self.server.stop(None if grace is None else max(0.0, grace - waited))
         await self.health_monitor.stop()
+        if self._capacity_gauges is not None:
+            self._capacity_gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._capacity_gauges
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
         await self.limiter.aclose()
         if self.gateway.capacity is not None:
@@ -517,6 +525,16 @@ class App:
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+
+
+CAPACITY_GAUGES_S = 5.0
+"""How often the deployments' limit and use gauges are read from the capacity store (all replicas)."""
+
+
+async def _refresh_capacity_gauges(capacity: Capacity) -> None:
+    while True:
+        await capacity.states()  # sets the gauges through the capacity observer
+        await asyncio.sleep(CAPACITY_GAUGES_S)
 
 
 def pending_call_limits(max_in_flight: int, providers: int) -> list[tuple[str, int]]:

@@ -181,6 +181,9 @@ class CapacityObserver:
 
     def deployment(self, state: DeploymentState) -> None: ...
 
+    def known(self, model: str, provider: ProviderName) -> None:
+        """A configured deployment, at start (label children are made up front)."""
+
 
 @dataclass(slots=True, eq=False)
 class _Waiter:
@@ -241,6 +244,9 @@ class Capacity:
             )
             for model, deployments in self._plans.items()
         }
+        for model, deployments in self._plans.items():
+            for deployment in deployments:
+                (observer or CapacityObserver()).known(model, deployment.provider)
         self._store = store
         self._max_queued = max_queued_per_caller
         self._observer = observer or CapacityObserver()
@@ -269,9 +275,11 @@ class Capacity:
         if queue is None or not queue.callers:
             lease, retry_after = await self._take(model, need)
             if lease is not None:
+                self._observer.waited(model, 0.0, "served")
                 return lease
             if loop.time() + retry_after > give_up_at:
                 self._observer.refused(model)
+                self._observer.waited(model, 0.0, "refused")
                 raise UpstreamCapacity(model, retry_after, "the call's deadline ends before then")
         queue = self._queues.setdefault(model, _Queue())
         waiting = queue.callers.get(caller)
@@ -404,11 +412,16 @@ class Capacity:
                 await self._store.learn(lease.offer, int(each.dim), each.limit, each.remaining, now)
 
     async def states(self) -> list[DeploymentState]:
+        """Every deployment's limits and use (and the metrics' gauges set to them); none when the store
+        cannot be reached."""
         now = self._clock()
         states = []
         for model, offers in self._offers.items():
             for deployment, offer in zip(self._plans[model], offers, strict=True):
-                limits, used, cooling = await self._store.usage(offer, now)
+                try:
+                    limits, used, cooling = await self._store.usage(offer, now)
+                except StoreUnavailable:
+                    return []
                 state = DeploymentState(model, deployment.provider, limits, used, cooling)
                 self._observer.deployment(state)
                 states.append(state)

@@ -388,6 +388,13 @@ class CapacityMetrics(CapacityObserver):
     def rate_limited(self, model: str, provider: ProviderName) -> None:
         self.received_429.labels(model, provider).inc()
 
+    def known(self, model: str, provider: ProviderName) -> None:
+        self.refusals.labels(model)
+        self.received_429.labels(model, provider)
+        self.queue_length.labels(model)
+        for outcome in ("served", "refused"):
+            self.queue_wait.labels(model, outcome)
+
     def deployment(self, state: DeploymentState) -> None:
         for dim, limit, used in zip(Dim, state.limits, state.used, strict=True):
             name = dim.name.lower()

@@ -219,7 +219,7 @@ async def test_the_queue_serves_callers_round_robin_and_caps_each_caller(
         app.metrics.registry.get_sample_value(
             "llm_upstream_queue_wait_seconds_count", {"model": MODEL, "outcome": "served"}
         )
-        == 8
+        == 10  # two served at once (a wait of 0), eight from the queue
     )
 
 
@@ -264,3 +264,65 @@ async def test_redis_down_refuses_governed_calls_closed(
     assert down.code == grpc.StatusCode.UNAVAILABLE
     assert down.reason == "CAPACITY_UNAVAILABLE"
     assert after.content == "emulator reply: hi"
+
+
+async def test_streams_reserve_and_name_the_deployment_too(
+    start_gateway: Callable[..., Any], emulators: Emulators, second_openai: OpenAIEmulator
+) -> None:
+    limits = {"requests_per_minute": 1}
+    app: App = await start_gateway(**_two_openai(second_openai, limits, limits))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        request = llm_pb2.StreamRequest(model=MODEL, messages=user("a b"), max_tokens=20)
+        done = [[e async for e in stub.Stream(request, timeout=10)][-1].done for _ in range(2)]
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            async for _ in stub.Stream(request, timeout=5):
+                pass
+
+    assert sorted(d.provider for d in done) == ["openai", "openai-b"]
+    assert details_of(refused.value).reason == "UPSTREAM_CAPACITY"
+
+
+async def test_check_health_shows_each_deployments_limits_use_and_cooldown(
+    start_gateway: Callable[..., Any], emulators: Emulators, second_openai: OpenAIEmulator
+) -> None:
+    app: App = await start_gateway(
+        **_two_openai(
+            second_openai,
+            {"weight": 2, "requests_per_minute": 10, "tokens_per_minute": 10_000},
+            {"input_tokens_per_minute": 5000, "output_tokens_per_minute": 1000},
+        )
+    )
+    await _complete(app)  # the most headroom times weight: the first deployment
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        health = await llm_pb2_grpc.LLMServiceStub(channel).CheckHealth(
+            llm_pb2.CheckHealthRequest(), timeout=10
+        )
+
+    by_provider = {d.provider: d for d in health.deployments}
+    first, second = by_provider["openai"], by_provider["openai-b"]
+    assert first.model == second.model == MODEL
+    assert {(x.kind, x.limit, x.used) for x in first.limits} >= {("requests", 10, 1)}
+    assert {x.kind for x in first.limits} == {"requests", "tokens"}
+    assert {(x.kind, x.limit, x.used) for x in second.limits} == {
+        ("input_tokens", 5000, 0),
+        ("output_tokens", 1000, 0),
+    }
+    assert first.cooldown_seconds == second.cooldown_seconds == 0
+    assert (
+        app.metrics.registry.get_sample_value(
+            "llm_upstream_capacity_limit", {"model": MODEL, "provider": "openai", "limit": "requests"}
+        )
+        == 10
+    )
+
+
+async def test_without_deployments_the_gateway_counts_no_capacity(
+    start_gateway: Callable[..., Any],
+) -> None:
+    app: App = await start_gateway()
+
+    reply = await _complete(app)
+
+    assert app.gateway.capacity is None
+    assert reply.provider == "openai"
