@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from server.core.admission import Admission
-from server.core.capacity import Capacity, Learned, Lease, Need
+from server.core.capacity import Capacity, CapacityUnavailable, Learned, Lease, Need, UpstreamCapacity
 from server.core.catalogue import TIER_FOR_COMPLEXITY, Catalogue, Complexity, ModelInfo, Selection, Tier
 from server.core.circuit import CircuitBreaker
 from server.core.errors import (
@@ -67,6 +67,8 @@ FAILOVER_ERRORS = (
     ProviderAuthError,
     QuotaExhausted,
     ModelRetired,
+    UpstreamCapacity,
+    CapacityUnavailable,
 )
 
 

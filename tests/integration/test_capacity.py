@@ -326,3 +326,19 @@ async def test_without_deployments_the_gateway_counts_no_capacity(
 
     assert app.gateway.capacity is None
     assert reply.provider == "openai"
+
+
+async def test_a_model_out_of_capacity_fails_over_to_the_operators_fallback(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(
+        llm_deployments=json.dumps({MODEL: [{"provider": "openai", "requests_per_minute": 1}]}),
+        llm_fallbacks={MODEL: ["claude-haiku-4-5"]},
+    )
+
+    first = await _complete(app)
+    second = await _complete(app)
+
+    assert (first.provider, first.model) == ("openai", MODEL)
+    assert (second.provider, second.model) == ("anthropic", "claude-haiku-4-5")
+    assert len(emulators.completions("openai")) == 1
