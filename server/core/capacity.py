@@ -44,6 +44,10 @@ COOLDOWN_S = 1.0
 """A deployment's cooldown after a 429 that says no Retry-After (OpenAI's 429s may not: their message
 names the wait, "Please try again in 644ms", which is not parsed)."""
 
+LEARNED_FOR_S = 540.0
+"""Limits learned from headers are trusted this long without an answer renewing them (the stores keep
+them 600 s); then the next call probes again."""
+
 POLL_S = 1.0
 """The longest a queued call waits before the pump looks at the store again: other replicas' refunds
 free capacity before the reset the store predicted."""
@@ -149,6 +153,8 @@ class Lease:
     offer: Offer
     costs: tuple[int, int, int, int]
     settled: bool = False
+    probe: bool = False
+    """Sent to learn the deployment's limits from the provider's headers (none configured or known)."""
 
     @property
     def provider(self) -> ProviderName:
@@ -253,6 +259,15 @@ class Capacity:
         self._clock = clock
         self._queues: dict[str, _Queue] = {}
         self._queue_changed = asyncio.Event()
+        self._known: dict[str, float] = {
+            offer.key: float("inf")
+            for offers in self._offers.values()
+            for offer in offers
+            if any(offer.limits)
+        }
+        """Offer key → when its limits were last learned (inf: configured). Others are probed first."""
+        self._probing: set[str] = set()
+        """Offers with a probe in flight: no other call of this replica goes there before it answers."""
         self._need_s: dict[str, float] = {}
         """Per model: a moving average of how long a served call took (the time a queued call needs)."""
 
@@ -359,15 +374,44 @@ class Capacity:
                         )
 
     async def _take(self, model: str, need: Need) -> tuple[Lease | None, float]:
+        """A deployment with room, charged. A deployment whose limits are neither configured nor known
+        takes one call at a time (per replica) until an answer's headers say them: so the calls a
+        provider can refuse before its headers are learned are at most one per replica (a provider that
+        sends none is then known to have none the gateway can learn)."""
         costs = need.costs()
         offers = self._offers[model]
+        now = self._clock()
+        eligible = [
+            i
+            for i, offer in enumerate(offers)
+            if self._known_at(offer, now) or offer.key not in self._probing
+        ]
+        if not eligible:
+            return None, POLL_S
         try:
-            index, retry_after = await self._store.take(offers, costs, self._clock())
+            index, retry_after = await self._store.take([offers[i] for i in eligible], costs, now)
         except StoreUnavailable:
             raise CapacityUnavailable(model) from None
         if index is None:
             return None, retry_after
-        return Lease(model, self._plans[model][index], offers[index], costs), 0.0
+        chosen = eligible[index]
+        offer = offers[chosen]
+        probe = not self._known_at(offer, now)
+        if probe:
+            self._probing.add(offer.key)
+        return Lease(model, self._plans[model][chosen], offer, costs, probe=probe), 0.0
+
+    def _known_at(self, offer: Offer, now: float) -> bool:
+        return now - self._known.get(offer.key, -LEARNED_FOR_S) < LEARNED_FOR_S
+
+    def _probe_ended(self, lease: Lease, *, learned: bool) -> None:
+        if lease.probe:
+            lease.probe = False
+            self._probing.discard(lease.offer.key)
+            if learned:
+                self._known[lease.offer.key] = self._clock()
+            if queue := self._queues.get(lease.model):
+                queue.poke.set()
 
     async def settle(self, lease: Lease, usage: Usage, seconds: float) -> None:
         """The call was served: correct the reservation to what the provider counted."""
@@ -385,6 +429,7 @@ class Capacity:
         if lease.settled:
             return
         lease.settled = True
+        self._probe_ended(lease, learned=False)
         output = lease.costs[Dim.OUTPUT_TOKENS]
         back = [0, -output, 0, -output] if sent else [-cost for cost in lease.costs]
         await self._adjust(lease, back)
@@ -407,6 +452,9 @@ class Capacity:
         """Bring the shared count up to what the provider says is used (never down: other replicas' calls
         in flight are not in the provider's count yet)."""
         now = self._clock()
+        if learned and self._known.get(lease.offer.key) != float("inf"):
+            self._known[lease.offer.key] = now  # each answer's headers renew what was learned
+        self._probe_ended(lease, learned=True)
         with contextlib.suppress(StoreUnavailable):
             for each in learned:
                 await self._store.learn(lease.offer, int(each.dim), each.limit, each.remaining, now)

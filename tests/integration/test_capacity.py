@@ -342,3 +342,22 @@ async def test_a_model_out_of_capacity_fails_over_to_the_operators_fallback(
     assert (first.provider, first.model) == ("openai", MODEL)
     assert (second.provider, second.model) == ("anthropic", "claude-haiku-4-5")
     assert len(emulators.completions("openai")) == 1
+
+
+async def test_a_burst_on_limits_only_the_headers_tell_meets_no_429(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    # Nothing configured: one call probes the deployment, its answer's headers say 3 a minute, and the
+    # rest of the burst is counted against that (no call is sent before the probe's answer).
+    emulators.openai.rate_limits = RateLimits(requests=3)
+    app: App = await start_gateway(llm_deployments=json.dumps({MODEL: [{"provider": "openai"}]}))
+
+    results = await asyncio.gather(
+        *(_complete(app, f"call {i}", timeout=5) for i in range(10)), return_exceptions=True
+    )
+
+    served = [r for r in results if isinstance(r, llm_pb2.CompleteResponse)]
+    refused = {details_of(r).reason for r in results if isinstance(r, grpc.aio.AioRpcError)}
+    assert emulators.openai.rate_limits.refused == 0
+    assert len(served) == 3
+    assert refused == {"UPSTREAM_CAPACITY"}
