@@ -411,6 +411,11 @@ class Gateway:
                     self._retry.max_retries
                 ):
                     raise
+                if isinstance(error, ProviderUnavailable):  # a 429's deployment cools; a 5xx backs off
+                    delay = self._retry.backoff(moves - 1)
+                    if _seconds_until(deadline) <= delay:
+                        raise
+                    await asyncio.sleep(delay)
                 continue
             await self.capacity.learn(lease, [x for x in learned if isinstance(x, Learned)])
             return _Opened(call, provider.name, result, slot, lease)

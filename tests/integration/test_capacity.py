@@ -361,3 +361,25 @@ async def test_a_burst_on_limits_only_the_headers_tell_meets_no_429(
     assert emulators.openai.rate_limits.refused == 0
     assert len(served) == 3
     assert refused == {"UPSTREAM_CAPACITY"}
+
+
+async def test_a_5xx_is_retried_with_a_fresh_reservation(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(
+        llm_deployments=json.dumps({MODEL: [{"provider": "openai", "requests_per_minute": 2}]})
+    )
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        served = await stub.Complete(
+            llm_pb2.CompleteRequest(model=MODEL, messages=user("x [[emulate: status=503 times=1]]")),
+            metadata=(("a2a-trace-id", "retry-once"),),
+            timeout=10,
+        )
+        # The failed attempt was sent, so it counts: the limit of 2 is used up.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Complete(llm_pb2.CompleteRequest(model=MODEL, messages=user("y")), timeout=5)
+
+    assert served.content == "emulator reply: x"
+    assert len(emulators.completions("openai")) == 2
+    assert details_of(refused.value).reason == "UPSTREAM_CAPACITY"
