@@ -23,7 +23,7 @@ from server.emulators.openai import OpenAIEmulator
 from server.emulators.ratelimits import RateLimits
 from tests.conftest import Emulators
 from tests.helpers import details_of, user
-from tests.integration.test_limits import RedisServer, redis_server  # noqa: F401 (a fixture)
+from tests.integration.test_limits import RedisServer, redis_server, store  # noqa: F401 (fixtures)
 
 SECOND_KEY = "sk-test-second-org-0123456789abcdef"
 SECOND_GEMINI_KEY = "AIzaSecond0123456789abcdefghijklm"
@@ -138,11 +138,14 @@ async def test_every_deployment_full_refuses_before_sending_with_upstream_capaci
 
 
 async def test_limits_are_learned_from_the_providers_headers(
-    start_gateway: Callable[..., Any], emulators: Emulators, second_openai: OpenAIEmulator
+    start_gateway: Callable[..., Any],
+    emulators: Emulators,
+    second_openai: OpenAIEmulator,
+    store: dict[str, Any],  # noqa: F811 (in process, and on a real redis-server)
 ) -> None:
     # Nothing configured: the first organisation allows 1 request a minute, and says so in its headers.
     emulators.openai.rate_limits = RateLimits(requests=1, tokens=100_000)
-    app: App = await start_gateway(**_two_openai(second_openai, {"weight": 10}, {"weight": 1}))
+    app: App = await start_gateway(**_two_openai(second_openai, {"weight": 10}, {"weight": 1}) | store)
 
     first = await _complete(app)
     second = await _complete(app)
@@ -155,7 +158,10 @@ async def test_limits_are_learned_from_the_providers_headers(
 
 
 async def test_a_429_cools_the_deployment_and_moves_the_call(
-    start_gateway: Callable[..., Any], emulators: Emulators, monkeypatch: pytest.MonkeyPatch
+    start_gateway: Callable[..., Any],
+    emulators: Emulators,
+    monkeypatch: pytest.MonkeyPatch,
+    store: dict[str, Any],  # noqa: F811 (in process, and on a real redis-server)
 ) -> None:
     # Gemini sends no rate-limit headers: a limit the gateway was not told of shows only as a 429.
     other = GeminiEmulator(api_key=SECOND_GEMINI_KEY)
@@ -169,7 +175,7 @@ async def test_a_429_cools_the_deployment_and_moves_the_call(
     deployments = {model: [{"provider": "gemini", "weight": 10}, {"provider": "gemini-b"}]}
     try:
         app: App = await start_gateway(
-            llm_providers=json.dumps(providers), llm_deployments=json.dumps(deployments)
+            llm_providers=json.dumps(providers), llm_deployments=json.dumps(deployments), **store
         )
         async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
             stub = llm_pb2_grpc.LLMServiceStub(channel)
