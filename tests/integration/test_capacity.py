@@ -18,9 +18,11 @@ import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 from server.app import App
+from server.core.ports import Offer
 from server.emulators.gemini import GeminiEmulator
 from server.emulators.openai import OpenAIEmulator
 from server.emulators.ratelimits import RateLimits
+from server.limits.capacity_redis import RedisCapacityStore
 from tests.conftest import Emulators
 from tests.helpers import details_of, user
 from tests.integration.test_limits import RedisServer, redis_server, store  # noqa: F401 (fixtures)
@@ -389,3 +391,46 @@ async def test_a_5xx_is_retried_with_a_fresh_reservation(
     assert served.content == "emulator reply: x"
     assert len(emulators.completions("openai")) == 2
     assert details_of(refused.value).reason == "UPSTREAM_CAPACITY"
+
+
+async def test_a_token_limit_shared_by_replicas_meets_no_429(
+    start_gateway: Callable[..., Any],
+    emulators: Emulators,
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    # 1000 tokens a minute at the provider and in the configuration: each call reserves its prompt's bound
+    # and max_tokens 100, and settles to the few tokens it really used, so more calls fit than the
+    # reservations alone would allow, and none over what the provider counts.
+    emulators.openai.rate_limits = RateLimits(tokens=1000)
+    deployments = {MODEL: [{"provider": "openai", "tokens_per_minute": 1000}]}
+    settings = {"llm_deployments": json.dumps(deployments), "llm_redis_url": redis_server.url}
+    apps = [await start_gateway(**settings) for _ in range(3)]
+
+    results = await asyncio.gather(
+        *(_complete(apps[i % 3], f"call {i}", timeout=5, max_tokens=100) for i in range(40)),
+        return_exceptions=True,
+    )
+
+    served = [r for r in results if isinstance(r, llm_pb2.CompleteResponse)]
+    refused = {details_of(r).reason for r in results if isinstance(r, grpc.aio.AioRpcError)}
+    assert emulators.openai.rate_limits.refused == 0
+    assert len(served) == emulators.openai.rate_limits.served >= 8
+    assert refused <= {"UPSTREAM_CAPACITY"}
+
+
+async def test_a_dead_replicas_reservations_return_within_the_minute(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    # A replica reserves the whole limit and dies without settling: nothing needs to clean up after it.
+    shared = RedisCapacityStore.from_url(redis_server.url, 1.0)
+    offer = Offer("llm:cap:{m}:p", 1.0, (3, 0, 0, 0))
+    try:
+        taken = [await shared.take([offer], (1, 0, 0, 0), 1000.0) for _ in range(3)]
+        full = await shared.take([offer], (1, 0, 0, 0), 1000.0)
+        later = await shared.take([offer], (1, 0, 0, 0), 1060.0)
+    finally:
+        await shared.aclose()
+
+    assert [index for index, _ in taken] == [0, 0, 0]
+    assert full == (None, pytest.approx(20.0))
+    assert later == (0, 0.0)
