@@ -153,6 +153,8 @@ class Lease:
     offer: Offer
     costs: tuple[int, int, int, int]
     settled: bool = False
+    granted_at: float = 0.0
+    """Event-loop time the capacity was granted: a call's own duration is measured from it."""
     probe: bool = False
     """Sent to learn the deployment's limits from the provider's headers (none configured or known)."""
 
@@ -399,7 +401,8 @@ class Capacity:
         probe = not self._known_at(offer, now)
         if probe:
             self._probing.add(offer.key)
-        return Lease(model, self._plans[model][chosen], offer, costs, probe=probe), 0.0
+        granted = asyncio.get_running_loop().time()
+        return Lease(model, self._plans[model][chosen], offer, costs, granted_at=granted, probe=probe), 0.0
 
     def _known_at(self, offer: Offer, now: float) -> bool:
         return now - self._known.get(offer.key, -LEARNED_FOR_S) < LEARNED_FOR_S
@@ -413,11 +416,12 @@ class Capacity:
             if queue := self._queues.get(lease.model):
                 queue.poke.set()
 
-    async def settle(self, lease: Lease, usage: Usage, seconds: float) -> None:
+    async def settle(self, lease: Lease, usage: Usage) -> None:
         """The call was served: correct the reservation to what the provider counted."""
         if lease.settled:
             return
         lease.settled = True
+        seconds = asyncio.get_running_loop().time() - lease.granted_at
         used = (1, usage.total_tokens, usage.prompt_tokens, usage.completion_tokens)
         previous = self._need_s.get(lease.model)
         self._need_s[lease.model] = seconds if previous is None else 0.8 * previous + 0.2 * seconds

@@ -193,8 +193,8 @@ class Gateway:
             await self._unserved(ticket, spend)
             raise
         completion, call = opened.result, opened.call
-        if opened.lease is not None:
-            await self._settle_capacity(opened.lease, completion.usage, call)
+        if opened.lease is not None and self.capacity is not None:
+            await self.capacity.settle(opened.lease, completion.usage)
         cost = self.catalogue.get(call.model).cost(completion.usage)
         await self._limiter.settle(
             ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
@@ -260,8 +260,8 @@ class Gateway:
                     streamed += _streamed_bytes(event, text)
                     await relay.to_caller(send(event))
                     event = await relay.from_provider(anext(events), opened.provider)
-                if opened.lease is not None:
-                    await self._settle_capacity(opened.lease, event.usage, call)
+                if opened.lease is not None and self.capacity is not None:
+                    await self.capacity.settle(opened.lease, event.usage)
                 cost = self.catalogue.get(call.model).cost(event.usage)
                 # Settled before `done` is sent: a caller that has its `done` finds its limits freed.
                 await self._limiter.settle(
@@ -419,10 +419,6 @@ class Gateway:
                 continue
             await self.capacity.learn(lease, [x for x in learned if isinstance(x, Learned)])
             return _Opened(call, provider.name, result, slot, lease)
-
-    async def _settle_capacity(self, lease: Lease, usage: Usage, call: ProviderCall) -> None:
-        assert self.capacity is not None
-        await self.capacity.settle(lease, usage, call.elapsed_ms() / 1000)
 
     def _annotate(self, error: BaseException, model: str) -> None:
         """Name the model (and its limits) in a provider error, which an SDK error mapping cannot."""

@@ -114,7 +114,7 @@ async def test_the_queue_is_fifo_per_caller_and_round_robin_across_callers() -> 
     async def wait(caller: str, name: str) -> None:
         lease = await capacity.acquire("m", Need(50, 50), caller, asyncio.get_running_loop().time() + 600)
         served.append(name)
-        await capacity.settle(lease, Usage(), 0.0)  # uses nothing: the next one fits
+        await capacity.settle(lease, Usage())  # uses nothing: the next one fits
 
     tasks = [asyncio.create_task(wait("heavy", f"h{i}")) for i in range(3)]
     await capacity.queued("m", 3)
