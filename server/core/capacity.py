@@ -277,12 +277,6 @@ class Capacity:
         """The model's deployments when its capacity is governed, else None (one dict lookup)."""
         return self._plans.get(model)
 
-    def providers(self) -> set[ProviderName]:
-        return {d.provider for deployments in self._plans.values() for d in deployments}
-
-    def models(self) -> tuple[str, ...]:
-        return tuple(self._plans)
-
     async def acquire(self, model: str, need: Need, caller: str, deadline: float) -> Lease:
         """Capacity on one of the model's deployments for a call that must end by `deadline` (event-loop
         time): at once when there is some and nobody is queued, else in the model's fair queue."""
@@ -337,14 +331,13 @@ class Capacity:
                 continue
             try:
                 lease, retry_after = await self._take(model, waiter.need)
-            except BaseException as error:  # the store failed: every waiter hears it
+            except Exception as error:  # the store failed (CapacityUnavailable): every waiter hears it
                 for waiting in list(queue.callers.values()):
                     for each in waiting:
                         if not each.future.done():
                             each.future.set_exception(error)
                 queue.callers.clear()
-                if not isinstance(error, Exception):
-                    raise
+                queue.pump = None
                 return
             if lease is not None:
                 queue.served(waiter)

@@ -143,3 +143,21 @@ async def test_a_caller_past_its_queue_cap_and_a_hopeless_wait_are_refused_at_on
     assert hopeless.value.retry_after > 5
     queued.cancel()
     await capacity.aclose()
+
+
+async def test_a_caller_that_gives_up_while_queued_holds_nothing() -> None:
+    capacity = _capacity(100, Clock())
+    loop = asyncio.get_running_loop()
+    first = await capacity.acquire("m", Need(50, 50), "a", loop.time() + 600)
+    gone = asyncio.create_task(capacity.acquire("m", Need(50, 50), "b", loop.time() + 600))
+    await capacity.queued("m", 1)
+    after = asyncio.create_task(capacity.acquire("m", Need(50, 50), "c", loop.time() + 600))
+    await capacity.queued("m", 2)
+
+    gone.cancel()
+    await capacity.release(first)
+    lease = await after
+
+    assert lease.provider == "p"
+    assert capacity.queue_lengths()["m"] == 0
+    await capacity.aclose()
