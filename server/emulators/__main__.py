@@ -5,6 +5,8 @@ Prints one `NAME_BASE_URL=...` line per emulator once it listens (the environmen
 `--port 0` lets each pick a free port (what tests and scripts use: nothing to collide with);
 `--ports-file F` also writes the URLs as JSON, e.g. `{"OPENAI_BASE_URL": "http://127.0.0.1:41234"}`,
 renamed into place once all three listen, so a reader that sees the file sees all of it.
+`--rpm`, `--tpm`, `--itpm`, `--otpm` make every emulator enforce those limits per key, with the providers'
+own rate-limit headers and 429s (server/emulators/ratelimits.py); counters at `GET /_emulator/ratelimits`.
 """
 
 from __future__ import annotations
