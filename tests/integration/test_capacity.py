@@ -435,3 +435,33 @@ async def test_a_dead_replicas_reservations_return_within_the_minute(
     assert full[0] is None
     assert full[1] == pytest.approx(20.0)
     assert later == (0, 0.0)
+
+
+async def test_anthropic_input_and_output_token_limits_are_counted_apart(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    # Output tokens per minute are the tight limit: max_tokens 100 against 500 a minute.
+    emulators.anthropic.rate_limits = RateLimits(input_tokens=10_000, output_tokens=500)
+    model = "claude-haiku-4-5"
+    deployments = {
+        model: [{"provider": "anthropic", "input_tokens_per_minute": 10_000, "output_tokens_per_minute": 500}]
+    }
+    app: App = await start_gateway(llm_deployments=json.dumps(deployments))
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        results = await asyncio.gather(
+            *(
+                stub.Complete(
+                    llm_pb2.CompleteRequest(model=model, messages=user(f"call {i}"), max_tokens=100),
+                    timeout=5,
+                )
+                for i in range(20)
+            ),
+            return_exceptions=True,
+        )
+
+    served = [r for r in results if isinstance(r, llm_pb2.CompleteResponse)]
+    refused = {details_of(r).reason for r in results if isinstance(r, grpc.aio.AioRpcError)}
+    assert emulators.anthropic.rate_limits.refused == 0
+    assert len(served) >= 5  # each settles to the few tokens it produced, giving room back
+    assert refused <= {"UPSTREAM_CAPACITY"}
