@@ -7,7 +7,8 @@ and a fair queue when every deployment of a model is at its limit.
                │  one atomic store operation: among the deployments not cooling down whose every limit
                │  fits the call's need, charge the one with the most headroom (times its weight)
                ├─ granted ─────────────────────────────▶ Lease (its deployment serves the call)
-               └─ none fits ─▶ the model's fair queue: FIFO per caller, round robin across callers,
+               └─ none fits ─▶ the model's fair queue: FIFO per caller; across callers, the one served
+                               least in the last minute first (round robin among equals),
                                at most `max_queued_per_caller` waiting per caller; one pump per model
                                retries the head when capacity returns (the earliest reset, or a local
                                settle/refund pokes it); a waiter whose give-up time comes before the
@@ -27,9 +28,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import math
 import time
 from collections import OrderedDict, deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from server.core.errors import Code, GatewayError
@@ -43,6 +45,9 @@ WINDOW_S = 60.0
 COOLDOWN_S = 1.0
 """A deployment's cooldown after a 429 that says no Retry-After (OpenAI's 429s may not: their message
 names the wait, "Please try again in 644ms", which is not parsed)."""
+
+MAX_TRACKED_CALLERS = 10_000
+"""Callers whose recent grants the queues remember (the least recently served are forgotten first)."""
 
 LEARNED_FOR_S = 540.0
 """Limits learned from headers are trusted this long without an answer renewing them (the stores keep
@@ -215,10 +220,12 @@ class _Queue:
     def __len__(self) -> int:
         return sum(len(waiting) for waiting in self.callers.values())
 
-    def head(self) -> _Waiter | None:
-        for waiting in self.callers.values():
-            return waiting[0]
-        return None
+    def head(self, share: Callable[[str], float]) -> _Waiter | None:
+        """The oldest call of the caller served least lately (`share`); among equals, the round's order
+        (a caller just served goes to the back)."""
+        if not self.callers:
+            return None
+        return self.callers[min(self.callers, key=share)][0]
 
     def served(self, waiter: _Waiter) -> None:
         """Take `waiter` off; its caller goes to the back of the round."""
@@ -270,6 +277,9 @@ class Capacity:
         """Offer key → when its limits were last learned (inf: configured). Others are probed first."""
         self._probing: set[str] = set()
         """Offers with a probe in flight: no other call of this replica goes there before it answers."""
+        self._shares: dict[tuple[str, str], tuple[float, float]] = {}
+        """(model, caller) → (grants, decaying over the window; when last updated): who was served lately,
+        so that a queue serves first the callers that got least (bounded: the oldest entries go)."""
         self._need_s: dict[str, float] = {}
         """Per model: a moving average of how long a served call took (the time a queued call needs)."""
 
@@ -287,6 +297,7 @@ class Capacity:
             lease, retry_after = await self._take(model, need)
             if lease is not None:
                 self._observer.waited(model, 0.0, "served")
+                self._served(model, caller)
                 return lease
             if loop.time() + retry_after > give_up_at:
                 self._observer.refused(model)
@@ -322,10 +333,22 @@ class Capacity:
         self._observer.waited(model, loop.time() - started, "served")
         return lease
 
+    def _share(self, model: str, caller: str) -> float:
+        score, at = self._shares.get((model, caller), (0.0, 0.0))
+        return score * math.exp(-max(self._clock() - at, 0.0) / WINDOW_S) if score else 0.0
+
+    def _served(self, model: str, caller: str) -> None:
+        key = (model, caller)
+        score = self._share(model, caller) + 1
+        self._shares.pop(key, None)
+        self._shares[key] = (score, self._clock())
+        if len(self._shares) > MAX_TRACKED_CALLERS:
+            del self._shares[next(iter(self._shares))]
+
     async def _pump(self, model: str, queue: _Queue) -> None:
         """Serve the model's queue head by head while anyone waits."""
         loop = asyncio.get_running_loop()
-        while (waiter := queue.head()) is not None:
+        while (waiter := queue.head(lambda caller: self._share(model, caller))) is not None:
             if waiter.future.done():  # cancelled by its caller
                 queue.remove(waiter)
                 continue
@@ -341,6 +364,7 @@ class Capacity:
                 return
             if lease is not None:
                 queue.served(waiter)
+                self._served(model, waiter.caller)
                 if waiter.future.done():
                     await self.release(lease)
                 else:

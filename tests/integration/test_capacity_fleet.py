@@ -138,6 +138,7 @@ def test_a_burst_through_three_replicas_stays_within_the_providers_limits(
         (grpc.StatusCode.RESOURCE_EXHAUSTED, "UPSTREAM_CAPACITY")
     }
     assert all(r.retry_delay is not None and r.retry_delay > 0 for r in refused)
-    # The light caller, arriving behind the heavy one's burst, is served from the queues' round robin.
+    # The light caller, arriving behind the heavy one's burst, is served first as capacity returns: each
+    # replica's queue serves first the caller served least lately.
     light_served = [r for r in results["light"] if isinstance(r, llm_pb2.CompleteResponse)]
     assert len(light_served) >= 3

@@ -105,7 +105,7 @@ def _capacity(limit: int, clock: Clock, per_caller: int = 10) -> Capacity:
     return Capacity(plans, MemoryCapacityStore(), max_queued_per_caller=per_caller, clock=clock)
 
 
-async def test_the_queue_is_fifo_per_caller_and_round_robin_across_callers() -> None:
+async def test_the_queue_serves_first_the_caller_served_least_lately_and_each_in_order() -> None:
     clock = Clock()
     capacity = _capacity(100, clock)
     first = await capacity.acquire("m", Need(50, 50), "heavy", asyncio.get_running_loop().time() + 600)
@@ -123,7 +123,29 @@ async def test_the_queue_is_fifo_per_caller_and_round_robin_across_callers() -> 
     await capacity.release(first)
     await asyncio.gather(*tasks)
 
-    assert served == ["h0", "l0", "h1", "h2"]
+    # heavy already holds a grant: light's first call goes before heavy's queued ones, each FIFO.
+    assert served == ["l0", "h0", "h1", "h2"]
+
+
+async def test_callers_served_alike_take_turns() -> None:
+    capacity = _capacity(100, Clock())
+    loop = asyncio.get_running_loop()
+    first = await capacity.acquire("m", Need(50, 50), "x", loop.time() + 600)
+    served: list[str] = []
+
+    async def wait(caller: str, name: str) -> None:
+        lease = await capacity.acquire("m", Need(50, 50), caller, loop.time() + 600)
+        served.append(name)
+        await capacity.settle(lease, Usage())
+
+    tasks = []
+    for index, name in enumerate(("a0", "a1", "b0", "b1")):
+        tasks.append(asyncio.create_task(wait(name[0], name)))
+        await capacity.queued("m", index + 1)
+    await capacity.release(first)
+    await asyncio.gather(*tasks)
+
+    assert served == ["a0", "b0", "a1", "b1"]
 
 
 async def test_a_caller_past_its_queue_cap_and_a_hopeless_wait_are_refused_at_once() -> None:
