@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: conformance install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz fuzz-schemas test-unit test-integration bench profile bench-routing dashboard clean
+.PHONY: conformance install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz fuzz-schemas test-unit test-integration bench bench-capacity profile bench-routing dashboard clean
 
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
 INSTALL_LOG := $(VENV)/install.log
@@ -130,6 +130,12 @@ fuzz-schemas: $(STAMP)
 ## on stdout, JSON, Markdown and a PNG under bench/results/. About 5 minutes. Not part of `make test`.
 bench: $(STAMP)
 	$(PY) -m tests.bench.run
+	$(PY) -m tests.bench.capacity
+
+## Upstream capacity: a burst at 3x two rate-limited deployments' combined limit through three replicas on
+## one redis-server (served / queued / refused / provider 429s, queue wait p50/p99). About a minute.
+bench-capacity: $(STAMP)
+	$(PY) -m tests.bench.capacity
 
 ## A py-spy flame graph of the gateway under unary load (STREAM=1: streams) in bench/results/flame.svg.
 profile: $(STAMP)

@@ -4,6 +4,7 @@ standard health service and reflection. Everything is built here and injected; n
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import time
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from server.api.servicer import LLMServicer
 from server.config import Settings, load_catalogue, load_limit_policy
 from server.core.admission import Admission
 from server.core.auth import Authenticator, Role, secret_problem
+from server.core.capacity import Capacity, Deployment, Rates
 from server.core.catalogue import Catalogue, WireApi
 from server.core.circuit import CircuitBreaker
 from server.core.gateway import Gateway
@@ -33,10 +35,12 @@ from server.core.governance import Allowlist
 from server.core.health import HealthMonitor
 from server.core.lifecycle import retiring
 from server.core.limits import MICRO, NO_LIMITS, Check, Limiter, LimitKind, LimitStore, Policy
-from server.core.ports import Clock, Provider
+from server.core.ports import CapacityStore, Clock, Provider
 from server.core.retry import RetryPolicy
 from server.core.types import ProviderName
 from server.core.validation import Limits
+from server.limits.capacity_memory import MemoryCapacityStore
+from server.limits.capacity_redis import RedisCapacityStore
 from server.limits.memory_store import MemoryLimitStore
 from server.limits.redis_store import RedisLimitStore
 from server.observability.calls import MetricsObserver
@@ -197,6 +201,7 @@ def check_settings(settings: Settings) -> Plan:
             )
         else:
             needed.setdefault(provider, []).append(model)
+    _deployment_problems(settings, catalogue, instances, needed, problems)
     if catalogue is not None:
         problems += _wire_api_problems(settings, catalogue, needed, instances)
     for provider, models in needed.items():
@@ -257,6 +262,78 @@ def _wire_api_problems(
                     "for the model in LLM_CATALOGUE_PATH)"
                 )
     return problems
+
+
+def _deployment_problems(
+    settings: Settings,
+    catalogue: Catalogue | None,
+    instances: dict[ProviderName, ProviderInstance],
+    needed: dict[ProviderName, list[str]],
+    problems: list[str],
+) -> None:
+    """LLM_DEPLOYMENTS: each model allowed and in the catalogue, each deployment a configured instance of
+    the kind the catalogue's provider has (the same model, another instance: not another model). The
+    deployments replace the catalogue's provider in `needed`."""
+    for model, deployments in settings.llm_deployments.items():
+        if model not in settings.allowed_models:
+            problems.append(f"LLM_DEPLOYMENTS names model {model!r}, which is not in ALLOWED_MODELS")
+            continue
+        if catalogue is None or model not in catalogue or not deployments:
+            continue
+        listed = catalogue.get(model).provider
+        kind = instances[listed].spec.kind if listed in instances else None
+        for name, models in list(needed.items()):
+            if model in models and name not in {d.provider for d in deployments}:
+                models.remove(model)
+                if not models:
+                    del needed[name]
+        for deployment in deployments:
+            instance = instances.get(deployment.provider)
+            if instance is None:
+                problems.append(
+                    f"LLM_DEPLOYMENTS: {model!r} is deployed on {deployment.provider!r}, which is not "
+                    f"configured (known: {', '.join(instances)}; add it to LLM_PROVIDERS)"
+                )
+            elif kind is not None and instance.spec.kind != kind:
+                problems.append(
+                    f"LLM_DEPLOYMENTS: {model!r} is a {kind} model; {deployment.provider!r} is of kind "
+                    f"{instance.spec.kind!r}"
+                )
+            elif model not in needed.setdefault(deployment.provider, []):
+                needed[deployment.provider].append(model)
+
+
+def build_capacity(settings: Settings, metrics: Metrics, store: CapacityStore | None = None) -> Capacity:
+    """The deployments of LLM_DEPLOYMENTS and their rate limits, counted on Redis when LLM_REDIS_URL is
+    set (shared by every replica), else in process."""
+    plans = {
+        model: [
+            Deployment(
+                d.provider,
+                d.weight,
+                Rates(
+                    d.requests_per_minute,
+                    d.tokens_per_minute,
+                    d.input_tokens_per_minute,
+                    d.output_tokens_per_minute,
+                ),
+            )
+            for d in deployments
+        ]
+        for model, deployments in settings.llm_deployments.items()
+    }
+    if store is None:
+        if settings.llm_redis_url is not None and plans:
+            url = settings.llm_redis_url.get_secret_value()
+            store = RedisCapacityStore.from_url(url, settings.llm_redis_timeout)
+        else:
+            store = MemoryCapacityStore()
+    return Capacity(
+        plans,
+        store,
+        max_queued_per_caller=settings.llm_capacity_queue_per_caller,
+        observer=metrics.capacity_observer(),
+    )
 
 
 def _roles_problems(settings: Settings) -> list[str]:
@@ -452,6 +529,7 @@ class App:
     _metrics_server: Any = None
     drain: Drain = field(default_factory=Drain)
     """Counts calls in flight; refuses new ones once the drain notice starts."""
+    _capacity_gauges: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         if self.metrics_address is not None:
@@ -461,6 +539,8 @@ class App:
             self.metrics_port = self._metrics_server.server_port
         await self.server.start()
         self.health_monitor.start()
+        if self.gateway.capacity is not None:
+            self._capacity_gauges = asyncio.create_task(_refresh_capacity_gauges(self.gateway.capacity))
         for service in ("", SERVICE_NAME):
             await self.health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
 
@@ -474,14 +554,30 @@ class App:
         waited = await self.drain.notice(0.0 if grace is None else min(notice, grace))
         await self.server.stop(None if grace is None else max(0.0, grace - waited))
         await self.health_monitor.stop()
+        if self._capacity_gauges is not None:
+            self._capacity_gauges.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._capacity_gauges
         await asyncio.gather(*(provider.aclose() for provider in self.providers.values()))
         await self.limiter.aclose()
         self.gateway.checker.close()  # answer checks are bounded; queued ones are dropped
+        if self.gateway.capacity is not None:
+            await self.gateway.capacity.aclose()
         if self.tracer_provider is not None:
             await asyncio.to_thread(self.tracer_provider.shutdown)  # flushes the spans still queued
         if self._metrics_server is not None:
             self._metrics_server.shutdown()
             self._metrics_server.server_close()
+
+
+CAPACITY_GAUGES_S = 5.0
+"""How often the deployments' limit and use gauges are read from the capacity store (all replicas)."""
+
+
+async def _refresh_capacity_gauges(capacity: Capacity) -> None:
+    while True:
+        await capacity.states()  # sets the gauges through the capacity observer
+        await asyncio.sleep(CAPACITY_GAUGES_S)
 
 
 def pending_call_limits(max_in_flight: int, providers: int) -> list[tuple[str, int]]:
@@ -508,6 +604,7 @@ def build_app(
     limit_store: LimitStore | None = None,
     tracer_provider: TracerProvider | None = None,
     circuit_clock: Clock = time.monotonic,
+    capacity_store: CapacityStore | None = None,
 ) -> App:
     """Build (not start) the gateway. Raises ConfigError when the settings cannot work."""
     plan = check_settings(settings)
@@ -559,6 +656,8 @@ def build_app(
         catalogue=catalogue,
         fallbacks=settings.llm_fallbacks,
         limiter=limiter,
+        capacity=build_capacity(settings, metrics, capacity_store) if settings.llm_deployments else None,
+        default_max_tokens=settings.llm_default_max_tokens,
     )
     monitor = HealthMonitor(providers, circuit, settings.llm_health_interval)
     # The transport limit sits above the content limit, so an oversize request usually gets the

@@ -67,6 +67,22 @@ class ProviderInstanceSetting(BaseModel):
     own secret)."""
 
 
+class DeploymentSetting(BaseModel):
+    """One deployment of a model in LLM_DEPLOYMENTS: a provider instance serving it, its share of the
+    model's calls, and the provider's rate limits on it (per minute; unset: learned from the provider's
+    response headers where it sends them, else none). docs/reliability.md#upstream-capacity."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    provider: str
+    weight: float = Field(default=1.0, gt=0, allow_inf_nan=False)
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0)
+    input_tokens_per_minute: int | None = Field(default=None, gt=0)
+    """Anthropic counts input and output tokens per minute separately (ITPM, OTPM)."""
+    output_tokens_per_minute: int | None = Field(default=None, gt=0)
+
+
 def _split_commas(value: object) -> object:
     if isinstance(value, str):
         return [item.strip() for item in value.split(",") if item.strip()]
@@ -116,6 +132,16 @@ class Settings(BaseSettings):
     """JSON: more provider instances beside the standard three, e.g. a second OpenAI-compatible
     endpoint: [{"name": "local-vllm", "kind": "openai", "base_url": "http://vllm:8000/v1",
     "api_key_env": "VLLM_API_KEY"}]. Catalogue entries route models to an instance by its name."""
+    llm_deployments: Annotated[dict[str, tuple[DeploymentSetting, ...]], NoDecode] = Field(
+        default_factory=dict
+    )
+    """JSON: model → its deployments, e.g. {"gpt-5.4-mini": [{"provider": "openai", "weight": 2,
+    "requests_per_minute": 500, "tokens_per_minute": 200000}, {"provider": "openai-eu"}]}. A model
+    listed here is served by these instances (the catalogue's `provider` is not used for it), each call
+    reserving capacity first (docs/reliability.md#upstream-capacity). Empty: one instance per model, no
+    capacity accounting."""
+    llm_capacity_queue_per_caller: int = Field(default=100, ge=0)
+    """Calls one caller may have waiting for upstream capacity, per model; more are refused at once."""
     llm_request_timeout: float = Field(default=60.0, gt=0)
     llm_max_retries: int = Field(default=3, ge=0, le=10)
     llm_retry_base_delay: float = Field(default=0.5, ge=0)
@@ -191,7 +217,7 @@ class Settings(BaseSettings):
     def _parse_models(cls, value: object) -> object:
         return _split_commas(value)
 
-    @field_validator("llm_roles", "llm_providers", mode="before")
+    @field_validator("llm_roles", "llm_providers", "llm_deployments", mode="before")
     @classmethod
     def _parse_json(cls, value: object, info: ValidationInfo) -> object:
         """JSON from the environment (or given as text); empty means none."""

@@ -1521,25 +1521,105 @@ class CheckHealthResponse(_message.Message):
 
     STATUS_FIELD_NUMBER: _builtins.int
     PROVIDERS_FIELD_NUMBER: _builtins.int
+    DEPLOYMENTS_FIELD_NUMBER: _builtins.int
     status: Global___HealthStatus.ValueType
     """SERVING when every provider serves, NOT_SERVING when any does not, UNKNOWN before the first probes."""
     @_builtins.property
     def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___ProviderHealth]:
         """One entry per configured provider."""
 
+    @_builtins.property
+    def deployments(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentHealth]:
+        """One entry per deployment of a model whose upstream capacity is governed (LLM_DEPLOYMENTS); empty
+        when none is configured.
+        """
+
     def __init__(
         self,
         *,
         status: Global___HealthStatus.ValueType = ...,
         providers: _abc.Iterable[Global___ProviderHealth] | None = ...,
+        deployments: _abc.Iterable[Global___DeploymentHealth] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["providers", b"providers", "status", b"status"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deployments", b"deployments", "providers", b"providers", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CheckHealthResponse: _TypeAlias = CheckHealthResponse  # noqa: Y015
+
+@_typing.final
+class DeploymentHealth(_message.Message):
+    """DeploymentHealth is where one deployment (a provider instance serving a model) stands against its
+    provider's rate limits, all replicas together.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MODEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
+    COOLDOWN_SECONDS_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    model: _builtins.str
+    """The model."""
+    provider: _builtins.str
+    """The provider instance serving it (as a response's `provider` names it)."""
+    cooldown_seconds: _builtins.float
+    """Seconds until a cooldown after a provider 429 ends; 0 when the deployment is not cooling down."""
+    queued: _builtins.int
+    """Calls of this replica waiting for the model's capacity (the same for every deployment of a model)."""
+    @_builtins.property
+    def limits(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeploymentLimit]:
+        """Each limit with a value (configured, or learned from the provider's headers)."""
+
+    def __init__(
+        self,
+        *,
+        model: _builtins.str = ...,
+        provider: _builtins.str = ...,
+        limits: _abc.Iterable[Global___DeploymentLimit] | None = ...,
+        cooldown_seconds: _builtins.float = ...,
+        queued: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cooldown_seconds", b"cooldown_seconds", "limits", b"limits", "model", b"model", "provider", b"provider", "queued", b"queued"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentHealth: _TypeAlias = DeploymentHealth  # noqa: Y015
+
+@_typing.final
+class DeploymentLimit(_message.Message):
+    """DeploymentLimit is one of a deployment's per-minute limits and what is used of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    KIND_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    USED_FIELD_NUMBER: _builtins.int
+    kind: _builtins.str
+    """`requests`, `tokens`, `input_tokens` or `output_tokens` (per minute)."""
+    limit: _builtins.int
+    """The limit per minute."""
+    used: _builtins.int
+    """What the last minute used of it (reservations in flight included)."""
+    def __init__(
+        self,
+        *,
+        kind: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        used: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["kind", b"kind", "limit", b"limit", "used", b"used"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeploymentLimit: _TypeAlias = DeploymentLimit  # noqa: Y015
 
 @_typing.final
 class GetMetricsRequest(_message.Message):

@@ -13,6 +13,7 @@ from google.protobuf import timestamp_pb2
 
 from llm_grpc.v1 import llm_pb2
 from server.api import convert
+from server.core.capacity import Dim
 from server.core.catalogue import TIER_FOR_COMPLEXITY, LongPromptTier, ModelInfo, Tier
 from server.core.errors import FieldViolation, InvalidRequest
 from server.core.gateway import Gateway
@@ -142,7 +143,34 @@ class LLMServicer:
             if state.checked_at is not None:
                 entry.check_time.CopyFrom(_timestamp(state.checked_at))
             providers.append(entry)
-        return llm_pb2.CheckHealthResponse(status=_HEALTH[self._health.overall()], providers=providers)
+        return llm_pb2.CheckHealthResponse(
+            status=_HEALTH[self._health.overall()],
+            providers=providers,
+            deployments=await self._deployments(),
+        )
+
+    async def _deployments(self) -> list[llm_pb2.DeploymentHealth]:
+        """Each governed deployment against its provider's limits (none when LLM_DEPLOYMENTS is empty).
+        A capacity store that cannot be reached leaves the list empty rather than failing the check."""
+        capacity = self._gateway.capacity
+        if capacity is None:
+            return []
+        states = await capacity.states()
+        queued = capacity.queue_lengths()
+        return [
+            llm_pb2.DeploymentHealth(
+                model=state.model,
+                provider=state.provider,
+                limits=[
+                    llm_pb2.DeploymentLimit(kind=dim.name.lower(), limit=limit, used=used)
+                    for dim, limit, used in zip(Dim, state.limits, state.used, strict=True)
+                    if limit
+                ],
+                cooldown_seconds=state.cooling_for,
+                queued=queued.get(state.model, 0),
+            )
+            for state in states
+        ]
 
     async def GetQuota(
         self, request: llm_pb2.GetQuotaRequest, ctx: RequestContext, context: ServicerContext

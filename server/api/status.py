@@ -9,6 +9,7 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from server.core.capacity import CapacityUnavailable, UpstreamCapacity
 from server.core.errors import (
     CallerOverLimit,
     FieldViolation,
@@ -57,7 +58,14 @@ def to_status(error: GatewayError, redact: Redactor) -> grpc.Status:
     if isinstance(error, CallerOverLimit | CallerLimitReached):
         details.append(_pack(_quota_failure(error.subject, error.description, redact)))
     if isinstance(
-        error, ProviderRateLimited | Overloaded | CallerOverLimit | CallerLimitReached | LimitsUnavailable
+        error,
+        ProviderRateLimited
+        | Overloaded
+        | CallerOverLimit
+        | CallerLimitReached
+        | LimitsUnavailable
+        | UpstreamCapacity
+        | CapacityUnavailable,
     ):
         delay = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_DELAY_S
         retry_delay = duration_pb2.Duration()

@@ -11,9 +11,10 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import AsyncExitStack, aclosing, asynccontextmanager
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from server.core.admission import Admission
+from server.core.capacity import Capacity, CapacityUnavailable, Learned, Lease, Need, UpstreamCapacity
 from server.core.catalogue import TIER_FOR_COMPLEXITY, Catalogue, Complexity, ModelInfo, Selection, Tier
 from server.core.circuit import CircuitBreaker
 from server.core.errors import (
@@ -53,6 +54,7 @@ from server.core.types import (
 from server.core.validation import MAX_MODEL_LENGTH, DraftRequest, Limits, check, to_request, unsupported
 
 T = TypeVar("T")
+T_co = TypeVar("T_co", covariant=True)
 
 # Failover (when configured) only for errors that say "this provider, key or model cannot serve now",
 # never for one that says the request itself is wrong (another model would refuse it too).
@@ -64,7 +66,27 @@ FAILOVER_ERRORS = (
     ProviderAuthError,
     QuotaExhausted,
     ModelRetired,
+    UpstreamCapacity,
+    CapacityUnavailable,
 )
+
+
+class _Attempt(Protocol[T_co]):
+    """One attempt at a provider: the request, the provider, seconds left, trace headers, and where the
+    adapter puts what the rate-limit headers said (None: not read)."""
+
+    def __call__(
+        self,
+        request: ChatRequest,
+        provider: Provider,
+        seconds_left: float,
+        trace: Mapping[str, str],
+        sink: list[object] | None = None,
+    ) -> Awaitable[T_co]: ...
+
+
+_NO_RETRIES = RetryPolicy(max_retries=0, base_delay=0.0, max_delay=0.0)
+"""A governed model's call retries by moving to a deployment with capacity, reserving again."""
 
 
 @dataclass(slots=True)
@@ -75,6 +97,8 @@ class _Opened(Generic[T]):
     provider: ProviderName
     result: T
     slot: AsyncExitStack
+    lease: Lease | None = None
+    """Capacity held on the deployment that serves (a governed model, server/core/capacity.py)."""
 
 
 class _Spend:
@@ -110,7 +134,11 @@ class Gateway:
         limiter: Limiter,
         fallbacks: Mapping[str, Sequence[str]] | None = None,
         checker: OutputChecker | None = None,
+        capacity: Capacity | None = None,
+        default_max_tokens: int = 4096,
     ) -> None:
+        self.capacity = capacity
+        self._default_max_tokens = default_max_tokens
         self.catalogue = catalogue
         self.checker = checker if checker is not None else OutputChecker()
         self._limiter = limiter
@@ -157,8 +185,8 @@ class Gateway:
                 _caller_bound(time_remaining, self._request_timeout),
                 started,
                 spend,
-                lambda request, provider, seconds_left, trace: provider.complete(
-                    request, _options(ctx, seconds_left, trace)
+                lambda request, provider, seconds_left, trace, sink=None: provider.complete(
+                    request, _options(ctx, seconds_left, trace, sink)
                 ),
             )
             await opened.slot.aclose()
@@ -166,6 +194,8 @@ class Gateway:
             await self._unserved(ticket, spend)
             raise
         completion, call = opened.result, opened.call
+        if opened.lease is not None and self.capacity is not None:
+            await self.capacity.settle(opened.lease, completion.usage)
         cost = self.catalogue.get(call.model).cost(completion.usage)
         await self._limiter.settle(
             ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
@@ -211,8 +241,8 @@ class Gateway:
                 caller_bound,
                 started,
                 spend,
-                lambda request, provider, seconds_left, trace: _open_stream(
-                    provider, request, _options(ctx, seconds_left, trace)
+                lambda request, provider, seconds_left, trace, sink=None: _open_stream(
+                    provider, request, _options(ctx, seconds_left, trace, sink)
                 ),
             )
         except BaseException:
@@ -231,6 +261,8 @@ class Gateway:
                     streamed += _streamed_bytes(event, text)
                     await relay.to_caller(send(event))
                     event = await relay.from_provider(anext(events), opened.provider)
+                if opened.lease is not None and self.capacity is not None:
+                    await self.capacity.settle(opened.lease, event.usage)
                 cost = self.catalogue.get(call.model).cost(event.usage)
                 structured = await self.checker.check(
                     "".join(text), candidates[0][0].response_format, event.finish_reason
@@ -265,6 +297,8 @@ class Gateway:
             self._annotate(error, call.model)
             call.fail(error)
             await self._settle_cut(ticket, call.model, candidates[0][0], streamed)
+            if opened.lease is not None and self.capacity is not None:
+                await self.capacity.release(opened.lease, sent=True)
             raise
         call.succeed(event.usage, cost, event.served_model, event.request_id, event.finish_reason.name)
 
@@ -277,12 +311,22 @@ class Gateway:
         caller_bound: bool,
         started: float,
         spend: _Spend,
-        attempt: Callable[[ChatRequest, Provider, float, Mapping[str, str]], Awaitable[T]],
+        attempt: _Attempt[T],
     ) -> _Opened[T]:
         """Run `attempt` on the first candidate, with retries; on UNAVAILABLE or RESOURCE_EXHAUSTED move
         to the next (an operator's explicit fallback chain). The caller owns the returned slot."""
         spent_on_providers = 0.0  # by the candidates tried before: not gateway overhead either
         for index, (request, provider) in enumerate(candidates):
+            if self.capacity is not None and self.capacity.plan_for(request.model) is not None:
+                try:
+                    return await self._open_governed(
+                        method, caller, request, deadline, caller_bound, started, spend, attempt
+                    )
+                except BaseException as error:
+                    if index + 1 == len(candidates) or not isinstance(error, FAILOVER_ERRORS):
+                        raise
+                    self._observer.failover(request.model, candidates[index + 1][0].model, error.reason)
+                    continue
             call = self._observer.provider_call(method, request.model, provider.name, started)
             call.waited_on_provider(spent_on_providers)
             slot = AsyncExitStack()
@@ -310,6 +354,74 @@ class Gateway:
             return _Opened(call, provider.name, result, slot)
         raise RuntimeError("no candidate model")  # pragma: no cover - candidates is never empty
 
+    async def _open_governed(
+        self,
+        method: str,
+        caller: str,
+        request: ChatRequest,
+        deadline: float,
+        caller_bound: bool,
+        started: float,
+        spend: _Spend,
+        attempt: _Attempt[T],
+    ) -> _Opened[T]:
+        """A model whose capacity is governed: reserve on a deployment with headroom (or wait in the fair
+        queue), send there; a 429 or an unavailable deployment cools it down (a 429) and the call moves to
+        another deployment (each move reserves again: every request sent is counted), within the deadline
+        and at most LLM_MAX_RETRIES times."""
+        assert self.capacity is not None
+        info = self.catalogue.get(request.model)
+        output = request.max_tokens if request.max_tokens is not None else self._default_max_tokens
+        need = Need(min(_prompt_bound(request), info.context_window), output)
+        spent_on_providers = 0.0
+        moves = 0
+        while True:
+            lease = await self.capacity.acquire(request.model, need, caller, deadline)
+            provider = self._providers[lease.provider]
+            call = self._observer.provider_call(method, request.model, provider.name, started)
+            call.waited_on_provider(spent_on_providers)
+            slot = AsyncExitStack()
+            learned: list[object] = []
+            sent = _Spend()
+            try:
+                await slot.enter_async_context(
+                    self._admission.slot(provider.name, caller, _seconds_until(deadline))
+                )
+                result = await self._with_retries(
+                    call,
+                    provider.name,
+                    deadline,
+                    caller_bound,
+                    sent,
+                    lambda seconds_left, trace, p=provider, sink=learned: attempt(  # type: ignore[misc]
+                        request, p, seconds_left, trace, sink
+                    ),
+                    retry=_NO_RETRIES,
+                )
+            except BaseException as error:
+                await slot.aclose()
+                answered = isinstance(error, ProviderError) and error.status_code is not None
+                spend.maybe_billed = spend.maybe_billed or sent.maybe_billed
+                await self.capacity.release(lease, sent=answered or sent.maybe_billed)
+                if isinstance(error, ProviderRateLimited):
+                    await self.capacity.rate_limited(lease, error.retry_after)
+                self._annotate(error, request.model)
+                call.fail(error)
+                spent_on_providers = call.provider_s
+                moves += 1
+                if not isinstance(error, ProviderRateLimited | ProviderUnavailable) or moves > (
+                    self._retry.max_retries
+                ):
+                    raise
+                if isinstance(error, ProviderUnavailable):  # a 429's deployment cools; a 5xx backs off
+                    delay = self._retry.backoff(moves - 1)
+                    if _seconds_until(deadline) <= delay:
+                        raise
+                    await asyncio.sleep(delay)
+                continue
+            await self.capacity.learn(lease, [x for x in learned if isinstance(x, Learned)])
+            return _Opened(call, provider.name, result, slot, lease)
+
     def _annotate(self, error: BaseException, model: str) -> None:
         """Name the model (and its limits) in a provider error, which an SDK error mapping cannot."""
         if isinstance(error, ProviderError) and model in self.catalogue:
@@ -327,8 +439,8 @@ class Gateway:
                 draft, info
             ):
                 continue  # a fallback that would refuse the request is no fallback
-            if info.provider in self._providers:  # the catalogue is the truth
-                candidates.append((to_request(draft, info), self._providers[info.provider]))
+            if (name := self._serving(info)) in self._providers:  # the catalogue is the truth
+                candidates.append((to_request(draft, info), self._providers[name]))
         return candidates
 
     def _prepare(self, draft: DraftRequest, ctx: RequestContext) -> tuple[ChatRequest, Provider]:
@@ -341,10 +453,17 @@ class Gateway:
             )
         if problems := unsupported(draft, info):
             raise UnsupportedByModel(model, problems)
-        if info.provider not in self._providers:  # the catalogue is the truth; prefixes had to agree
+        name = self._serving(info)
+        if name not in self._providers:  # the catalogue is the truth; prefixes had to agree
             # The start-up check makes this unreachable for allowed models: reaching it is a bug.
             raise RuntimeError(f"allowed model {model!r} has no configured provider")
-        return to_request(draft, info), self._providers[info.provider]
+        return to_request(draft, info), self._providers[name]
+
+    def _serving(self, info: ModelInfo) -> ProviderName:
+        """The provider instance that serves the model: the catalogue's, or (deployments configured) the
+        first deployment's until capacity picks one per call."""
+        deployments = self.capacity.plan_for(info.id) if self.capacity is not None else None
+        return deployments[0].provider if deployments else info.provider
 
     def _choose_model(self, draft: DraftRequest, ctx: RequestContext) -> str:
         """An explicit model (if allowed) wins; then the tier; then the complexity; then the default."""
@@ -444,6 +563,7 @@ class Gateway:
         caller_bound: bool,
         spend: _Spend,
         attempt: Callable[[float, Mapping[str, str]], Awaitable[T]],
+        retry: RetryPolicy | None = None,
     ) -> T:
         async def timed_attempt(seconds_left: float) -> T:
             trial = self._circuit.before_call(provider, seconds_left)
@@ -463,7 +583,7 @@ class Gateway:
         def on_retry(error: ProviderError, delay: float) -> None:
             call.retry(error.reason.lower(), delay)
 
-        return await call_with_retries(timed_attempt, self._retry, deadline, on_retry)
+        return await call_with_retries(timed_attempt, retry or self._retry, deadline, on_retry)
 
 
 def _caller_bound(time_remaining: float | None, request_timeout: float) -> bool:
@@ -507,8 +627,10 @@ def _streamed_bytes(delta: Delta, text: list[str]) -> int:
     return len(delta.text.encode())
 
 
-def _options(ctx: RequestContext, seconds_left: float, trace: Mapping[str, str]) -> CallOptions:
-    return CallOptions(headers={**ctx.provider_headers(), **trace}, timeout=seconds_left)
+def _options(
+    ctx: RequestContext, seconds_left: float, trace: Mapping[str, str], sink: list[object] | None = None
+) -> CallOptions:
+    return CallOptions(headers={**ctx.provider_headers(), **trace}, timeout=seconds_left, rate_limits=sink)
 
 
 async def _open_stream(

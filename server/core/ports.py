@@ -11,8 +11,9 @@ and a clock.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 from server.core.types import CallOptions, ChatRequest, Completion, ProviderName, StreamEvent, Usage
@@ -99,3 +100,47 @@ class CallObserver(Protocol):
     def failover(self, from_model: str, to_model: str, reason: str) -> None: ...
 
     def governance_violation(self, model: str, source_agent: str) -> None: ...
+
+
+@dataclass(slots=True, frozen=True)
+class Offer:
+    """One deployment of a model as the capacity store sees it: its counters' key prefix, its weight and
+    its configured limits per minute (requests, tokens, input tokens, output tokens; 0: not configured)."""
+
+    key: str
+    weight: float
+    limits: tuple[int, int, int, int]
+
+
+class CapacityStore(Protocol):
+    """The providers' rate limits, counted for every replica (server/limits/capacity_*.py). Each operation
+    is atomic. A limit of 0 in an offer means "use the limit learned from headers, if any, else none"."""
+
+    async def take(
+        self, offers: Sequence[Offer], costs: tuple[int, int, int, int], now: float
+    ) -> tuple[int | None, float]:
+        """Charge `costs` to the offer not cooling down where every limit fits them, the one with the most
+        headroom left (times its weight): its index. None and the seconds until the earliest offer could
+        fit, when none fits now."""
+        ...
+
+    async def adjust(self, offer: Offer, deltas: Sequence[int], now: float) -> None:
+        """Correct a charge by `deltas` (actual minus reserved; negative gives back)."""
+        ...
+
+    async def learn(self, offer: Offer, dim: int, limit: int, remaining: int, now: float) -> None:
+        """The provider says `limit` and `remaining` for one limit: remember the limit (used where none is
+        configured) and count at least what it says is used."""
+        ...
+
+    async def cool(self, offer: Offer, until: float, now: float) -> None:
+        """Send nothing to this offer before `until` (unix seconds) (a 429 arrived)."""
+        ...
+
+    async def usage(
+        self, offer: Offer, now: float
+    ) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int], float]:
+        """The effective limits, what is used of each, and seconds of cooldown left."""
+        ...
+
+    async def aclose(self) -> None: ...

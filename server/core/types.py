@@ -398,6 +398,9 @@ class CallOptions:
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 60.0
     """Seconds this attempt may take: what is left of the call's deadline."""
+    rate_limits: list[object] | None = None
+    """When set (a model whose capacity is governed, server/core/capacity.py), the adapter appends what
+    the provider's rate-limit headers say (`capacity.Learned`s) to it; None: headers are not read."""
 
 
 @dataclass(slots=True, frozen=True)

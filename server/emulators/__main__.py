@@ -5,6 +5,8 @@ Prints one `NAME_BASE_URL=...` line per emulator once it listens (the environmen
 `--port 0` lets each pick a free port (what tests and scripts use: nothing to collide with);
 `--ports-file F` also writes the URLs as JSON, e.g. `{"OPENAI_BASE_URL": "http://127.0.0.1:41234"}`,
 renamed into place once all three listen, so a reader that sees the file sees all of it.
+`--rpm`, `--tpm`, `--itpm`, `--otpm` make every emulator enforce those limits per key, with the providers'
+own rate-limit headers and 429s (server/emulators/ratelimits.py); counters at `GET /_emulator/ratelimits`.
 """
 
 from __future__ import annotations
@@ -19,15 +21,26 @@ from pathlib import Path
 from server.emulators.anthropic import AnthropicEmulator
 from server.emulators.gemini import GeminiEmulator
 from server.emulators.openai import OpenAIEmulator
+from server.emulators.ratelimits import RateLimits
 
 ENV_NAMES = ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "GEMINI_BASE_URL")
 
 
-async def _serve(host: str, port: int, api_key: str, token_delay_ms: float, ports_file: Path | None) -> None:
+async def _serve(
+    host: str,
+    port: int,
+    api_key: str,
+    token_delay_ms: float,
+    ports_file: Path | None,
+    limits: dict[str, int | None] | None = None,
+) -> None:
+    def rate_limits() -> RateLimits | None:
+        return RateLimits(**limits) if limits and any(limits.values()) else None  # type: ignore[arg-type]
+
     emulators = [
-        OpenAIEmulator(api_key=api_key, token_delay_ms=token_delay_ms),
-        AnthropicEmulator(api_key=api_key, token_delay_ms=token_delay_ms),
-        GeminiEmulator(api_key=api_key, token_delay_ms=token_delay_ms),
+        OpenAIEmulator(api_key=api_key, token_delay_ms=token_delay_ms, rate_limits=rate_limits()),
+        AnthropicEmulator(api_key=api_key, token_delay_ms=token_delay_ms, rate_limits=rate_limits()),
+        GeminiEmulator(api_key=api_key, token_delay_ms=token_delay_ms, rate_limits=rate_limits()),
     ]
     urls: dict[str, str] = {}
     for offset, (emulator, env) in enumerate(zip(emulators, ENV_NAMES, strict=True)):
@@ -58,9 +71,19 @@ def main() -> None:
     parser.add_argument("--api-key", default="demo-key")
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
     parser.add_argument("--ports-file", type=Path, default=None, help="also write the URLs here as JSON")
+    parser.add_argument("--rpm", type=int, default=None, help="requests per minute per key (429 past it)")
+    parser.add_argument("--tpm", type=int, default=None, help="tokens per minute per key")
+    parser.add_argument("--itpm", type=int, default=None, help="input tokens per minute per key")
+    parser.add_argument("--otpm", type=int, default=None, help="output tokens per minute per key")
     args = parser.parse_args()
+    limits = {
+        "requests": args.rpm,
+        "tokens": args.tpm,
+        "input_tokens": args.itpm,
+        "output_tokens": args.otpm,
+    }
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.host, args.port, args.api_key, args.token_delay_ms, args.ports_file))
+        asyncio.run(_serve(args.host, args.port, args.api_key, args.token_delay_ms, args.ports_file, limits))
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ refusing what the real API refuses."""
 from __future__ import annotations
 
 import json
+import math
 import re
 import uuid
 from typing import Any
@@ -21,6 +22,7 @@ from server.emulators.base import (
     parse_directives,
     plan_reply,
 )
+from server.emulators.ratelimits import RateLimits, Refusal
 from server.emulators.scripting import (
     PlannedCall,
     ToolSpec,
@@ -83,6 +85,29 @@ def _error(status: int, message: str, headers: dict[str, str] | None = None) -> 
 class AnthropicEmulator(Emulator):
     name = "anthropic"
     request_id_header = "request-id"
+
+    def rate_limit_headers(self, limits: RateLimits, key: str) -> dict[str, str]:
+        return limits.anthropic_headers(key)
+
+    def rate_limited(self, refusal: Refusal, model: str) -> web.Response:
+        """Anthropic's 429 for a rate limit: `{"type":"error","error":{"type":"rate_limit_error",
+        "message":"This request would exceed the rate limit for your organization (…) of 20,000 input
+        tokens per minute. For details, refer to: https://docs.anthropic.com/en/api/rate-limits. …"}}`
+        (https://github.com/OpenHands/OpenHands/issues/9259, https://github.com/bhouston/mycoder/issues/62),
+        with `retry-after` in seconds ("the number of seconds to wait", platform.claude.com/docs/en/api/
+        rate-limits). The requests and output-token messages follow the same pattern."""
+        unit = {"requests": "requests", "tokens": "tokens", "input-tokens": "input tokens"}.get(
+            refusal.limit_name, "output tokens"
+        )
+        message = (
+            f"This request would exceed the rate limit for your organization "
+            f"(00000000-0000-4000-8000-000000000000) of {refusal.limit:,} {unit} per minute. For details, "
+            "refer to: https://docs.claude.com/en/api/rate-limits. You can see the response headers for "
+            "current usage. Please reduce the prompt length or the maximum tokens requested, or try again "
+            "later. You may also contact sales at https://www.anthropic.com/contact-sales to discuss your "
+            "options for a rate limit increase."
+        )
+        return _error(429, message, {"retry-after": str(max(1, math.ceil(refusal.retry_after)))})
 
     def default_snapshots(self) -> dict[str, str]:
         return dict(SNAPSHOTS)
@@ -169,6 +194,12 @@ class AnthropicEmulator(Emulator):
             reply = Reply(
                 tokens=[], finish="tool_use", prompt_tokens=reply.prompt_tokens, extra_tokens=arguments
             )
+        produced = reply.completion_tokens
+        limited = self.over_rate_limit(
+            request, body["model"], reply.prompt_tokens, body["max_tokens"], produced
+        )
+        if limited is not None:
+            return limited
         if directives.context_window is not None and reply.prompt_tokens > directives.context_window:
             return _error(
                 400, f"prompt is too long: {reply.prompt_tokens} tokens > {directives.context_window} maximum"

@@ -55,7 +55,11 @@ from typing import Any, ClassVar
 
 from aiohttp import web
 
+from server.emulators.ratelimits import RateLimits, Refusal
 from server.emulators.scripting import PromptCache
+
+_RATE_LIMIT_KEY = web.RequestKey("rate_limit_key", str)
+"""The key a request was charged to, for the rate-limit headers of its answer."""
 
 _DIRECTIVE = re.compile(r"\[\[emulate:(?P<body>[^\]]*)\]\]")
 _TOKEN = re.compile(r"\S+\s*")
@@ -226,6 +230,8 @@ class Emulator:
     """The model the response names for a requested one (a dated snapshot of an alias); tests may add."""
     prompt_cache: PromptCache = field(default_factory=PromptCache)
     """Prompt prefixes seen, as the provider's prompt cache would hold them."""
+    rate_limits: RateLimits | None = None
+    """Per-key rate limits (server/emulators/ratelimits.py); None: none."""
     _turn: int = 0
     """Replies with tool calls so far: numbers their call ids."""
     _recorded: asyncio.Event = field(default_factory=asyncio.Event)
@@ -248,13 +254,59 @@ class Emulator:
 
     def build_app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.add_routes([*self.routes(), web.get("/_emulator/requests", self._request_log)])
+        app.add_routes(
+            [
+                *self.routes(),
+                web.get("/_emulator/requests", self._request_log),
+                web.get("/_emulator/ratelimits", self._rate_limit_counts),
+            ]
+        )
         app.on_response_prepare.append(self._stamp_request_id)
         return app
 
-    async def _stamp_request_id(self, _request: web.Request, response: web.StreamResponse) -> None:
+    async def _stamp_request_id(self, request: web.Request, response: web.StreamResponse) -> None:
         if self.request_id_header is not None and self.request_id_header not in response.headers:
             response.headers[self.request_id_header] = new_request_id()
+        key = request.get(_RATE_LIMIT_KEY)
+        if self.rate_limits is not None and key is not None:
+            for name, value in self.rate_limit_headers(self.rate_limits, key).items():
+                response.headers.setdefault(name, value)
+
+    async def _rate_limit_counts(self, _request: web.Request) -> web.Response:
+        counts = self.rate_limits.counts() if self.rate_limits is not None else {"served": 0, "refused": 0}
+        return web.json_response(counts)
+
+    def rate_limit_headers(self, limits: RateLimits, key: str) -> dict[str, str]:
+        """The provider's rate-limit headers on every answer (none by default: Gemini sends none)."""
+        return {}
+
+    def rate_limited(self, refusal: Refusal, model: str) -> web.Response:
+        """The provider's own 429 for a request over a rate limit."""
+        raise NotImplementedError
+
+    def over_rate_limit(
+        self, request: web.Request, model: str, prompt_tokens: int, max_output: int, produced: int
+    ) -> web.Response | None:
+        """Charge the request to its key's limits (its prompt and max output, then corrected to the output
+        it produces), or its provider's 429 when a limit has no room."""
+        if self.rate_limits is None:
+            return None
+        key = self.presented_key(request)
+        request[_RATE_LIMIT_KEY] = key
+        refusal = self.rate_limits.admit(key, prompt_tokens, max_output)
+        if refusal is not None:
+            return self.rate_limited(refusal, model)
+        self.rate_limits.correct_output(key, max_output, produced)
+        return None
+
+    def presented_key(self, request: web.Request) -> str:
+        """The credential the request presented: the rate limits are per key (organisation)."""
+        for header in ("x-api-key", "x-goog-api-key", "api-key"):
+            if value := request.headers.get(header):
+                return value
+        return request.headers.get("Authorization", "").removeprefix("Bearer ") or request.query.get(
+            "key", ""
+        )
 
     async def _request_log(self, _request: web.Request) -> web.Response:
         """The request log for tests in other processes (other languages); credentials left out."""

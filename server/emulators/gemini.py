@@ -24,6 +24,7 @@ from server.emulators.gemini_rules import (
     responses_of,
     signature_problem,
 )
+from server.emulators.ratelimits import Refusal
 from server.emulators.scripting import (
     PlannedCall,
     ToolSpec,
@@ -129,6 +130,13 @@ def _camel_case(value: Any) -> Any:
 class GeminiEmulator(Emulator):
     name = "gemini"
 
+    def rate_limited(self, refusal: Refusal, model: str) -> web.Response:
+        """Gemini's 429 for a per-minute quota: RESOURCE_EXHAUSTED with a QuotaFailure naming the
+        per-minute quota and a RetryInfo (`_quota_details`); no rate-limit headers, on any answer
+        (ai.google.dev/gemini-api/docs/rate-limits lists the limits; the API reports none in headers)."""
+        delay = Directives(retry_after=f"{max(refusal.retry_after, 0.001):.3f}".rstrip("0").rstrip("."))
+        return _error(429, QUOTA_MESSAGE, _quota_details(model, per_day=False, directives=delay))
+
     def routes(self) -> list[web.RouteDef]:
         generate = [web.post(f"{version}/models/{{call}}", self._generate) for version in API_VERSIONS]
         vertex = [
@@ -210,6 +218,12 @@ class GeminiEmulator(Emulator):
             stop=config.get("stopSequences", []),
             text=_scripted_text(body),
         )
+        max_output = config.get("maxOutputTokens") or 0
+        limited = self.over_rate_limit(
+            request, model, reply.prompt_tokens, max_output, reply.completion_tokens
+        )
+        if limited is not None:
+            return limited
         calls = self._calls(body, directives)
         if calls:
             arguments = sum(count_tokens(json.dumps(c.arguments)) for c in calls)

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from server.emulators import openai_responses
 from server.emulators.base import Directives, Emulator, Reply, count_tokens, parse_directives, plan_reply
+from server.emulators.ratelimits import RateLimits, Refusal, go_duration
 from server.emulators.scripting import (
     PlannedCall,
     ToolSpec,
@@ -530,6 +531,27 @@ class OpenAIEmulator(Emulator):
     name = "openai"
     request_id_header = "x-request-id"
 
+    def rate_limit_headers(self, limits: RateLimits, key: str) -> dict[str, str]:
+        return limits.openai_headers(key)
+
+    def rate_limited(self, refusal: Refusal, model: str) -> web.Response:
+        """OpenAI's 429 for a rate limit, as real callers quote it: `{"error": {"message": "Rate limit
+        reached for gpt-4o in organization org-… on tokens per min (TPM): Limit 30000, Used 29937,
+        Requested 385. Please try again in 644ms. Visit https://platform.openai.com/account/rate-limits to
+        learn more.", ...}}` (https://github.com/BuilderIO/micro-agent/issues/86,
+        https://github.com/FoundationAgents/MetaGPT/issues/523), with `"type": "tokens", "param": null,
+        "code": "rate_limit_exceeded"` (the whole body in https://github.com/TheR1D/shell_gpt/issues/653);
+        "requests per min (RPM)" and `"type": "requests"` for the request limit, by the same pattern."""
+        kind, unit = ("requests", "RPM") if refusal.limit_name == "requests" else ("tokens", "TPM")
+        message = (
+            f"Rate limit reached for {model} in organization org-emulator on {kind} per min ({unit}): "
+            f"Limit {refusal.limit}, Used {refusal.used}, Requested {refusal.requested}. Please try again in "
+            f"{go_duration(refusal.retry_after)}. Visit https://platform.openai.com/account/rate-limits to "
+            "learn more."
+        )
+        body = {"error": {"message": message, "type": kind, "param": None, "code": "rate_limit_exceeded"}}
+        return web.json_response(body, status=429)
+
     def default_snapshots(self) -> dict[str, str]:
         return dict(SNAPSHOTS)
 
@@ -655,6 +677,12 @@ class OpenAIEmulator(Emulator):
                 param="messages",
                 code="context_length_exceeded",
             )
+        max_output = body.get("max_completion_tokens", body.get("max_tokens")) or 0
+        produced = reply.completion_tokens
+        if (
+            limited := self.over_rate_limit(request, body["model"], reply.prompt_tokens, max_output, produced)
+        ) is not None:
+            return limited
         reasoning = self._reasoning_tokens(body, directives)
         cached = self._cached_tokens(body, prompt_texts)
         completion = reply.completion_tokens + reasoning

@@ -180,6 +180,16 @@ async def answer(
             "input",
             "context_length_exceeded",
         )
+    # Per-key rate limits with OpenAI's headers and 429 body, as on /v1/chat/completions.
+    limited = emulator.over_rate_limit(
+        request,
+        body["model"],
+        reply.prompt_tokens,
+        body.get("max_output_tokens") or 0,
+        reply.completion_tokens,
+    )
+    if limited is not None:
+        return limited
     reasoning = body.get("reasoning") or {}
     thinking = (
         directives.reasoning_tokens

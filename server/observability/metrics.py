@@ -14,6 +14,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from server.core.capacity import CapacityObserver, DeploymentState, Dim
+from server.core.types import ProviderName
+
 OTHER = "other"
 # LLM latencies: 50 ms to 120 s.
 LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0)
@@ -224,6 +227,7 @@ class Metrics:
             ["source_agent", "period"],
             registry=r,
         )
+        self.capacity = CapacityMetrics(r)
 
         self._series: dict[tuple[str, str, str], CallSeries] = {}
 
@@ -248,6 +252,9 @@ class Metrics:
                 genai_time_to_first_token=self.genai_time_to_first_token.labels("chat", provider, model),
             )
         return found
+
+    def capacity_observer(self) -> CapacityMetrics:
+        return self.capacity
 
     def limit_refused(self, limit: str, scope: str) -> None:
         """Scopes are `all`, `model:<allowed model>` or `tier:<tier>`: bounded by configuration."""
@@ -320,3 +327,76 @@ def snapshot(metrics: Metrics) -> Snapshot:
                 result.governance_violations += int(sample.value)
     result.mean_latency_ms = latency_sum / latency_count * 1000 if latency_count else 0.0
     return result
+
+
+QUEUE_WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class CapacityMetrics(CapacityObserver):
+    """Upstream capacity (server/core/capacity.py): the providers' limits and their use per deployment,
+    the fair queue, and the 429s that still arrive. Labels are bounded by LLM_DEPLOYMENTS."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.limit = Gauge(
+            "llm_upstream_capacity_limit",
+            "A deployment's rate limit per minute (configured, or learned from the provider's headers)",
+            ["model", "provider", "limit"],
+            registry=r,
+        )
+        self.used = Gauge(
+            "llm_upstream_capacity_used",
+            "What is used of a deployment's rate limit in the last minute, all replicas together",
+            ["model", "provider", "limit"],
+            registry=r,
+        )
+        self.queue_length = Gauge(
+            "llm_upstream_queue_length",
+            "Calls waiting for upstream capacity (this replica)",
+            ["model"],
+            registry=r,
+        )
+        self.queue_wait = Histogram(
+            "llm_upstream_queue_wait_seconds",
+            "How long calls waited for upstream capacity, by outcome (served, refused)",
+            ["model", "outcome"],
+            buckets=QUEUE_WAIT_BUCKETS,
+            registry=r,
+        )
+        self.refusals = Counter(
+            "llm_upstream_capacity_refusals_total",
+            "Calls refused with UPSTREAM_CAPACITY before anything was sent",
+            ["model"],
+            registry=r,
+        )
+        self.received_429 = Counter(
+            "llm_upstream_rate_limited_total",
+            "HTTP 429s received from a deployment despite the capacity accounting",
+            ["model", "provider"],
+            registry=r,
+        )
+
+    def queued(self, model: str, length: int) -> None:
+        self.queue_length.labels(model).set(length)
+
+    def waited(self, model: str, seconds: float, outcome: str) -> None:
+        self.queue_wait.labels(model, outcome).observe(seconds)
+
+    def refused(self, model: str) -> None:
+        self.refusals.labels(model).inc()
+
+    def rate_limited(self, model: str, provider: ProviderName) -> None:
+        self.received_429.labels(model, provider).inc()
+
+    def known(self, model: str, provider: ProviderName) -> None:
+        self.refusals.labels(model)
+        self.received_429.labels(model, provider)
+        self.queue_length.labels(model)
+        for outcome in ("served", "refused"):
+            self.queue_wait.labels(model, outcome)
+
+    def deployment(self, state: DeploymentState) -> None:
+        for dim, limit, used in zip(Dim, state.limits, state.used, strict=True):
+            name = dim.name.lower()
+            self.limit.labels(state.model, state.provider, name).set(limit)
+            self.used.labels(state.model, state.provider, name).set(used)

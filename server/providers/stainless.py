@@ -18,6 +18,7 @@ import httpx2
 from server.core.errors import ProviderError, ProviderTimeout, ProviderUnavailable
 from server.core.types import CallOptions, ChatRequest, Completion, ProviderName, StreamEvent
 from server.providers.base import ErrorBody, ProviderSettings, caused_by_refused_connection, error_for_status
+from server.providers.ratelimits import learned_from
 
 
 class StainlessProvider:
@@ -78,6 +79,8 @@ class StainlessProvider:
             )
             body = await response.parse()
         request_id = response.headers.get(self.request_id_header) or ""
+        if options.rate_limits is not None:
+            options.rate_limits.extend(learned_from(response.headers))
         return self._completion(request, body if isinstance(body, Mapping) else {}, request_id)
 
     async def stream(self, request: ChatRequest, options: CallOptions) -> AsyncGenerator[StreamEvent, None]:
@@ -92,6 +95,8 @@ class StainlessProvider:
                 stream_cls=self.sdk.AsyncStream[object],
             )
         request_id = events.response.headers.get(self.request_id_header) or ""
+        if options.rate_limits is not None:
+            options.rate_limits.extend(learned_from(events.response.headers))
         try:
             with self._errors(request_id, in_stream=True):
                 async for event in self._events(request, events, request_id):

@@ -118,6 +118,7 @@ async def _traffic(target: str) -> None:
             )
         )
         refused = [
+            stub.Complete(llm_pb2.CompleteRequest(model="gemini-3.1-flash-lite", messages=user("third"))),
             stub.Complete(llm_pb2.CompleteRequest(model="gpt-4o", messages=user("hi"))),
             stub.Complete(
                 llm_pb2.CompleteRequest(model="gpt-5.4-mini", messages=user("x [[emulate: status=401]]"))
@@ -148,8 +149,12 @@ async def scrape(start_gateway: Callable[..., Any], limits_file: Path) -> str:
         llm_limits_file=limits_file,
         llm_fallbacks={"claude-haiku-4-5": ["gpt-5.4-mini"]},
         llm_max_retries=1,
+        # Gemini's model on a deployment allowing two requests a minute: the third is refused with
+        # UPSTREAM_CAPACITY (the capacity metrics, docs/reliability.md#upstream-capacity).
+        llm_deployments={"gemini-3.1-flash-lite": [{"provider": "gemini", "requests_per_minute": 2}]},
     )
     await _traffic(f"127.0.0.1:{app.port}")
+    await app.gateway.capacity.states()  # the limit and use gauges, now
     return await _scrape(app.metrics_port)
 
 
