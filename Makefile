@@ -55,7 +55,7 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/bandit -q -r server clients/python -x server/emulators
 	$(BIN)/bandit -q -r server/emulators -s B101  # the emulators' asserts state test-double invariants
-	$(BIN)/yamllint -c docs/deploy/kubernetes/.yamllint docs/deploy/kubernetes docs/deploy/prometheus
+	$(BIN)/yamllint --strict docs/deploy/kubernetes docs/deploy/prometheus  # rules: .yamllint
 	$(BIN)/kubernetes-validate --strict -k 1.30.0 $$(ls docs/deploy/kubernetes/*.yaml | grep -v kustomization)
 	@# docs/deploy/kubernetes/monitoring/ holds Prometheus Operator CRDs, which have no bundled schema:
 	@# tests/integration/test_dashboards.py checks them against the rules file and the Service instead.

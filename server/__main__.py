@@ -31,14 +31,12 @@ from server.app import (
 )
 from server.config import Settings
 from server.core.lifecycle import verify
-from server.emulators.base import Emulator
+from server.emulators.base import DEMO_KEY, Emulator
 from server.observability.logging import configure_logging, resolve_format
 from server.providers.registry import SPECS
 from server.workers import RestartPolicy, Supervisor, reserve_port
 
 log = structlog.get_logger("llm_grpc.main")
-
-DEMO_KEY = "demo-key-not-secret"
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -171,6 +169,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             openai=settings.openai_base_url,
             anthropic=settings.anthropic_base_url,
             gemini=settings.gemini_base_url,
+            key=DEMO_KEY,
+            hint="to call the emulators from a gateway of your own, see docs/emulators.md",
         )
     metrics_port = None if args.metrics_port < 0 else args.metrics_port
     app: App = build_app(

@@ -57,6 +57,10 @@ from aiohttp import web
 
 from server.emulators.scripting import PromptCache
 
+DEMO_KEY = "demo-key-not-secret"
+"""The key the emulators accept unless told otherwise: `llm-gateway serve --demo` and
+`python -m server.emulators` use the same one (docs/emulators.md)."""
+
 _DIRECTIVE = re.compile(r"\[\[emulate:(?P<body>[^\]]*)\]\]")
 _TOKEN = re.compile(r"\S+\s*")
 
