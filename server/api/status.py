@@ -56,7 +56,8 @@ def to_status(error: GatewayError, redact: Redactor) -> grpc.Status:
     ]
     if isinstance(error, CallerOverLimit | CallerLimitReached):
         details.append(_pack(_quota_failure(error.subject, error.description, redact)))
-    if isinstance(
+    never_fits = isinstance(error, CallerLimitReached) and not error.fits_later
+    if not never_fits and isinstance(
         error, ProviderRateLimited | Overloaded | CallerOverLimit | CallerLimitReached | LimitsUnavailable
     ):
         delay = error.retry_after if error.retry_after is not None else DEFAULT_RETRY_DELAY_S

@@ -200,7 +200,9 @@ class CallerLimitReached(GatewayError):
         self.scope = check.scope
         self.limit = _display(check.kind, check.limit)
         never = check.kind is not LimitKind.CONCURRENT and check.cost > check.limit
-        # Waiting cannot help a call larger than the whole limit: no retry time (nor RetryInfo) for it.
+        self.fits_later = not never
+        """False for a call larger than the whole limit: waiting cannot help, so no retry time (nor
+        RetryInfo) is given."""
         self.retry_after = None if never else retry_after
         self.reason = LIMIT_REASONS[check.kind]
         super().__init__(
