@@ -1,6 +1,7 @@
 """`llm-gateway serve` (also `python -m server serve`): run the gateway until SIGTERM or SIGINT.
 `llm-gateway models verify`: ask each provider which models it serves; exit 1 when an allowed one is gone.
-`llm-gateway health`: the container health check."""
+`llm-gateway health`: the container health check.
+`llm-gateway token --subject NAME`: a JWT the gateway accepts, signed with LLM_JWT_HS256_SECRET."""
 
 from __future__ import annotations
 
@@ -11,11 +12,13 @@ import os
 import shutil
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import jwt
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr, ValidationError
@@ -30,6 +33,7 @@ from server.app import (
     redactor_for,
 )
 from server.config import Settings
+from server.core.auth import secret_problem
 from server.core.lifecycle import verify
 from server.emulators.base import DEMO_KEY, Emulator
 from server.observability.logging import configure_logging, resolve_format
@@ -92,6 +96,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     check.add_argument("--target", default="127.0.0.1:50051")
     check.add_argument("--timeout", type=float, default=3.0)
+    token = commands.add_parser(
+        "token",
+        help="print a JWT for a caller, signed with LLM_JWT_HS256_SECRET (with LLM_JWT_ISSUER, "
+        "LLM_JWT_AUDIENCE and LLM_ROLES_CLAIM when set)",
+    )
+    token.add_argument("--subject", required=True, help="the caller's identity (the token's sub)")
+    token.add_argument("--role", action="append", default=[], help="a role of LLM_ROLES (repeatable)")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
     models = commands.add_parser("models", help="check the allowed models against the providers")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     verify = models_commands.add_parser(
@@ -273,6 +285,28 @@ def _warn_if_insecure(settings: Settings) -> None:
         )
 
 
+def mint_token(settings: Settings, subject: str, roles: Sequence[str], ttl: float, now: float) -> str:
+    """An HS256 JWT the gateway configured by `settings` accepts for `subject` with `roles`; ConfigError
+    when it has no (usable) HS256 secret. A gateway that verifies RS256/ES256 or a JWKS takes tokens
+    from whoever holds the private key: this command cannot make those."""
+    secret = settings.llm_jwt_hs256_secret
+    if secret is None:
+        raise ConfigError(
+            "token: set LLM_JWT_HS256_SECRET to the gateway's secret (tokens for LLM_JWT_PUBLIC_KEY_FILE "
+            "or LLM_JWT_JWKS_FILE are signed by whoever holds the private key)"
+        )
+    if (problem := secret_problem(secret.get_secret_value())) is not None:
+        raise ConfigError(f"token: {problem}")
+    claims: dict[str, object] = {"sub": subject, "iat": int(now), "exp": int(now + ttl)}
+    if roles:
+        claims[settings.llm_roles_claim] = list(roles)
+    if settings.llm_jwt_issuer:
+        claims["iss"] = settings.llm_jwt_issuer
+    if settings.llm_jwt_audience:
+        claims["aud"] = settings.llm_jwt_audience
+    return jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     if args.command == "health":
@@ -281,6 +315,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings()
     except ValidationError as error:
         sys.exit(f"llm-gateway: invalid configuration: {settings_problems(error)}")
+    if args.command == "token":
+        try:
+            print(mint_token(settings, args.subject, args.role, args.ttl, time.time()))
+        except ConfigError as error:
+            sys.exit(f"llm-gateway: {error}")
+        return
     log_format = resolve_format(getattr(args, "log_format", None) or settings.llm_log_format, sys.stderr)
     if args.command == "serve":
         args.log_format = log_format
