@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 
 install: $(STAMP)
 
-## Serve on localhost:50051 with the bundled provider emulators (no keys, no network).
+## Serve on localhost:50051 with the bundled provider emulators (no keys, no network). RUN_ARGS adds
+## flags, e.g. `make run RUN_ARGS="--port 0 --metrics-port 0"` (free ports: what the first-run test uses).
+RUN_ARGS ?=
 run: $(STAMP)
-	@$(BIN)/llm-gateway serve --demo
+	@$(BIN)/llm-gateway serve --demo $(RUN_ARGS)
 
 ## Regenerate llm_grpc/v1 from protos/ (messages, grpc stubs, .pyi type stubs).
 proto: $(STAMP)
