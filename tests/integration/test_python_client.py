@@ -19,6 +19,7 @@ import trustme
 from llm_grpc_client import (
     AsyncLLMClient,
     DeadlineExceeded,
+    FinishReason,
     InvalidArgument,
     LLMClient,
     ModelNotAllowed,
@@ -369,3 +370,22 @@ def test_cli_numbers_are_fixed_decimals_that_parse_back() -> None:
 
     assert text == '{"cost_usd": 0.00001775, "n": 3, "ok": true, "nan": NaN, "list": [0.5, null]}'
     assert json.loads(text)["cost_usd"] == pytest.approx(value)
+
+
+async def test_replies_print_readably_and_stay_protobuf_messages(target: str) -> None:
+    async with AsyncLLMClient(target) as client:
+        reply = await client.complete("a b c", model=MODELS["openai"], max_tokens=2)
+        stream = client.stream("hi", model=MODELS["anthropic"])
+        async for _ in stream:
+            pass
+
+    assert stream.done is not None
+    assert str(FinishReason(reply.finish_reason)) == "LENGTH"
+    assert FinishReason(reply.finish_reason) == llm_pb2.FINISH_REASON_LENGTH
+    assert str(reply.usage) == "prompt=3 completion=2 total=5 tokens"
+    assert str(reply).startswith(
+        f"LENGTH from openai/{MODELS['openai']}: prompt=3 completion=2 total=5 tokens, $"
+    )
+    assert str(stream.done).startswith(f"STOP from anthropic/{MODELS['anthropic']}: ")
+    assert isinstance(reply, llm_pb2.CompleteResponse)  # the same message: fields, repr, bytes unchanged
+    assert repr(reply.usage) == "prompt_tokens: 3\ncompletion_tokens: 2\ntotal_tokens: 5\n"
