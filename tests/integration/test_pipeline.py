@@ -285,17 +285,20 @@ def test_openai_itself_beside_an_azure_resource_is_two_instances_as_docs_provide
 ) -> None:
     text = PROVIDERS_DOC.read_text()
     entry = text[text.index('`{"name": "openai-direct"') + 1 :].split("`", 1)[0]
-    monkeypatch.setenv("OPENAI_DIRECT_KEY", "sk-direct")
-    settings = Settings(
-        azure_openai_endpoint="https://my-resource.openai.azure.com",
-        azure_openai_api_key="azure-key",
-        llm_providers=f"[{' '.join(entry.split())}]",
-        llm_catalogue_path=_local_model_catalogue(tmp_path, "openai-direct"),
-        allowed_models=f"{MODELS['openai']},local-llama",
-        llm_default_model=MODELS["openai"],
-        llm_allow_plaintext=True,
-        llm_auth_disabled=True,
-    )
+    environment = {
+        "OPENAI_DIRECT_KEY": "sk-direct",
+        "AZURE_OPENAI_ENDPOINT": "https://my-resource.openai.azure.com",
+        "AZURE_OPENAI_API_KEY": "azure-key",
+        "LLM_PROVIDERS": f"[{' '.join(entry.split())}]",
+        "LLM_CATALOGUE_PATH": str(_local_model_catalogue(tmp_path, "openai-direct")),
+        "ALLOWED_MODELS": f"{MODELS['openai']},local-llama",
+        "LLM_DEFAULT_MODEL": MODELS["openai"],
+        "LLM_ALLOW_PLAINTEXT": "true",
+        "LLM_AUTH_DISABLED": "true",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
 
     plan = check_settings(settings)
 

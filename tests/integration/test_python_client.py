@@ -381,7 +381,7 @@ async def test_replies_print_readably_and_stay_protobuf_messages(target: str) ->
 
     assert stream.done is not None
     assert str(FinishReason(reply.finish_reason)) == "LENGTH"
-    assert FinishReason(reply.finish_reason) == llm_pb2.FINISH_REASON_LENGTH
+    assert int(FinishReason(reply.finish_reason)) == llm_pb2.FINISH_REASON_LENGTH
     assert str(reply.usage) == "prompt=3 completion=2 total=5 tokens"
     assert str(reply).startswith(
         f"LENGTH from openai/{MODELS['openai']}: prompt=3 completion=2 total=5 tokens, $"

@@ -48,3 +48,13 @@ def test_the_wheel_carries_the_stubs_and_the_catalogue_and_imports_from_its_own_
     assert {"server/catalogue.toml", "server/py.typed"} <= names
     assert not any(name.startswith("tests/") for name in names)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_python_clients_finish_reasons_are_the_protos() -> None:
+    from llm_grpc_client import FinishReason
+
+    from llm_grpc.v1 import llm_pb2
+
+    proto = {v.name.removeprefix("FINISH_REASON_"): v.number for v in llm_pb2.FinishReason.DESCRIPTOR.values}
+
+    assert {member.name: member.value for member in FinishReason} == proto

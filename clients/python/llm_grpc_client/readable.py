@@ -15,15 +15,20 @@ from typing import Any
 
 from llm_grpc.v1 import llm_pb2
 
-FinishReason = enum.IntEnum(  # type: ignore[misc]
-    "FinishReason",
-    {
-        value.name.removeprefix("FINISH_REASON_"): value.number
-        for value in llm_pb2.FinishReason.DESCRIPTOR.values
-    },
-)
-"""`FinishReason(reply.finish_reason)`: equal to the proto's number, printed by its short name (`STOP`)."""
-FinishReason.__str__ = lambda self: self.name  # type: ignore[method-assign,assignment]
+
+class FinishReason(enum.IntEnum):
+    """`FinishReason(reply.finish_reason)`: equal to the proto's number, printed by its short name
+    (`STOP`). The members are the proto's (tests/unit/test_packaging.py checks they stay so)."""
+
+    UNSPECIFIED = llm_pb2.FINISH_REASON_UNSPECIFIED
+    STOP = llm_pb2.FINISH_REASON_STOP
+    LENGTH = llm_pb2.FINISH_REASON_LENGTH
+    CONTENT_FILTER = llm_pb2.FINISH_REASON_CONTENT_FILTER
+    TOOL_CALLS = llm_pb2.FINISH_REASON_TOOL_CALLS
+    OTHER = llm_pb2.FINISH_REASON_OTHER
+
+    def __str__(self) -> str:
+        return self.name
 
 
 def usage_text(usage: llm_pb2.Usage) -> str:
