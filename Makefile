@@ -67,8 +67,11 @@ typecheck: $(STAMP)
 
 ## The README's test command: contract, lint, types, then every test (Python with the Go and Node loops of
 ## docs/agents.md, the Go client snippet, the Node client's tests). Go and Node packages come first.
+## The Python tests measure branch coverage of server/ and the Python client, the servers they start as
+## processes included, and fail under the floor ([tool.coverage.*] in pyproject.toml).
 test: proto-check buf-lint lint typecheck system-deps node-deps go-deps
-	$(BIN)/pytest -q
+	@rm -f .coverage .coverage.*
+	$(BIN)/pytest -q --cov --cov-report=term-missing:skip-covered
 	PYTHON=$(abspath $(PY)) clients/go/build.sh
 	cd clients/node && node --test test/
 

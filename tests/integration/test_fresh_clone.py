@@ -5,7 +5,9 @@ Choices that keep it cheap enough for every `make test` (it takes seconds, not t
 - the clone is `git clone` of this repository (its committed HEAD, as a newcomer gets it);
 - its `.venv` is a link to the environment running the tests instead of a second `make install`, and
   `make` is told not to remake the install stamp (`make -o .venv/.installed run`): the commands the
-  README names (`.venv/bin/...`) are the ones `make install` made, running this checkout's code;
+  README names (`.venv/bin/...`) are the ones `make install` made (the editable install behind them
+  points at the checkout the tests run from, so a change not yet committed is seen there; the README
+  and the Makefile are the clone's own);
 - `make run` gets `RUN_ARGS="--port 0 --metrics-port 0"` (the Makefile's own knob), and the production
   start's `--port 50051` becomes `--port 0`: tests never take fixed ports. That is the only change made to
   what the README says;
