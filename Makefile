@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing dashboard clean
+.PHONY: install run first-run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz test-unit test-integration bench profile bench-routing dashboard clean
 
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
 INSTALL_LOG := $(VENV)/install.log
@@ -104,6 +104,11 @@ node-deps:
 node-test: $(STAMP) node-deps
 	cd clients/node && node --test test/
 	$(BIN)/pytest -q tests/integration/test_agents_docs.py -k node  # docs/agents.md's Node loop
+
+## A newcomer's first hour from a fresh clone (also part of `make test`): git clone, `make run`, every
+## runnable README block in a clean shell, the production start with a token, Ctrl-C.
+first-run: $(STAMP)
+	$(BIN)/pytest -q tests/integration/test_fresh_clone.py
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

@@ -370,6 +370,8 @@ def test_cli_numbers_are_fixed_decimals_that_parse_back() -> None:
 
     assert text == '{"cost_usd": 0.00001775, "n": 3, "ok": true, "nan": NaN, "list": [0.5, null]}'
     assert json.loads(text)["cost_usd"] == pytest.approx(value)
+    assert cli._amount(value, money=True) == "$0.000018"  # `quota`: dollars to the micro-dollar
+    assert cli._amount(3.0, money=False) == "3"
 
 
 async def test_replies_print_readably_and_stay_protobuf_messages(target: str) -> None:
