@@ -11,6 +11,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -368,6 +369,9 @@ def _run_workers(args: argparse.Namespace) -> int:
     """
     held = reserve_port(args.host, args.port)
     port = held.getsockname()[1]
+    if (problem := _metrics_ports_problem(args.host, args.metrics_port, args.workers)) is not None:
+        held.close()
+        sys.exit(f"llm-gateway: {problem}")
 
     def command(index: int) -> list[str]:
         argv = [sys.executable, "-m", "server", "serve", "--host", args.host, "--port", str(port)]
@@ -385,6 +389,25 @@ def _run_workers(args: argparse.Namespace) -> int:
     log.info("supervising", address=f"{args.host}:{port}", workers=args.workers)
     with held:
         return Supervisor(command, args.workers, RestartPolicy()).run()
+
+
+def _metrics_ports_problem(host: str, first: int, workers: int) -> str | None:
+    """Why a worker could not serve its metrics port (--metrics-port + i), checked before any starts: a
+    worker that cannot bind would otherwise die and be restarted forever."""
+    if first <= 0:
+        return None  # 0: each picks a free port; -1: none
+    for index in range(workers):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the metrics server binds
+            try:
+                probe.bind((host, first + index))
+            except OSError as error:
+                return (
+                    f"cannot serve metrics on {host}:{first + index} (worker {index}): "
+                    f"{error.strerror or error}; choose another port with --metrics-port (worker i serves "
+                    "on --metrics-port + i; 0: any free ports, -1: no metrics endpoint)"
+                )
+    return None
 
 
 def _loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -232,8 +232,9 @@ def _last_line(result: subprocess.CompletedProcess[str]) -> str:
     [
         (("--port", "{port}", "--metrics-port", "-1"), "--port"),
         (("--port", "0", "--metrics-port", "{port}"), "--metrics-port"),
+        (("--port", "0", "--workers", "2", "--metrics-port", "{port}"), "--metrics-port"),
     ],
-    ids=["grpc", "metrics"],
+    ids=["grpc", "metrics", "metrics-of-a-worker"],
 )
 def test_a_busy_port_stops_the_start_with_one_line_naming_the_flag(
     busy_port: int, args: tuple[str, ...], flag: str
