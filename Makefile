@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 PROTO_SRC := protos/llm_grpc/v1/llm.proto
 GEN_DIR := llm_grpc/v1
 
-.PHONY: conformance install run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz fuzz-schemas test-unit test-integration bench bench-capacity profile bench-routing dashboard clean
+.PHONY: conformance install run first-run proto proto-check buf-lint lint typecheck test system-deps go-deps go-check node-deps node-test soak fuzz fuzz-schemas test-unit test-integration bench bench-capacity profile bench-routing dashboard clean
 
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check --no-input
 INSTALL_LOG := $(VENV)/install.log
@@ -22,9 +22,11 @@ $(STAMP): pyproject.toml clients/python/pyproject.toml
 
 install: $(STAMP)
 
-## Serve on localhost:50051 with the bundled provider emulators (no keys, no network).
+## Serve on localhost:50051 with the bundled provider emulators (no keys, no network). RUN_ARGS adds
+## flags, e.g. `make run RUN_ARGS="--port 0 --metrics-port 0"` (free ports: what the first-run test uses).
+RUN_ARGS ?=
 run: $(STAMP)
-	@$(BIN)/llm-gateway serve --demo
+	@$(BIN)/llm-gateway serve --demo $(RUN_ARGS)
 
 ## Regenerate llm_grpc/v1 from protos/ (messages, grpc stubs, .pyi type stubs).
 proto: $(STAMP)
@@ -55,7 +57,7 @@ lint: $(STAMP)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/bandit -q -r server clients/python -x server/emulators
 	$(BIN)/bandit -q -r server/emulators -s B101  # the emulators' asserts state test-double invariants
-	$(BIN)/yamllint -c docs/deploy/kubernetes/.yamllint docs/deploy/kubernetes docs/deploy/prometheus
+	$(BIN)/yamllint --strict docs/deploy/kubernetes docs/deploy/prometheus  # rules: .yamllint
 	$(BIN)/kubernetes-validate --strict -k 1.30.0 $$(ls docs/deploy/kubernetes/*.yaml | grep -v kustomization)
 	@# docs/deploy/kubernetes/monitoring/ holds Prometheus Operator CRDs, which have no bundled schema:
 	@# tests/integration/test_dashboards.py checks them against the rules file and the Service instead.
@@ -65,8 +67,11 @@ typecheck: $(STAMP)
 
 ## The README's test command: contract, lint, types, then every test (Python with the Go and Node loops of
 ## docs/agents.md, the Go client snippet, the Node client's tests). Go and Node packages come first.
+## The Python tests measure branch coverage of server/ and the Python client, the servers they start as
+## processes included, and fail under the floor ([tool.coverage.*] in pyproject.toml).
 test: proto-check buf-lint lint typecheck system-deps node-deps go-deps
-	$(BIN)/pytest -q
+	@rm -f .coverage .coverage.*
+	$(BIN)/pytest -q --cov --cov-report=term-missing:skip-covered
 	PYTHON=$(abspath $(PY)) clients/go/build.sh
 	cd clients/node && node --test test/
 
@@ -104,6 +109,11 @@ node-deps:
 node-test: $(STAMP) node-deps
 	cd clients/node && node --test test/
 	$(BIN)/pytest -q tests/integration/test_agents_docs.py -k node  # docs/agents.md's Node loop
+
+## A newcomer's first hour from a fresh clone (also part of `make test`): git clone, `make run`, every
+## runnable README block in a clean shell, the production start with a token, Ctrl-C.
+first-run: $(STAMP)
+	$(BIN)/pytest -q tests/integration/test_fresh_clone.py
 
 test-unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

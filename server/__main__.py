@@ -1,6 +1,7 @@
 """`llm-gateway serve` (also `python -m server serve`): run the gateway until SIGTERM or SIGINT.
 `llm-gateway models verify`: ask each provider which models it serves; exit 1 when an allowed one is gone.
-`llm-gateway health`: the container health check."""
+`llm-gateway health`: the container health check.
+`llm-gateway token --subject NAME`: a JWT the gateway accepts, signed with LLM_JWT_HS256_SECRET."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import jwt
 import structlog
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import SecretStr, ValidationError
@@ -30,15 +34,14 @@ from server.app import (
     redactor_for,
 )
 from server.config import Settings
+from server.core.auth import secret_problem
 from server.core.lifecycle import verify
-from server.emulators.base import Emulator
+from server.emulators.base import DEMO_KEY, Emulator
 from server.observability.logging import configure_logging, resolve_format
 from server.providers.registry import SPECS
 from server.workers import RestartPolicy, Supervisor, reserve_port
 
 log = structlog.get_logger("llm_grpc.main")
-
-DEMO_KEY = "demo-key-not-secret"
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -94,6 +97,14 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     check.add_argument("--target", default="127.0.0.1:50051")
     check.add_argument("--timeout", type=float, default=3.0)
+    token = commands.add_parser(
+        "token",
+        help="print a JWT for a caller, signed with LLM_JWT_HS256_SECRET (with LLM_JWT_ISSUER, "
+        "LLM_JWT_AUDIENCE and LLM_ROLES_CLAIM when set)",
+    )
+    token.add_argument("--subject", required=True, help="the caller's identity (the token's sub)")
+    token.add_argument("--role", action="append", default=[], help="a role of LLM_ROLES (repeatable)")
+    token.add_argument("--ttl", type=float, default=3600.0, help="seconds until it expires (default 3600)")
     models = commands.add_parser("models", help="check the allowed models against the providers")
     models_commands = models.add_subparsers(dest="models_command", required=True)
     verify = models_commands.add_parser(
@@ -171,6 +182,8 @@ async def _serve(args: argparse.Namespace, settings: Settings) -> int:
             openai=settings.openai_base_url,
             anthropic=settings.anthropic_base_url,
             gemini=settings.gemini_base_url,
+            key=DEMO_KEY,
+            hint="to call the emulators from a gateway of your own, see docs/emulators.md",
         )
     metrics_port = None if args.metrics_port < 0 else args.metrics_port
     app: App = build_app(
@@ -273,6 +286,28 @@ def _warn_if_insecure(settings: Settings) -> None:
         )
 
 
+def mint_token(settings: Settings, subject: str, roles: Sequence[str], ttl: float, now: float) -> str:
+    """An HS256 JWT the gateway configured by `settings` accepts for `subject` with `roles`; ConfigError
+    when it has no (usable) HS256 secret. A gateway that verifies RS256/ES256 or a JWKS takes tokens
+    from whoever holds the private key: this command cannot make those."""
+    secret = settings.llm_jwt_hs256_secret
+    if secret is None:
+        raise ConfigError(
+            "token: set LLM_JWT_HS256_SECRET to the gateway's secret (tokens for LLM_JWT_PUBLIC_KEY_FILE "
+            "or LLM_JWT_JWKS_FILE are signed by whoever holds the private key)"
+        )
+    if (problem := secret_problem(secret.get_secret_value())) is not None:
+        raise ConfigError(f"token: {problem}")
+    claims: dict[str, object] = {"sub": subject, "iat": int(now), "exp": int(now + ttl)}
+    if roles:
+        claims[settings.llm_roles_claim] = list(roles)
+    if settings.llm_jwt_issuer:
+        claims["iss"] = settings.llm_jwt_issuer
+    if settings.llm_jwt_audience:
+        claims["aud"] = settings.llm_jwt_audience
+    return jwt.encode(claims, secret.get_secret_value(), algorithm="HS256")
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     args = _parse_args(argv)
     if args.command == "health":
@@ -281,6 +316,12 @@ def main(argv: Sequence[str] | None = None) -> None:
         settings = Settings()
     except ValidationError as error:
         sys.exit(f"llm-gateway: invalid configuration: {settings_problems(error)}")
+    if args.command == "token":
+        try:
+            print(mint_token(settings, args.subject, args.role, args.ttl, time.time()))
+        except ConfigError as error:
+            sys.exit(f"llm-gateway: {error}")
+        return
     log_format = resolve_format(getattr(args, "log_format", None) or settings.llm_log_format, sys.stderr)
     if args.command == "serve":
         args.log_format = log_format
@@ -328,6 +369,9 @@ def _run_workers(args: argparse.Namespace) -> int:
     """
     held = reserve_port(args.host, args.port)
     port = held.getsockname()[1]
+    if (problem := _metrics_ports_problem(args.host, args.metrics_port, args.workers)) is not None:
+        held.close()
+        sys.exit(f"llm-gateway: {problem}")
 
     def command(index: int) -> list[str]:
         argv = [sys.executable, "-m", "server", "serve", "--host", args.host, "--port", str(port)]
@@ -345,6 +389,25 @@ def _run_workers(args: argparse.Namespace) -> int:
     log.info("supervising", address=f"{args.host}:{port}", workers=args.workers)
     with held:
         return Supervisor(command, args.workers, RestartPolicy()).run()
+
+
+def _metrics_ports_problem(host: str, first: int, workers: int) -> str | None:
+    """Why a worker could not serve its metrics port (--metrics-port + i), checked before any starts: a
+    worker that cannot bind would otherwise die and be restarted forever."""
+    if first <= 0:
+        return None  # 0: each picks a free port; -1: none
+    for index in range(workers):
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the metrics server binds
+            try:
+                probe.bind((host, first + index))
+            except OSError as error:
+                return (
+                    f"cannot serve metrics on {host}:{first + index} (worker {index}): "
+                    f"{error.strerror or error}; choose another port with --metrics-port (worker i serves "
+                    "on --metrics-port + i; 0: any free ports, -1: no metrics endpoint)"
+                )
+    return None
 
 
 def _loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop] | None:

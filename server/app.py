@@ -532,10 +532,18 @@ class App:
     _capacity_gauges: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        """Serve /metrics, then gRPC. ConfigError (one line naming the flag) when the metrics port
+        cannot be bound, e.g. another process listens on it."""
         if self.metrics_address is not None:
-            self._metrics_server, _ = start_http_server(
-                self.metrics_address[1], self.metrics_address[0], registry=self.metrics.registry
-            )
+            host, port = self.metrics_address
+            try:
+                self._metrics_server, _ = start_http_server(port, host, registry=self.metrics.registry)
+            except OSError as error:
+                await self.server.stop(None)  # the gRPC port is bound already: release it
+                raise ConfigError(
+                    f"cannot serve metrics on {host}:{port}: {error.strerror or error}; choose another "
+                    "port with --metrics-port (0: any free port, -1: no metrics endpoint)"
+                ) from None
             self.metrics_port = self._metrics_server.server_port
         await self.server.start()
         self.health_monitor.start()
@@ -705,7 +713,10 @@ def build_app(
     except RuntimeError:
         bound = 0
     if bound == 0:
-        raise ConfigError(f"cannot listen on {host}:{port}")
+        raise ConfigError(
+            f"cannot listen on {host}:{port} (is another process using it?); choose another port with "
+            "--port (0: any free port) or another address with --host"
+        )
     metrics_address = None if metrics_port is None else (host, metrics_port)
     return App(
         server,

@@ -57,7 +57,8 @@ def to_status(error: GatewayError, redact: Redactor) -> grpc.Status:
     ]
     if isinstance(error, CallerOverLimit | CallerLimitReached):
         details.append(_pack(_quota_failure(error.subject, error.description, redact)))
-    if isinstance(
+    never_fits = isinstance(error, CallerLimitReached) and not error.fits_later
+    if not never_fits and isinstance(
         error,
         ProviderRateLimited
         | Overloaded

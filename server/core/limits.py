@@ -187,25 +187,28 @@ LIMIT_REASONS = {
 
 
 class CallerLimitReached(GatewayError):
-    """A caller's rate limit, concurrency limit or budget is used up."""
+    """A caller's rate limit, concurrency limit or budget has no room for this call."""
 
     code = Code.RESOURCE_EXHAUSTED
     origin = Origin.CALLER
 
-    def __init__(self, identity: str, check: Check, retry_after: float | None) -> None:
+    def __init__(
+        self, identity: str, check: Check, retry_after: float | None, left: int | None = None
+    ) -> None:
         self.identity = identity
         self.kind = check.kind
         self.scope = check.scope
         self.limit = _display(check.kind, check.limit)
-        self.retry_after = retry_after
+        never = check.kind is not LimitKind.CONCURRENT and check.cost > check.limit
+        self.fits_later = not never
+        """False for a call larger than the whole limit: waiting cannot help, so no retry time (nor
+        RetryInfo) is given."""
+        self.retry_after = None if never else retry_after
         self.reason = LIMIT_REASONS[check.kind]
-        if check.cost > check.limit and check.kind is not LimitKind.CONCURRENT:
-            why = f"this call alone needs {_display(check.kind, check.cost)} (lower max_tokens)"
-        elif retry_after is not None:
-            why = f"retry in {retry_after:.1f}s"
-        else:
-            why = "retry later"
-        super().__init__(f"{check.kind.value} for {identity} ({check.scope}) is {self.limit}: used up; {why}")
+        super().__init__(
+            f"{check.kind.value} for {identity} ({check.scope}) is {self.limit}: "
+            + _refusal_reason(check, self.retry_after, left, never)
+        )
 
     @property
     def subject(self) -> str:
@@ -239,7 +242,49 @@ class LimitsUnavailable(GatewayError):
 
 
 def _display(kind: LimitKind, value: int) -> str:
-    return f"${value / MICRO:.6g}" if kind in BUDGETS else str(value)
+    """A count as it is, micro-dollars as dollars in fixed decimals ($0.00002, never $2e-05)."""
+    if kind not in BUDGETS:
+        return str(value)
+    return "$" + (f"{value / MICRO:.6f}".rstrip("0").rstrip(".") or "0")
+
+
+_UNITS = {
+    LimitKind.REQUESTS_PER_MINUTE: "requests",
+    LimitKind.TOKENS_PER_MINUTE: "tokens",
+    LimitKind.USD_PER_DAY: "",
+    LimitKind.USD_PER_MONTH: "",
+}
+_WINDOWS = {LimitKind.USD_PER_DAY: "UTC day", LimitKind.USD_PER_MONTH: "UTC month"}
+
+
+def _refusal_reason(check: Check, retry_after: float | None, left: int | None, never: bool) -> str:
+    """Why this call does not fit and when it would: its worst case against what is left (not "used
+    up" when it is not), a retry time only when waiting helps, lower max_tokens when it cannot."""
+    if check.kind is LimitKind.CONCURRENT:
+        return f"all {check.limit} allowed calls are in flight; retry when one of them ends"
+    unit = f" {_UNITS[check.kind]}" if _UNITS[check.kind] else ""
+    cost = f"{_display(check.kind, check.cost)}{unit}"
+    if never:
+        return (
+            f"this call's worst case ({cost}) is more than the whole limit, so waiting cannot help: "
+            "lower max_tokens"
+        )
+    shown_left = (
+        f"the {_display(check.kind, max(0, left))}{unit} left" if left is not None else "what is left"
+    )
+    if check.kind is LimitKind.REQUESTS_PER_MINUTE:
+        why = "no request is left this minute"
+    else:
+        why = f"this call's worst case ({cost}) is more than {shown_left}"
+    if retry_after is None:
+        when = "retry later"
+    elif check.kind in _WINDOWS:
+        when = f"it fits when the {_WINDOWS[check.kind]} ends, in {retry_after:.1f}s"
+    else:
+        when = f"it fits in {retry_after:.1f}s"
+    if check.kind is LimitKind.REQUESTS_PER_MINUTE:
+        return f"{why}; {when}"
+    return f"{why}; {when}, or sooner with a lower max_tokens"
 
 
 @dataclass(slots=True)
@@ -373,9 +418,17 @@ class Limiter:
         retry_after = refusal.retry_after
         if check.kind in BUDGETS:
             retry_after = max(0.0, check.expires_at - now)
-        refused = CallerLimitReached(identity, check, retry_after)
+        refused = CallerLimitReached(identity, check, retry_after, await self._left(check, now))
         self._on_refused(refused)
         raise refused
+
+    async def _left(self, check: Check, now: float) -> int | None:
+        """What is left of a refused check, for the refusal's message (None when the store cannot say)."""
+        try:
+            used = await self._store.standing([check], now)
+        except StoreUnavailable:
+            return None
+        return check.limit - used[0]
 
     async def settle(
         self, ticket: Ticket | None, tokens: int, micro_usd: int, served: Collection[str] = ("all",)

@@ -1,7 +1,9 @@
 """`python -m server.emulators`: serve the three provider emulators until interrupted (for manual tests,
 the Node and Go client tests, and benchmarks).
 
-Prints one `NAME_BASE_URL=...` line per emulator once it listens (the environment the gateway reads).
+Prints one `NAME_BASE_URL=...` line per emulator once it listens, then the `NAME_API_KEY=...` lines of
+the key they accept (`--api-key`, by default the one demo mode uses): together, the environment a
+non-demo gateway needs to call them (docs/emulators.md).
 `--port 0` lets each pick a free port (what tests and scripts use: nothing to collide with);
 `--ports-file F` also writes the URLs as JSON, e.g. `{"OPENAI_BASE_URL": "http://127.0.0.1:41234"}`,
 renamed into place once all three listen, so a reader that sees the file sees all of it.
@@ -19,11 +21,14 @@ import os
 from pathlib import Path
 
 from server.emulators.anthropic import AnthropicEmulator
+from server.emulators.base import DEMO_KEY
 from server.emulators.gemini import GeminiEmulator
 from server.emulators.openai import OpenAIEmulator
 from server.emulators.ratelimits import RateLimits
 
 ENV_NAMES = ("OPENAI_BASE_URL", "ANTHROPIC_BASE_URL", "GEMINI_BASE_URL")
+KEY_NAMES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GOOGLE_API_KEY")
+"""The gateway's key settings of the three providers, in the order of ENV_NAMES."""
 
 
 async def _serve(
@@ -44,8 +49,18 @@ async def _serve(
     ]
     urls: dict[str, str] = {}
     for offset, (emulator, env) in enumerate(zip(emulators, ENV_NAMES, strict=True)):
-        urls[env] = await emulator.start(host, port + offset if port else 0)
+        try:
+            urls[env] = await emulator.start(host, port + offset if port else 0)
+        except OSError as error:
+            for started in emulators:
+                await started.stop()
+            raise SystemExit(
+                f"emulators: cannot listen on {host}:{port + offset}: {error.strerror or error}; choose "
+                "other ports with --port (0: any free ports)"
+            ) from None
         print(f"{env}={urls[env]}", flush=True)
+    for name in KEY_NAMES:
+        print(f"{name}={api_key}", flush=True)
     if ports_file is not None:
         partial = ports_file.with_name(ports_file.name + ".partial")
         partial.write_text(json.dumps(urls))
@@ -68,7 +83,9 @@ def main() -> None:
         default=8801,
         help="OpenAI on PORT, Anthropic on +1, Gemini on +2 (default 8801); 0: each on a free port",
     )
-    parser.add_argument("--api-key", default="demo-key")
+    parser.add_argument(
+        "--api-key", default=DEMO_KEY, help=f"the key the emulators accept (default {DEMO_KEY})"
+    )
     parser.add_argument("--token-delay-ms", type=float, default=0.0)
     parser.add_argument("--ports-file", type=Path, default=None, help="also write the URLs here as JSON")
     parser.add_argument("--rpm", type=int, default=None, help="requests per minute per key (429 past it)")

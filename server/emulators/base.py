@@ -60,6 +60,9 @@ from server.emulators.scripting import PromptCache
 
 _RATE_LIMIT_KEY = web.RequestKey("rate_limit_key", str)
 """The key a request was charged to, for the rate-limit headers of its answer."""
+DEMO_KEY = "demo-key-not-secret"
+"""The key the emulators accept unless told otherwise: `llm-gateway serve --demo` and
+`python -m server.emulators` use the same one (docs/emulators.md)."""
 
 _DIRECTIVE = re.compile(r"\[\[emulate:(?P<body>[^\]]*)\]\]")
 _TOKEN = re.compile(r"\S+\s*")

@@ -66,18 +66,41 @@ def test_the_python_tool_loop_runs_as_written(demo_target: str, provider: str, t
     assert '"city": "text"' in output  # the tool ran with the model's arguments
 
 
-@pytest.mark.parametrize("provider", MODELS)
-def test_the_node_tool_loop_runs_as_written(demo_target: str, provider: str, tmp_path: Path) -> None:
-    node = shutil.which("node")
-    if node is None or not (ROOT / "clients" / "node" / "node_modules").is_dir():
-        pytest.skip("needs node and clients/node/node_modules (`make node-test` installs them)")
-    modules = tmp_path / "node_modules"
-    modules.mkdir()
-    (modules / "llm-grpc-client").symlink_to(ROOT / "clients" / "node")
-    program = tmp_path / "agent.js"
-    program.write_text(snippet("js"))
+@pytest.fixture(scope="module")
+def node_agent_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An agent's own directory set up as docs/agents.md says: the client installed with
+    `npm install /path/to/llm-grpc/clients/node`, after `(cd clients/node && npm ci)` in the project
+    (`make test` runs that as `make node-deps`)."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.fail("needs node and npm (Node 18+), as README.md's `make test` says")
+    if not (ROOT / "clients" / "node" / "node_modules").is_dir():
+        pytest.fail(
+            "the Node client's packages are missing: run `(cd clients/node && npm ci)` (make node-deps)"
+        )
+    directory = tmp_path_factory.mktemp("node-agent")
+    installed = subprocess.run(  # nosec B603 B607
+        ["npm", "install", "--no-audit", "--no-fund", str(ROOT / "clients" / "node")],
+        cwd=directory,
+        env=BASE_ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    (directory / "agent.js").write_text(snippet("js"))
+    return directory
 
-    output = run([node, str(program)], demo_target, MODELS[provider], tmp_path)
+
+def test_the_node_section_says_how_to_install_the_client() -> None:
+    section = DOC.read_text().split("### Node.js", 1)[1].split("```js", 1)[0]
+
+    assert "`(cd clients/node && npm ci)`" in section
+    assert "npm install /path/to/llm-grpc/clients/node" in section
+
+
+@pytest.mark.parametrize("provider", MODELS)
+def test_the_node_tool_loop_runs_as_written(demo_target: str, provider: str, node_agent_dir: Path) -> None:
+    output = run(["node", "agent.js"], demo_target, MODELS[provider], node_agent_dir)
 
     assert ANSWER in output
 

@@ -1,8 +1,12 @@
 """Docs that run: every code block marked `runnable` in README.md, clients/README.md and docs/ runs
 against a live demo gateway (README.md, "Contributing: docs that run", says how to mark one).
 
-Each block runs from the repository root with the gateway's address in LLM_GRPC_TARGET and .venv/bin
-first on PATH: Python with this interpreter, bash with `bash -euo pipefail`, JavaScript with node.
+Each block runs as a reader pastes it: from the repository root (the project directory a reader has after
+`make install`: .venv, and clients/node/node_modules once `(cd clients/node && npm ci)` has run, as the
+Node section says), in a clean shell — the environment without .venv/bin on PATH, without VIRTUAL_ENV,
+without any LLM_* setting or provider key — with only the gateway's address in LLM_GRPC_TARGET. Python
+with .venv/bin/python (what the docs say to run it with), bash with `bash -euo pipefail`, JavaScript
+with node. Nothing is linked or installed behind the scenes.
 """
 
 from __future__ import annotations
@@ -101,7 +105,7 @@ def demo() -> Iterator[DemoServer]:
 
 def _command(block: Block) -> list[str]:
     if block.language == "python":
-        return [sys.executable, "-c", block.code]
+        return [str(BIN / "python"), "-c", block.code]
     if block.language in ("bash", "sh", "shell"):
         return ["bash", "-euo", "pipefail", "-c", block.code]
     if block.language in ("js", "javascript", "node"):
@@ -113,10 +117,39 @@ def _command(block: Block) -> list[str]:
     pytest.fail(f"{block.name}: no runner for a `{block.language}` block marked runnable")
 
 
+def clean_shell(**env: str) -> dict[str, str]:
+    """A reader's shell: this environment without the virtual environment on PATH (nor VIRTUAL_ENV),
+    without LLM_* settings, allowlists or provider keys; plus `env`."""
+    path = os.pathsep.join(
+        entry
+        for entry in os.environ.get("PATH", os.defpath).split(os.pathsep)
+        if entry and Path(entry).resolve() != BIN.resolve()
+    )
+    kept = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.endswith("_API_KEY") and not k.startswith(("LLM_", "ALLOWED_")) and k != "VIRTUAL_ENV"
+    }
+    return kept | {"PATH": path} | env
+
+
+def test_the_clean_shell_has_no_virtual_environment_on_its_path() -> None:
+    env = clean_shell()
+    found = subprocess.run(  # nosec B603 B607
+        ["bash", "-c", "command -v llm-grpc llm-gateway || true"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+
+    assert str(BIN) not in env["PATH"].split(os.pathsep)
+    assert found.stdout.strip() == ""
+
+
 @pytest.mark.parametrize("block", RUNNABLE, ids=lambda block: block.name)
 def test_runnable_block_runs_against_a_live_gateway(block: Block, demo: DemoServer) -> None:
-    env = os.environ | {"LLM_GRPC_TARGET": demo.address, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}"}
-    env.pop("LLM_GRPC_TOKEN", None)
+    env = clean_shell(LLM_GRPC_TARGET=demo.address)
 
     result = subprocess.run(  # nosec B603
         _command(block), cwd=ROOT, env=env, capture_output=True, text=True, timeout=120

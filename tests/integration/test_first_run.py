@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from server.__main__ import settings_problems, startup_lines
+from server.__main__ import mint_token, settings_problems, startup_lines
+from server.app import build_authenticator
 from server.config import Settings
 from tests.helpers import start_demo_server
 
@@ -162,3 +163,44 @@ def test_the_grpcurl_line_asks_for_a_ca_and_a_token_when_the_gateway_wants_them(
     assert '-H "authorization: Bearer $TOKEN"' in lines.grpcurl
     assert "-plaintext" not in lines.grpcurl
     assert lines.metrics_url is None
+
+
+SECRET = "a-first-hour-secret-with-enough-bytes-0123456789"
+
+
+def test_llm_gateway_token_mints_a_token_the_gateways_authenticator_accepts() -> None:
+    settings = Settings(
+        llm_auth_disabled=False,
+        llm_jwt_hs256_secret=SecretStr(SECRET),
+        llm_jwt_issuer="me",
+        llm_jwt_audience="llm-grpc",
+        llm_roles='{"agent": {"methods": ["Complete"]}}',  # type: ignore[arg-type]
+    )
+    token = mint_token(settings, "my-agent", ["agent"], 60, time.time())
+    authenticator = build_authenticator(settings)
+
+    assert authenticator is not None
+    principal = authenticator.authenticate(f"Bearer {token}")
+    assert (principal.subject, principal.roles) == ("my-agent", ("agent",))
+
+
+def test_llm_gateway_token_prints_one_token_and_refuses_without_a_usable_secret() -> None:
+    def token(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(  # nosec B603
+            [sys.executable, "-m", "server", "token", "--subject", "my-agent"],
+            env=BASE_ENV | env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    minted = token({"LLM_JWT_HS256_SECRET": SECRET})
+    unset = token({})
+    placeholder = token({"LLM_JWT_HS256_SECRET": "changeme"})
+
+    assert minted.returncode == 0
+    assert minted.stdout.count(".") == 2  # one JWT: header.claims.signature
+    assert unset.returncode != 0
+    assert unset.stderr.startswith("llm-gateway: token: set LLM_JWT_HS256_SECRET")
+    assert placeholder.returncode != 0
+    assert "LLM_JWT_HS256_SECRET is" in placeholder.stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import subprocess
 import tempfile
@@ -242,6 +243,63 @@ async def test_a_call_larger_than_the_limit_says_to_lower_max_tokens(limited: Ca
 
     assert details.code == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "lower max_tokens" in details.message
+
+
+async def test_a_call_larger_than_the_whole_budget_is_not_told_to_wait(limited: Callable[..., Any]) -> None:
+    budget_usd = _worst_case_usd(500) / 4  # nothing spent yet, but one call's worst case is 4x the budget
+    app: App = await limited({"default": {"usd_per_day": budget_usd}}, clock=FakeClock())
+
+    details = details_of(await _refused(app, "agent-a", max_tokens=500))
+
+    assert details.reason == "BUDGET_EXCEEDED"
+    assert "used up" not in details.message
+    worst = re.search(r"worst case \(\$(\d+\.\d+)\)", details.message)
+    assert worst is not None, details.message
+    assert float(worst[1]) == pytest.approx(_worst_case_usd(500), abs=2e-6)
+    assert "is more than the whole limit, so waiting cannot help: lower max_tokens" in details.message
+    assert details.retry_delay is None  # no RetryInfo: retrying later would be refused the same way
+
+
+async def test_a_budget_refusal_shows_the_worst_case_against_what_is_left_and_when_it_fits(
+    limited: Callable[..., Any],
+) -> None:
+    budget_usd = 1.5 * _worst_case_usd(300)
+    app: App = await limited({"default": {"usd_per_day": budget_usd}}, clock=FakeClock())
+    spent = (await _complete(app, "agent-a", max_tokens=300)).cost_usd
+    # The smallest max_tokens whose worst case no longer fits what is left, though it fits the budget.
+    max_tokens = next(m for m in range(300, 10_000) if _worst_case_usd(m) > budget_usd - spent + 1e-6)
+    assert _worst_case_usd(max_tokens) <= budget_usd
+
+    details = details_of(await _refused(app, "agent-a", max_tokens=max_tokens))
+    (budget,) = [q for q in (await _quota(app, "agent-a")).quotas if q.kind == llm_pb2.QUOTA_KIND_USD_PER_DAY]
+
+    worst, left = re.findall(r"\$(\d+\.\d+)", details.message)[1:3]
+    assert "used up" not in details.message
+    assert float(left) == pytest.approx(budget.remaining, abs=1e-6)
+    assert float(worst) == pytest.approx(_worst_case_usd(max_tokens), abs=2e-6)
+    assert float(worst) > float(left)
+    assert "it fits when the UTC day ends, in 43200.0s, or sooner with a lower max_tokens" in details.message
+    assert details.retry_delay == pytest.approx(43200.0, abs=1)
+
+
+async def test_a_token_rate_refusal_shows_the_worst_case_against_what_is_left(
+    limited: Callable[..., Any],
+) -> None:
+    app: App = await limited({"default": {"tokens_per_minute": 1000}}, clock=FakeClock())
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        request = llm_pb2.StreamRequest(model=MODEL, messages=user(SLOW), max_tokens=800)
+        held = stub.Stream(request, metadata=(("a2a-source-agent", "agent-a"),), timeout=10)
+        await held.read()  # its reservation (~900 tokens) is held while it streams
+        details = details_of(await _refused(app, "agent-a", max_tokens=800))
+        held.cancel()
+
+    match = re.search(
+        r"worst case \((\d+) tokens\) is more than the (\d+) tokens left; it fits in", details.message
+    )
+    assert match is not None, details.message
+    assert int(match[1]) > int(match[2])
+    assert details.retry_delay is not None
 
 
 async def test_concurrent_calls_are_capped_per_identity_and_freed_when_calls_end(

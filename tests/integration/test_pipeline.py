@@ -16,7 +16,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
-from server.app import App, ConfigError, build_app
+from server.app import App, ConfigError, build_app, check_settings
+from server.config import Settings
 from server.emulators.openai import OpenAIEmulator
 from tests.conftest import MODELS, Emulators, make_settings
 from tests.helpers import user
@@ -274,3 +275,38 @@ async def test_the_otel_genai_metric_names_are_exposed_beside_the_seed_names(
             "gen_ai_request_model": MODELS["gemini"],
         }
     ]
+
+
+PROVIDERS_DOC = Path(__file__).resolve().parents[2] / "docs" / "providers.md"
+
+
+def test_openai_itself_beside_an_azure_resource_is_two_instances_as_docs_providers_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    text = PROVIDERS_DOC.read_text()
+    entry = text[text.index('`{"name": "openai-direct"') + 1 :].split("`", 1)[0]
+    environment = {
+        "OPENAI_DIRECT_KEY": "sk-direct",
+        "AZURE_OPENAI_ENDPOINT": "https://my-resource.openai.azure.com",
+        "AZURE_OPENAI_API_KEY": "azure-key",
+        "LLM_PROVIDERS": f"[{' '.join(entry.split())}]",
+        "LLM_CATALOGUE_PATH": str(_local_model_catalogue(tmp_path, "openai-direct")),
+        "ALLOWED_MODELS": f"{MODELS['openai']},local-llama",
+        "LLM_DEFAULT_MODEL": MODELS["openai"],
+        "LLM_ALLOW_PLAINTEXT": "true",
+        "LLM_AUTH_DISABLED": "true",
+    }
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings()
+
+    plan = check_settings(settings)
+
+    assert "Not done yet: several instances" not in text
+    assert "One instance per provider kind" not in text
+    assert {name: plan.instances[name].spec.kind for name in plan.needed} == {
+        "openai": "openai",
+        "openai-direct": "openai",
+    }
+    assert plan.instances["openai"].azure_endpoint == "https://my-resource.openai.azure.com"
+    assert plan.instances["openai-direct"].base_url is None

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
+import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -16,12 +19,14 @@ import trustme
 from llm_grpc_client import (
     AsyncLLMClient,
     DeadlineExceeded,
+    FinishReason,
     InvalidArgument,
     LLMClient,
     ModelNotAllowed,
     ProviderError,
     RateLimited,
     agents,
+    cli,
 )
 
 from llm_grpc.v1 import llm_pb2
@@ -308,3 +313,83 @@ async def test_cli_attaches_an_image_file(target: str, emulators: Emulators, tmp
     assert out.strip()
     body = json.dumps(emulators.completions("anthropic")[-1].body)
     assert '"media_type": "image/png"' in body
+
+
+async def test_cli_health_exits_1_when_the_gateway_is_not_serving(
+    start_gateway: Callable[..., Any], refusing_url: str
+) -> None:
+    app: App = await start_gateway(anthropic_base_url=refusing_url)
+    await app.health_monitor.probe_all()
+
+    code, out, _ = await _cli("health", "--target", f"127.0.0.1:{app.port}")
+    json_code, as_json, _ = await _cli("health", "--json", "--target", f"127.0.0.1:{app.port}")
+
+    assert out.splitlines()[0] == "gateway: NOT_SERVING"
+    assert code == json_code == 1
+    assert json.loads(as_json)["status"] == "NOT_SERVING"
+
+
+async def test_cli_health_exits_0_when_serving(gateway: App) -> None:
+    await gateway.health_monitor.probe_all()
+
+    code, out, _ = await _cli("health", "--target", f"127.0.0.1:{gateway.port}")
+
+    assert (code, out.splitlines()[0]) == (0, "gateway: SERVING")
+
+
+async def test_cli_output_into_a_closed_pipe_ends_quietly(target: str) -> None:
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the first line, as `| head -0` leaves it
+    try:
+        process = await asyncio.create_subprocess_exec(
+            CLI, "--target", target, "models", "--json", stdout=write, stderr=asyncio.subprocess.PIPE
+        )
+    finally:
+        os.close(write)
+    _, err = await process.communicate()
+
+    assert err.decode() == ""
+    assert process.returncode == 0
+
+
+async def test_cli_costs_print_in_fixed_decimals(target: str) -> None:
+    _, out, _ = await _cli("--json", "--target", target, "complete", "hi", "--model", MODELS["gemini"])
+    _, metrics, _ = await _cli("metrics", "--json", "--target", target)
+    cost = re.search(r'"cost_usd": ([^,}]+)', out)
+    total = re.search(r'"total_cost_usd": ([^,}]+)', metrics)
+
+    assert cost is not None
+    assert total is not None
+    assert 0 < float(cost[1]) < 0.001  # small enough that repr() would write it as 1.2e-05
+    assert re.fullmatch(r"0\.\d+", cost[1]), cost[1]
+    assert re.fullmatch(r"0\.\d+", total[1]), total[1]
+
+
+def test_cli_numbers_are_fixed_decimals_that_parse_back() -> None:
+    value = 1.7749999999999998e-05
+
+    text = cli.dumps({"cost_usd": value, "n": 3, "ok": True, "nan": math.nan, "list": [0.5, None]})
+
+    assert text == '{"cost_usd": 0.00001775, "n": 3, "ok": true, "nan": NaN, "list": [0.5, null]}'
+    assert json.loads(text)["cost_usd"] == pytest.approx(value)
+    assert cli._amount(value, money=True) == "$0.000018"  # `quota`: dollars to the micro-dollar
+    assert cli._amount(3.0, money=False) == "3"
+
+
+async def test_replies_print_readably_and_stay_protobuf_messages(target: str) -> None:
+    async with AsyncLLMClient(target) as client:
+        reply = await client.complete("a b c", model=MODELS["openai"], max_tokens=2)
+        stream = client.stream("hi", model=MODELS["anthropic"])
+        async for _ in stream:
+            pass
+
+    assert stream.done is not None
+    assert str(FinishReason(reply.finish_reason)) == "LENGTH"
+    assert int(FinishReason(reply.finish_reason)) == llm_pb2.FINISH_REASON_LENGTH
+    assert str(reply.usage) == "prompt=3 completion=2 total=5 tokens"
+    assert str(reply).startswith(
+        f"LENGTH from openai/{MODELS['openai']}: prompt=3 completion=2 total=5 tokens, $"
+    )
+    assert str(stream.done).startswith(f"STOP from anthropic/{MODELS['anthropic']}: ")
+    assert isinstance(reply, llm_pb2.CompleteResponse)  # the same message: fields, repr, bytes unchanged
+    assert repr(reply.usage) == "prompt_tokens: 3\ncompletion_tokens: 2\ntotal_tokens: 5\n"

@@ -6,8 +6,10 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +19,7 @@ import grpc
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
-from tests.helpers import user
+from tests.helpers import start_demo_server, user
 from tests.processes import LogWatcher, event, start_gateway_process, stop
 
 GRPCURL = str(Path(sys.executable).with_name("grpcurl"))
@@ -209,3 +211,113 @@ def test_workers_share_one_port_serve_their_own_metrics_and_are_replaced_when_th
     assert all(line["exit_code"] == -signal.SIGKILL for line in died)
     assert {line["worker"] for line in restarted} == {0, 1}
     assert code == 0
+
+
+@pytest.fixture
+def busy_port() -> Iterator[int]:
+    """A port another process (this test) listens on, for as long as the test runs."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        yield held.getsockname()[1]
+
+
+def _last_line(result: subprocess.CompletedProcess[str]) -> str:
+    assert "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (("--port", "{port}", "--metrics-port", "-1"), "--port"),
+        (("--port", "0", "--metrics-port", "{port}"), "--metrics-port"),
+        (("--port", "0", "--workers", "2", "--metrics-port", "{port}"), "--metrics-port"),
+    ],
+    ids=["grpc", "metrics", "metrics-of-a-worker"],
+)
+def test_a_busy_port_stops_the_start_with_one_line_naming_the_flag(
+    busy_port: int, args: tuple[str, ...], flag: str
+) -> None:
+    argv = [arg.format(port=busy_port) for arg in args]
+    result = subprocess.run(
+        [sys.executable, "-m", "server", "serve", "--demo", *argv],
+        env=BASE_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    line = _last_line(result)
+    assert result.returncode != 0
+    assert line.startswith("llm-gateway: cannot ")
+    assert f"127.0.0.1:{busy_port}" in line
+    assert f"with {flag} " in line
+
+
+def test_a_busy_emulator_port_stops_the_emulators_with_one_line_naming_the_flag(busy_port: int) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "server.emulators", "--port", str(busy_port)],
+        env=BASE_ENV,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+    line = _last_line(result)
+    assert result.returncode != 0
+    assert line.startswith(f"emulators: cannot listen on 127.0.0.1:{busy_port}")
+    assert "with --port " in line
+
+
+EMULATORS_DOC = Path(__file__).resolve().parents[2] / "docs" / "emulators.md"
+
+
+def _documented_exports() -> dict[str, str]:
+    """The `export NAME=value` lines docs/emulators.md tells a reader to paste."""
+    text = EMULATORS_DOC.read_text()
+    section = text[text.index("## A gateway of your own") : text.index("## Replies")]
+    exports = [line.removeprefix("export ") for line in section.splitlines() if line.startswith("export ")]
+    return dict(pair.split("=", 1) for line in exports for pair in line.split())
+
+
+def test_a_gateway_started_with_the_lines_the_emulators_print_calls_them() -> None:
+    emulators = subprocess.Popen(
+        [sys.executable, "-m", "server.emulators", "--port", "0"],
+        env=BASE_ENV,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert emulators.stdout is not None
+    printed = dict(emulators.stdout.readline().strip().split("=", 1) for _ in range(6))
+    documented = _documented_exports()
+    gateway = None
+    try:
+        gateway, _, address = start_gateway_process(
+            ["--metrics-port", "-1"],
+            BASE_ENV | printed | {k: v for k, v in documented.items() if k.startswith("LLM_")},
+        )
+        reply = _complete(address)
+    finally:
+        for process in (gateway, emulators):
+            if process is not None:
+                stop(process)
+
+    assert reply == "emulator reply: hi"
+    assert set(printed) == {name for name in documented if not name.startswith("LLM_")}
+    assert {k: v for k, v in printed.items() if k.endswith("_API_KEY")} == {
+        k: v for k, v in documented.items() if k.endswith("_API_KEY")
+    }
+    assert {k: urllib.parse.urlsplit(v).path for k, v in printed.items() if k.endswith("_URL")} == {
+        k: urllib.parse.urlsplit(v).path for k, v in documented.items() if k.endswith("_URL")
+    }
+
+
+def test_demo_mode_and_the_standalone_emulators_accept_the_same_key() -> None:
+    server = start_demo_server(env=BASE_ENV)
+    try:
+        demo = [line for line in server.log.lines if str(line.get("event")).startswith("DEMO MODE")]
+    finally:
+        server.stop()
+
+    assert demo[0]["key"] == _documented_exports()["OPENAI_API_KEY"] == "demo-key-not-secret"

@@ -48,3 +48,23 @@ def test_the_wheel_carries_the_stubs_and_the_catalogue_and_imports_from_its_own_
     assert {"server/catalogue.toml", "server/py.typed"} <= names
     assert not any(name.startswith("tests/") for name in names)
     assert result.returncode == 0, result.stderr
+
+
+def test_the_python_clients_finish_reasons_are_the_protos() -> None:
+    from llm_grpc_client import FinishReason
+
+    from llm_grpc.v1 import llm_pb2
+
+    proto = {v.name.removeprefix("FINISH_REASON_"): v.number for v in llm_pb2.FinishReason.DESCRIPTOR.values}
+
+    assert {member.name: member.value for member in FinishReason} == proto
+
+
+def test_the_emulators_print_the_gateways_own_setting_names() -> None:
+    from server.emulators.__main__ import ENV_NAMES, KEY_NAMES
+    from server.providers.registry import SPECS
+
+    specs = [SPECS["openai"], SPECS["anthropic"], SPECS["gemini"]]
+
+    assert list(ENV_NAMES) == [spec.base_url_setting for spec in specs]
+    assert list(KEY_NAMES) == [spec.key_settings[0] for spec in specs]

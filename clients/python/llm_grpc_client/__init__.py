@@ -1,7 +1,7 @@
 """Async Python client for the llm-grpc gateway (llm.v1.LLMService). `llm_grpc_client.agents` builds
 tools, tool results, images, documents, response formats and reasoning control."""
 
-from llm_grpc_client import agents
+from llm_grpc_client import agents, readable
 from llm_grpc_client.client import AsyncLLMClient, LLMClient, TokenStream
 from llm_grpc_client.errors import (
     DeadlineExceeded,
@@ -13,10 +13,14 @@ from llm_grpc_client.errors import (
     RateLimited,
     Unavailable,
 )
+from llm_grpc_client.readable import FinishReason
+
+readable.install()
 
 __all__ = [
     "AsyncLLMClient",
     "DeadlineExceeded",
+    "FinishReason",
     "InvalidArgument",
     "LLMClient",
     "LLMError",

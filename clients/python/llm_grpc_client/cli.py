@@ -13,7 +13,9 @@ Global options (`--target`, `--json`, `--token`, `--tls`, ...) go before or afte
 `--json` prints one JSON object (a stream: one per line) with snake_case keys; every field is always
 present, enums by their short name (`STOP`, `FAST`, `SERVING`) — see clients/README.md for the fields.
 
-Exit codes: 0 success, 2 usage, otherwise 10 + the gRPC status code (e.g. 13 for INVALID_ARGUMENT = 3).
+Exit codes: 0 success, 1 `health` answered but the gateway is not SERVING, 2 usage, otherwise 10 + the
+gRPC status code (e.g. 13 for INVALID_ARGUMENT = 3). Output cut short by its reader (`| head`) ends the
+command quietly.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -38,6 +42,8 @@ from llm_grpc_client.client import AsyncLLMClient
 from llm_grpc_client.errors import LLMError
 
 STATUS_EXIT_BASE = 10
+NOT_SERVING_EXIT = 1
+"""`health`: the gateway answered, but not SERVING (scripts and probes rely on the code)."""
 DEFAULT_TARGET = "localhost:50051"
 TARGET_ENV = "LLM_GRPC_TARGET"
 TOKEN_ENV = "LLM_GRPC_TOKEN"  # nosec B105 (the name of a variable, not a token)
@@ -172,7 +178,25 @@ def _field(message: Message, name: str) -> Any:
 
 
 def _print_json(message: Message) -> None:
-    print(json.dumps(to_json(message)), flush=True)
+    print(dumps(to_json(message)), flush=True)
+
+
+def dumps(value: Any) -> str:
+    """JSON as json.dumps writes it, except that numbers with a fraction are in fixed decimals
+    (`0.00001775`, not `1.7749999999999998e-05`): costs read as money, and any JSON reader parses both."""
+    if isinstance(value, float) and math.isfinite(value):
+        return decimal_text(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{json.dumps(str(k))}: {dumps(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(dumps(item) for item in value) + "]"
+    return json.dumps(value)
+
+
+def decimal_text(value: float) -> str:
+    """A float in fixed decimals, to 12 places (below any price per token), without trailing zeros."""
+    text = format(Decimal(repr(round(value, 12))), "f")
+    return text if "." in text or "e" in text.lower() else f"{text}.0"
 
 
 def _read_prompt(prompt: str | None) -> str:
@@ -224,13 +248,13 @@ async def _run(args: argparse.Namespace) -> int:
             stream = client.stream(prompt, **options)
             async for delta in stream:
                 if args.json:
-                    print(json.dumps({"delta": delta}), flush=True)
+                    print(dumps({"delta": delta}), flush=True)
                 else:
                     print(delta, end="", flush=True)
             done = stream.done
             if done is not None:
                 if args.json:
-                    print(json.dumps({"done": to_json(done)}), flush=True)
+                    print(dumps({"done": to_json(done)}), flush=True)
                 else:
                     print()
                     _print_summary(done)
@@ -251,6 +275,8 @@ async def _run(args: argparse.Namespace) -> int:
             _print_json(reply)
         else:
             print(_TEXT[args.command](reply))
+        if isinstance(reply, llm_pb2.CheckHealthResponse) and reply.status != llm_pb2.HEALTH_STATUS_SERVING:
+            return NOT_SERVING_EXIT
         return 0
 
 
@@ -335,10 +361,19 @@ def _quota_text(reply: llm_pb2.GetQuotaResponse) -> str:
     for q in reply.quotas:
         kind = enum_name(_field(q, "kind"), q.kind)
         reset = f", resets {q.reset_time.ToJsonString()}" if q.reset_time.seconds else ""
-        lines.append(f"{kind} ({q.scope}): used {q.used:g} of {q.limit:g}, {q.remaining:g} left{reset}")
+        money = q.kind in (llm_pb2.QUOTA_KIND_USD_PER_DAY, llm_pb2.QUOTA_KIND_USD_PER_MONTH)
+        used, limit, left = (_amount(v, money) for v in (q.used, q.limit, q.remaining))
+        lines.append(f"{kind} ({q.scope}): used {used} of {limit}, {left} left{reset}")
     if not reply.quotas:
         lines.append("no limits apply")
     return "\n".join(lines)
+
+
+def _amount(value: float, money: bool) -> str:
+    """Dollars in fixed decimals ($0.000018, never 1.8e-05); counts as whole numbers."""
+    if money:
+        return "$" + decimal_text(round(value, 6)).rstrip("0").rstrip(".")
+    return f"{value:.0f}" if value == int(value) else decimal_text(value)
 
 
 _TEXT: dict[str, Callable[[Any], str]] = {
@@ -360,6 +395,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     except LLMError as error:
         print(f"llm-grpc: {error}", file=sys.stderr)
         code = STATUS_EXIT_BASE + error.code.value[0]
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): end quietly, as other command-line tools do. Python
+        # would report the pipe again when it flushes stdout at exit: point stdout at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 0
     except OSError as error:  # an unreadable --ca / --cert / --key
         print(f"llm-grpc: {error}", file=sys.stderr)
         code = 2
