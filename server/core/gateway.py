@@ -166,9 +166,10 @@ class Gateway:
             raise
         completion, call = opened.result, opened.call
         cost = self.catalogue.get(call.model).cost(completion.usage)
-        await self._limiter.settle(
-            ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
-        )
+        if ticket is not None:  # None: no caller limits (the default), nothing to settle
+            await self._limiter.settle(
+                ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
+            )
         call.succeed(
             completion.usage,
             cost,
@@ -232,9 +233,10 @@ class Gateway:
                     event = await relay.from_provider(anext(events), opened.provider)
                 cost = self.catalogue.get(call.model).cost(event.usage)
                 # Settled before `done` is sent: a caller that has its `done` finds its limits freed.
-                await self._limiter.settle(
-                    ticket, event.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
-                )
+                if ticket is not None:
+                    await self._limiter.settle(
+                        ticket, event.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
+                    )
                 await relay.to_caller(
                     send(
                         StreamSummary(

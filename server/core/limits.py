@@ -292,10 +292,11 @@ class Limiter:
         self._open_tickets = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._active = not policy.empty  # the policy is immutable: decided once, read on every call
 
     @property
     def active(self) -> bool:
-        return not self._policy.empty
+        return self._active
 
     def checks(
         self,
