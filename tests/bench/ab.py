@@ -146,7 +146,8 @@ async def _rounds(
                 if sample.errors or not sample.calls:
                     raise SystemExit(f"side {side}: {sample.errors} errors {sample.error_kinds}")
                 cpu.setdefault((side, kind), []).append(spent / sample.calls)
-            for who, direct in ((side, target), (f"sdk:{model_of[side]}", sdk[model_of[side]])):
+            # The SDK straight at the emulator with the side's model, measured right after the side.
+            for who, direct in ((side, target), (f"sdk:{side}", sdk[model_of[side]])):
                 latency.setdefault(who, []).append(await _latency(direct, args.latency_calls))
         print(f"round {index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     print(
@@ -165,7 +166,7 @@ async def _rounds(
         shown = []
         for side in ("A", "B"):
             own = [getattr(s, attribute) for s in latency[side]]
-            bare = [getattr(s, attribute) for s in latency[f"sdk:{model_of[side]}"]]
+            bare = [getattr(s, attribute) for s in latency[f"sdk:{side}"]]
             shown.append(f"{side} {stats.difference(own, bare, 50).show()}")
         b_vs_a = stats.difference(
             [getattr(s, attribute) for s in latency["B"]], [getattr(s, attribute) for s in latency["A"]], 50
