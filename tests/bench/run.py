@@ -1012,6 +1012,13 @@ def to_json(raw: dict[str, Any], fig: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _has_commit(ref: str) -> bool:
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], capture_output=True, check=False
+    )
+    return found.returncode == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
@@ -1038,6 +1045,13 @@ def main() -> None:
         help="also measure wire API NAME (tests/bench/load.py APIS) through MODEL, e.g. responses=gpt-5.5",
     )
     args = parser.parse_args()
+    if args.base and not _has_commit(args.base):
+        print(
+            f"base {args.base!r} is not a commit of this clone (a shallow one?): the gateway of the base is "
+            "not run and the targets against it are not judged; fetch it, or pass --base ''",
+            file=sys.stderr,
+        )
+        args.base = ""
     apis = dict(APIS) | dict(item.split("=", 1) for item in args.api)
     the_plan = plan(
         args.scale,
