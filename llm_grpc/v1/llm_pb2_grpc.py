@@ -30,7 +30,8 @@ class LLMServiceStub:
 
     Agent-to-agent context travels in request metadata: `a2a-trace-id`, `a2a-source-agent`,
     `a2a-session-id` (a W3C `traceparent` is accepted for the trace id). The trace id comes back in
-    the response and in the `a2a-trace-id` initial metadata. Errors carry google.rpc rich details
+    the response and in `a2a-trace-id` metadata: the initial metadata of a stream, the trailing
+    metadata of a unary call (errors included). Errors carry google.rpc rich details
     (`ErrorInfo` always; `BadRequest` and `RetryInfo` where they apply).
     """
 
@@ -82,7 +83,8 @@ class LLMServiceServicer:
 
     Agent-to-agent context travels in request metadata: `a2a-trace-id`, `a2a-source-agent`,
     `a2a-session-id` (a W3C `traceparent` is accepted for the trace id). The trace id comes back in
-    the response and in the `a2a-trace-id` initial metadata. Errors carry google.rpc rich details
+    the response and in `a2a-trace-id` metadata: the initial metadata of a stream, the trailing
+    metadata of a unary call (errors included). Errors carry google.rpc rich details
     (`ErrorInfo` always; `BadRequest` and `RetryInfo` where they apply).
     """
 
@@ -186,7 +188,8 @@ class LLMService:
 
     Agent-to-agent context travels in request metadata: `a2a-trace-id`, `a2a-source-agent`,
     `a2a-session-id` (a W3C `traceparent` is accepted for the trace id). The trace id comes back in
-    the response and in the `a2a-trace-id` initial metadata. Errors carry google.rpc rich details
+    the response and in `a2a-trace-id` metadata: the initial metadata of a stream, the trailing
+    metadata of a unary call (errors included). Errors carry google.rpc rich details
     (`ErrorInfo` always; `BadRequest` and `RetryInfo` where they apply).
     """
 

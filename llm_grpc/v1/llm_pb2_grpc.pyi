@@ -35,7 +35,8 @@ class LLMServiceStub:
 
     Agent-to-agent context travels in request metadata: `a2a-trace-id`, `a2a-source-agent`,
     `a2a-session-id` (a W3C `traceparent` is accepted for the trace id). The trace id comes back in
-    the response and in the `a2a-trace-id` initial metadata. Errors carry google.rpc rich details
+    the response and in `a2a-trace-id` metadata: the initial metadata of a stream, the trailing
+    metadata of a unary call (errors included). Errors carry google.rpc rich details
     (`ErrorInfo` always; `BadRequest` and `RetryInfo` where they apply).
     """
 
@@ -64,7 +65,8 @@ class LLMServiceAsyncStub(LLMServiceStub):
 
     Agent-to-agent context travels in request metadata: `a2a-trace-id`, `a2a-source-agent`,
     `a2a-session-id` (a W3C `traceparent` is accepted for the trace id). The trace id comes back in
-    the response and in the `a2a-trace-id` initial metadata. Errors carry google.rpc rich details
+    the response and in `a2a-trace-id` metadata: the initial metadata of a stream, the trailing
+    metadata of a unary call (errors included). Errors carry google.rpc rich details
     (`ErrorInfo` always; `BadRequest` and `RetryInfo` where they apply).
     """
 
@@ -89,7 +91,8 @@ class LLMServiceServicer(metaclass=_abc_1.ABCMeta):
 
     Agent-to-agent context travels in request metadata: `a2a-trace-id`, `a2a-source-agent`,
     `a2a-session-id` (a W3C `traceparent` is accepted for the trace id). The trace id comes back in
-    the response and in the `a2a-trace-id` initial metadata. Errors carry google.rpc rich details
+    the response and in `a2a-trace-id` metadata: the initial metadata of a stream, the trailing
+    metadata of a unary call (errors included). Errors carry google.rpc rich details
     (`ErrorInfo` always; `BadRequest` and `RetryInfo` where they apply).
     """
 

@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 from collections.abc import Iterable
 
 from server.core.types import RequestContext
@@ -17,6 +17,15 @@ TRACEPARENT_KEY = "traceparent"
 
 # version-traceid-parentid-flags; an all-zero trace id is invalid per W3C Trace Context.
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-(?P<trace>(?!0{32})[0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}")
+
+
+def new_trace_id() -> str:
+    """A fresh trace id: what `uuid.uuid4().hex` gives (32 hex digits, version 4, RFC 4122 variant),
+    without building the UUID object on every call that brings none (a third of the time)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40  # version 4
+    raw[8] = (raw[8] & 0x3F) | 0x80  # variant 10xx
+    return raw.hex()
 
 
 def context_from_metadata(
@@ -36,7 +45,7 @@ def context_from_metadata(
         if key in values:
             check_context_value(f"metadata.{key}", values[key], max_value_length)
     return RequestContext(
-        trace_id=trace_id or uuid.uuid4().hex,
+        trace_id=trace_id or new_trace_id(),
         source_agent=values.get(SOURCE_AGENT_KEY, ""),
         session_id=values.get(SESSION_ID_KEY, ""),
     )

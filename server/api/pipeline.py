@@ -3,7 +3,10 @@
 For each call, in order: a fresh log context; the drain's count of calls in flight (refused while the
 server shuts down, server/api/draining.py); the A2A context from metadata (read once, bound to every log
 line through structlog's context variables, handed to the servicer); authentication and authorisation
-of the method; the trace id echoed in the initial metadata; the request parsed from its bytes inside the
+of the method; the trace id echoed in the metadata (a stream's initial metadata, which its caller reads
+before the first event; a unary call's trailing metadata, which grpc sends with the response and the
+status in one batch: an initial-metadata batch of its own cost a unary call about 8 % of its CPU and an
+event-loop hop, docs/benchmarks.md); the request parsed from its bytes inside the
 gateway's own error mapping (grpc's deserializer would answer a malformed message, or invalid UTF-8 in a
 string, with UNKNOWN); the servicer method; and at the end one `RpcRecord` with the final code and
 origin, and any exception turned into a gRPC status with rich details. A servicer method only translates
@@ -63,9 +66,10 @@ class Pipeline:
         self._max_metadata = max_metadata_value_length
 
     def handler(
-        self, name: str, method: Method, request_type: type[Message]
+        self, name: str, method: Method, request_type: type[Message], *, streaming: bool = False
     ) -> Callable[[bytes, ServicerContext], Awaitable[Any]]:
-        """The grpc handler of one RPC: raw request bytes in, `method` run inside the pipeline."""
+        """The grpc handler of one RPC: raw request bytes in, `method` run inside the pipeline. The
+        trace id goes in the initial metadata of a `streaming` RPC, in the trailing metadata otherwise."""
 
         async def handle(raw: bytes, context: ServicerContext) -> Any:
             structlog.contextvars.clear_contextvars()
@@ -80,7 +84,8 @@ class Pipeline:
                     ctx = self._context(metadata)
                     trace_id = record.trace_id = ctx.trace_id
                     ctx = self._authenticate(metadata, ctx, name)
-                    await context.send_initial_metadata(((TRACE_ID_KEY, ctx.trace_id),))
+                    if streaming:
+                        await context.send_initial_metadata(((TRACE_ID_KEY, trace_id),))
                     result = await method(_parse(raw, request_type), ctx, context)
                 except (asyncio.CancelledError, GeneratorExit) as error:
                     record.finish(error)
@@ -94,11 +99,16 @@ class Pipeline:
                     )
                 else:
                     record.finish(None)
+                    if not streaming:
+                        context.set_trailing_metadata(((TRACE_ID_KEY, trace_id),))
                     return result
                 finally:
                     if entered:
                         self._drain.leave()
-            await context.abort(status.code, status.details, trailing_metadata=status.trailing_metadata)
+            trailing = tuple(status.trailing_metadata)
+            if trace_id and not streaming:
+                trailing += ((TRACE_ID_KEY, trace_id),)
+            await context.abort(status.code, status.details, trailing_metadata=trailing)
             return None  # unreachable: abort raises
 
         return handle
@@ -138,7 +148,9 @@ def add_to_server(servicer: object, pipeline: Pipeline, server: grpc.aio.Server)
     for rpc in SERVICE.methods:
         request_type: type[Message] = getattr(llm_pb2, rpc.input_type.name)
         serialize = getattr(llm_pb2, rpc.output_type.name).SerializeToString
-        handle = pipeline.handler(rpc.name, getattr(servicer, rpc.name), request_type)
+        handle = pipeline.handler(
+            rpc.name, getattr(servicer, rpc.name), request_type, streaming=rpc.server_streaming
+        )
         make = (
             grpc.unary_stream_rpc_method_handler
             if rpc.server_streaming

@@ -197,9 +197,10 @@ class Gateway:
         if opened.lease is not None and self.capacity is not None:
             await self.capacity.settle(opened.lease, completion.usage)
         cost = self.catalogue.get(call.model).cost(completion.usage)
-        await self._limiter.settle(
-            ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
-        )
+        if ticket is not None:  # None: no caller limits (the default), nothing to settle
+            await self._limiter.settle(
+                ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
+            )
         call.succeed(
             completion.usage,
             cost,
@@ -268,9 +269,10 @@ class Gateway:
                     "".join(text), candidates[0][0].response_format, event.finish_reason
                 )
                 # Settled before `done` is sent: a caller that has its `done` finds its limits freed.
-                await self._limiter.settle(
-                    ticket, event.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
-                )
+                if ticket is not None:
+                    await self._limiter.settle(
+                        ticket, event.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
+                    )
                 await relay.to_caller(
                     send(
                         StreamSummary(

@@ -23,8 +23,9 @@ from __future__ import annotations
 import asyncio
 import calendar
 import enum
+import functools
 import math
-import uuid
+import os
 from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
@@ -337,10 +338,11 @@ class Limiter:
         self._open_tickets = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._active = not policy.empty  # the policy is immutable: decided once, read on every call
 
     @property
     def active(self) -> bool:
-        return not self._policy.empty
+        return self._active
 
     def checks(
         self,
@@ -364,12 +366,13 @@ class Limiter:
     def _checks(
         self, identity: str, scopes: Sequence[tuple[str, Limits]], worst: Worst | None, now: float
     ) -> list[Check]:
+        day, day_end, month, month_end = _calendar(math.floor(now / 86400))
         windows = {
             LimitKind.REQUESTS_PER_MINUTE: ("", now + MINUTE),
             LimitKind.TOKENS_PER_MINUTE: ("", now + MINUTE),
             LimitKind.CONCURRENT: ("", now + self._lease_seconds),
-            LimitKind.USD_PER_DAY: (f":{_day(now)}", _day_end(now)),
-            LimitKind.USD_PER_MONTH: (f":{_month(now)}", _month_end(now)),
+            LimitKind.USD_PER_DAY: (f":{day}", day_end),
+            LimitKind.USD_PER_MONTH: (f":{month}", month_end),
         }
         costs = {
             LimitKind.REQUESTS_PER_MINUTE: 1,
@@ -398,7 +401,7 @@ class Limiter:
             return None
         # The lease names the reservation in the store: settling consumes it, so a settlement (or the
         # release of a reservation whose answer was lost) is applied at most once.
-        lease = f"llm:{{{identity}}}:lease:{uuid.uuid4().hex}"
+        lease = f"llm:{{{identity}}}:lease:{os.urandom(16).hex()}"
         try:
             refusal = await self._store.reserve(checks, lease, now, now + self._lease_seconds)
         except StoreUnavailable as error:
@@ -565,6 +568,14 @@ class Limiter:
             task.cancel()
         await asyncio.gather(*self._settling, *self._releasing, return_exceptions=True)
         await self._store.aclose()
+
+
+@functools.lru_cache(maxsize=4)
+def _calendar(day_number: int) -> tuple[str, float, str, float]:
+    """The UTC day `day_number` (days since the epoch): its name and end, its month's name and end.
+    The same for every call of a day: worked out once, not with four datetime conversions per call."""
+    start = day_number * 86400.0
+    return _day(start), _day_end(start), _month(start), _month_end(start)
 
 
 def _day(now: float) -> str:

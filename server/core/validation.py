@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -419,9 +421,30 @@ def _not_a_number(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+SCHEMA_VERDICTS = 1024
+"""How many schemas' verdicts are remembered (by SHA-256 of their text: a few hundred bytes each)."""
+_schema_verdicts: OrderedDict[bytes, str | None] = OrderedDict()
+
+
 def _object_schema_problem(text: str) -> str | None:
-    """What keeps `text` from being the JSON text of a JSON Schema for an object, or None. The schema's
-    limits (size, nesting, `$ref`s: server/core/structured.py) come first: they bound everything after."""
+    """What keeps `text` from being the JSON text of a JSON Schema for an object, or None. The verdict
+    depends on the text alone and an agent sends the same tools on every turn, while checking a schema
+    against its metaschema cost ~0.6 ms of a call's CPU (docs/benchmarks.md): the last SCHEMA_VERDICTS
+    verdicts are kept, by the text's digest."""
+    key = hashlib.sha256(text.encode()).digest()
+    if key in _schema_verdicts:
+        _schema_verdicts.move_to_end(key)
+        return _schema_verdicts[key]
+    verdict = _schema_verdict(text)
+    _schema_verdicts[key] = verdict
+    if len(_schema_verdicts) > SCHEMA_VERDICTS:
+        _schema_verdicts.popitem(last=False)
+    return verdict
+
+
+def _schema_verdict(text: str) -> str | None:
+    """The verdict itself. The schema's limits (size, nesting, `$ref`s: server/core/structured.py) come
+    first: they bound everything after."""
     size = len(text.encode())
     schema = _json(text) if size <= MAX_SCHEMA_BYTES else {}
     if schema is _NOT_JSON:

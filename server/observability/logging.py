@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping, MutableMapping
 from typing import Any, TextIO
 
 import structlog
@@ -48,15 +48,28 @@ def resolve_format(fmt: str, stream: TextIO) -> str:
     return "console" if stream.isatty() else "json"
 
 
-def _strings(values: Iterable[Any]) -> Iterator[str]:
-    """Every string among `values`, and in the dicts, lists and tuples among them, as `_scrub` visits."""
+_SCALARS = (int, float, bool, type(None))
+"""Types of a log value that hold no string (most of the canonical line's values)."""
+
+
+def _strings(values: Iterable[Any]) -> list[str]:
+    """Every string among `values`, and in the dicts, lists and tuples among them, as `_scrub` visits.
+    A list built in one loop rather than a generator: the canonical line has a dozen values, most of
+    them numbers (docs/benchmarks.md: gathering its strings 3.2-4.3 µs -> 1.2-1.6 µs)."""
+    found: list[str] = []
     for value in values:
-        if isinstance(value, str):
-            yield value
+        kind = type(value)
+        if kind is str:
+            found.append(value)
+        elif kind in _SCALARS:
+            continue
+        elif isinstance(value, str):
+            found.append(value)
         elif isinstance(value, Mapping):
-            yield from _strings(value.values())
+            found += _strings(value.values())
         elif isinstance(value, list | tuple):
-            yield from _strings(value)
+            found += _strings(value)
+    return found
 
 
 def configure_logging(level: str, fmt: str, redactor: Redactor) -> None:

@@ -26,10 +26,11 @@ import platform
 import socket
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -52,13 +53,41 @@ SHORT, LONG = 20, 200
 """Reply lengths in tokens: a short reply for latency and per-call CPU, a long one for the per-token
 slope (CPU per streamed token = the difference of CPU per stream / the difference of tokens)."""
 
-TARGETS = {
-    "unary overhead p50 at c=1 (ms)": 0.4,
-    "TTFT overhead p50 at c=1 (ms)": 0.5,
-    "server CPU per unary call, gateway / floor": 2.0,
+OWN_CPU = "gateway's own CPU per unary call (ms)"
+OWN_CPU_FEATURES = "gateway's own CPU per unary call, limits + tracing sampled out (ms)"
+VS_BASE_UNARY = "unary overhead p50 at c=1, gateway minus base (ms)"
+VS_BASE_TTFT = "TTFT overhead p50 at c=1, gateway minus base (ms)"
+STREAMS_RSS = "5000 concurrent streams: 0 errors, peak RSS (MB)"
+TARGETS = {  # issue #25; per extra wire API the first and fourth again, named after it
+    OWN_CPU: 0.25,
+    OWN_CPU_FEATURES: 0.4,
+    "server CPU per unary call, gateway / floor": 3.5,
     "server CPU per streamed token, gateway / floor": 2.0,
-    "RSS at 5000 concurrent streams (MB)": 600.0,
+    VS_BASE_UNARY: 0.0,
+    VS_BASE_TTFT: 0.0,
+    STREAMS_RSS: 450.0,
 }
+"""The gateway's own CPU per unary call is the server's CPU per call minus the floor's (the gRPC hop)
+minus the SDK's request path (the load generator's CPU per call made straight at the emulator with the
+SDK, the very call the adapter makes), all three at c=8 in the same rounds. "Minus base": the gateway's
+latency overhead over the SDK against that of the gateway of BASE_REF, in the same rounds: met when
+not above it."""
+
+BASE_REF = "be8ffa1"
+"""The gateway measured beside today's for the latency targets (main of 2026-11-24, issue #25)."""
+BASE_MODEL = "gpt-4.1-mini"
+"""The model an older gateway is called with when its catalogue lacks load.MODEL (be8ffa1's has no
+gpt-5.4-mini): a Chat Completions model in both catalogues; the emulator's reply is the prompt's,
+whatever the model."""
+
+APIS = {"chat_completions": load.MODEL}
+"""Wire API → the model the scenarios call through it (tests/bench/load.py APIS says how the SDK side
+calls each). Chat Completions is the main one; every other API here gets its own unary and stream
+scenarios on the SDK and gateway sides, and its own own-CPU and per-token verdicts. `--api NAME=MODEL`
+adds one for a run. The Responses API (issue #19), once a catalogue model has `api = "responses"` and
+the emulator serves /v1/responses, is one line:
+    APIS["responses"] = "<that model>"
+"""
 
 
 @dataclass(frozen=True)
@@ -72,6 +101,9 @@ class Scenario:
     """The emulator's wait before each token: the stream scenarios that measure time to first token use
     one, so that the first token is apart from the rest (with none, a 20-token reply arrives in one read,
     and the first token's time is the whole stream's)."""
+    api: str = "chat_completions"
+    """The wire API (APIS) its calls go through; a scenario of another API than Chat Completions is
+    named `<api>:<scenario>`."""
 
 
 @dataclass(frozen=True)
@@ -84,26 +116,69 @@ class Plan:
     warmup: int
     variants: bool = True
     """Whether to run the gateway variants (asyncio loop, 2 workers) beside the main one."""
+    features: bool = True
+    """Whether to run a gateway with limits and tracing on (FEATURES) beside the main one."""
+    base: str | None = BASE_REF
+    """The git ref whose gateway runs beside (latency targets), or None."""
+    apis: dict[str, str] = field(default_factory=lambda: dict(APIS))
+
+    def scenarios_of(self, side: str) -> tuple[str, ...]:
+        """The scenarios a side runs each round."""
+        chat = tuple(s.name for s in self.scenarios if s.api == "chat_completions")
+        if side in ("gateway_asyncio", "gateway_2_workers"):
+            return self.variant_scenarios
+        if side == "gateway_features":
+            return ("unary_c8", "stream_c8")
+        if side in ("base", "sdk_base"):
+            return ("unary_c1", "stream_c1", "unary_c8") if side == "base" else ("unary_c1", "stream_c1")
+        if side == "floor":
+            return chat
+        return tuple(s.name for s in self.scenarios)
 
 
-def plan(scale: float, rounds: int, many_streams: int, variants: bool = True) -> Plan:
+API_SCENARIOS = ("unary_c1", "unary_c8", "stream_c1", "stream_c8", "stream_long_c8")
+"""What a wire API other than Chat Completions runs: latency at c=1, CPU per call and per token."""
+
+
+def plan(
+    scale: float,
+    rounds: int,
+    many_streams: int,
+    variants: bool = True,
+    *,
+    features: bool = True,
+    base: str | None = BASE_REF,
+    apis: dict[str, str] | None = None,
+) -> Plan:
     def n(calls: int) -> int:
         return max(8, int(calls * scale))
 
+    chat = (
+        Scenario("unary_c1", False, SHORT, 1, n(240)),
+        Scenario("unary_c8", False, SHORT, 8, n(600)),
+        Scenario("unary_c64", False, SHORT, 64, n(960)),
+        Scenario("stream_c1", True, SHORT, 1, n(80), token_delay_ms=1.0),
+        Scenario("stream_c8", True, SHORT, 8, n(360)),
+        Scenario("stream_long_c8", True, LONG, 8, n(120)),
+    )
+    apis = dict(APIS if apis is None else apis)
+    extra = tuple(
+        replace(scenario, name=f"{api}:{scenario.name}", api=api)
+        for api in apis
+        if api != "chat_completions"
+        for scenario in chat
+        if scenario.name in API_SCENARIOS
+    )
     return Plan(
         rounds=rounds,
-        scenarios=(
-            Scenario("unary_c1", False, SHORT, 1, n(240)),
-            Scenario("unary_c8", False, SHORT, 8, n(600)),
-            Scenario("unary_c64", False, SHORT, 64, n(960)),
-            Scenario("stream_c1", True, SHORT, 1, n(80), token_delay_ms=1.0),
-            Scenario("stream_c8", True, SHORT, 8, n(360)),
-            Scenario("stream_long_c8", True, LONG, 8, n(120)),
-        ),
+        scenarios=chat + extra,
         variant_scenarios=("unary_c8", "unary_c64"),
         many_streams=many_streams,
         warmup=n(100),
         variants=variants,
+        features=features,
+        base=base,
+        apis=apis,
     )
 
 
@@ -215,15 +290,84 @@ def gateway_env(urls: dict[str, str], streams: int) -> dict[str, str]:
     }
 
 
+LIMITS_POLICY = """\
+# Every kind of caller limit, none of them reached by the benchmark: the work of checking, reserving
+# and settling them is what is measured (docs/limits.md).
+[default]
+requests_per_minute = 100000000
+tokens_per_minute = 100000000000
+concurrent = 100000
+usd_per_day = 1000000.0
+usd_per_month = 10000000.0
+
+[default.tiers.fast]
+usd_per_day = 1000000.0
+"""
+
+FEATURES = ("limits", "tracing")
+"""Gateway features off by default whose price the benchmark measures: `limits`, a limits file counted in
+process (no Redis); `tracing`, OpenTelemetry traces on but every call sampled out (ratio 0), as a
+production gateway samples most calls out."""
+
+
+def feature_env(features: tuple[str, ...], workdir: Path, trace_port: int) -> dict[str, str]:
+    """The settings that turn `features` on. `trace_port`: where traces would go (a port held bound and
+    never listening: with every call sampled out nothing is ever exported to it)."""
+    env: dict[str, str] = {}
+    for feature in features:
+        if feature == "limits":
+            policy = workdir / "limits.toml"
+            policy.write_text(LIMITS_POLICY)
+            env["LLM_LIMITS_FILE"] = str(policy)
+        elif feature == "tracing":
+            env |= {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{trace_port}",
+                # OpenTelemetry's sampler variables, read by its SDK (opentelemetry/sdk/trace/sampling.py).
+                "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                "OTEL_TRACES_SAMPLER_ARG": "0",
+            }
+        else:
+            raise ValueError(f"unknown feature {feature!r} (one of {', '.join(FEATURES)})")
+    return env
+
+
 def start_gateway(
-    name: str, env: dict[str, str], port: int, log: IO[bytes], *, workers: int = 1, loop: str = "uvloop"
+    name: str,
+    env: dict[str, str],
+    port: int,
+    log: IO[bytes],
+    *,
+    workers: int = 1,
+    loop: str | None = "uvloop",
+    cwd: Path | None = None,
 ) -> tuple[Server, str]:
+    """A gateway process; `cwd`: the source tree it runs from (an exported older one), `loop` None for
+    a gateway without `--loop` (older ones: uvloop when installed)."""
     command = [PYTHON, "-m", "server", "serve", "--port", str(port), "--metrics-port", "-1"]
-    command += ["--loop", loop]
+    command += ["--loop", loop] if loop is not None else []
     command += ["--workers", str(workers)] if workers > 1 else ["--reuse-port"]
-    process = subprocess.Popen(command, env=env, stderr=log, stdout=log)
+    if cwd is not None:
+        env = env | {"PYTHONPATH": str(cwd)}
+    process = subprocess.Popen(command, env=env, stderr=log, stdout=log, cwd=cwd)
     address = f"127.0.0.1:{port}"
     return Server(name, process), address
+
+
+def export_tree(ref: str, into: Path) -> None:
+    """The gateway's code (server/, llm_grpc/) of git `ref`, written under `into`."""
+    archive = into / "ref.tar"
+    with archive.open("wb") as out:
+        subprocess.run(["git", "archive", ref, "server", "llm_grpc"], stdout=out, check=True)
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+
+
+def model_of(ref: str) -> str:
+    """load.MODEL if the catalogue of git `ref` has it, else BASE_MODEL."""
+    catalogue = subprocess.run(
+        ["git", "show", f"{ref}:server/catalogue.toml"], capture_output=True, text=True, check=False
+    ).stdout
+    return load.MODEL if f'[models."{load.MODEL}"]' in catalogue else BASE_MODEL
 
 
 async def wait_serving(address: str, workers: int = 1) -> None:
@@ -387,53 +531,72 @@ async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
     servers: list[Server] = [emulators, floor]
     log = (workdir / "gateways.log").open("wb")
     env = gateway_env(urls, the_plan.many_streams)
-    targets: dict[str, Target] = {}
+    targets: dict[str, dict[str, Target]] = {}
     server_of: dict[str, Server] = {"floor": floor}
+    base_model = model_of(the_plan.base) if the_plan.base is not None else load.MODEL
     try:
-        variants: dict[str, dict[str, Any]] = (
-            {"gateway_asyncio": {"loop": "asyncio"}, "gateway_2_workers": {"workers": 2}}
-            if the_plan.variants
-            else {}
-        )
+        gateways: dict[str, dict[str, Any]] = {"gateway": {}}
+        if the_plan.variants:
+            gateways |= {"gateway_asyncio": {"loop": "asyncio"}, "gateway_2_workers": {"workers": 2}}
         addresses: dict[str, str] = {}
         with contextlib.ExitStack() as ports:
-            for name, options in {"gateway": {}, **variants}.items():
+            if the_plan.features:
+                trace_port = ports.enter_context(reserved_port())
+                gateways["gateway_features"] = {"env": feature_env(FEATURES, workdir, trace_port)}
+            if the_plan.base is not None:
+                (workdir / "base").mkdir()
+                export_tree(the_plan.base, workdir / "base")
+                gateways["base"] = {"cwd": workdir / "base", "loop": None}
+            for name, options in gateways.items():
                 port = ports.enter_context(reserved_port())
-                server_of[name], addresses[name] = start_gateway(name, env, port, log, **options)
+                extra_env = options.pop("env", {})
+                server_of[name], addresses[name] = start_gateway(name, env | extra_env, port, log, **options)
                 servers.append(server_of[name])
             for name, address in addresses.items():
                 await wait_serving(address, workers=2 if name == "gateway_2_workers" else 1)
-        targets = {"sdk": SdkTarget(urls["OPENAI_BASE_URL"], KEY), "floor": GrpcTarget(floor_address)}
-        targets |= {name: GrpcTarget(address) for name, address in addresses.items()}
+        sdk_url = urls["OPENAI_BASE_URL"]
+        apis = the_plan.apis
+        targets = {
+            "sdk": {api: SdkTarget(sdk_url, KEY, model=model, api=api) for api, model in apis.items()},
+            "floor": {"chat_completions": GrpcTarget(floor_address)},
+        }
+        for name, address in addresses.items():
+            model = base_model if name == "base" else load.MODEL
+            targets[name] = {"chat_completions": GrpcTarget(address, model=model)}
+        for api, model in apis.items():
+            if api != "chat_completions":
+                targets["gateway"][api] = GrpcTarget(addresses["gateway"], model=model)
+        if the_plan.base is not None and base_model != load.MODEL:
+            targets["sdk_base"] = {"chat_completions": SdkTarget(sdk_url, KEY, model=base_model)}
         gateway = server_of["gateway"]
         by_name = {s.name: s for s in the_plan.scenarios}
         # Warm every side: connections, caches, the SDK's lazy imports.
-        for target in targets.values():
-            for stream in (False, True):
-                text = prompt(SHORT)
-                call = target.stream(text) if stream else target.unary(text)
-                await load.run(call, concurrency=8, calls=the_plan.warmup)
+        for by_api in targets.values():
+            for target in by_api.values():
+                for stream in (False, True):
+                    text = prompt(SHORT)
+                    call = target.stream(text) if stream else target.unary(text)
+                    await load.run(call, concurrency=8, calls=the_plan.warmup)
         measured = Measured()
         sides = list(targets)
         for round_index in range(the_plan.rounds):
             order = sides[round_index % len(sides) :] + sides[: round_index % len(sides)]
             for side in order:
-                names = (
-                    the_plan.variant_scenarios
-                    if side in ("gateway_asyncio", "gateway_2_workers")
-                    else [s.name for s in the_plan.scenarios]
-                )
-                for name in names:
-                    await measure(side, targets[side], by_name[name], server_of.get(side), measured)
+                for name in the_plan.scenarios_of(side):
+                    scenario = by_name[name]
+                    target = targets[side][scenario.api]
+                    await measure(side, target, scenario, server_of.get(side), measured)
             print(f"round {round_index + 1}/{the_plan.rounds} done", file=sys.stderr, flush=True)
         rss = {name: server.rss_mb() for name, server in server_of.items()}
-        for name in variants:
-            server_of[name].stop()
-        streams = await many_streams(targets["gateway"], gateway, the_plan.many_streams)
+        for name in gateways:
+            if name != "gateway":
+                server_of[name].stop()
+        streams = await many_streams(targets["gateway"]["chat_completions"], gateway, the_plan.many_streams)
         ours = sum(server.spent() for server in servers) + _own_cpu() - own_before
     finally:
-        for target in targets.values():
-            await target.aclose()
+        for by_api in targets.values():
+            for target in by_api.values():
+                await target.aclose()
         for server in servers:
             server.stop()
         log.close()
@@ -448,6 +611,10 @@ async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
             "rounds": the_plan.rounds,
             "scenarios": [s.__dict__ for s in the_plan.scenarios],
             "many_streams": the_plan.many_streams,
+            "base": the_plan.base,
+            "base_model": base_model,
+            "apis": apis,
+            "features": list(FEATURES) if the_plan.features else [],
         },
         "measured": measured,
         "rss_after_rounds_mb": rss,
@@ -478,7 +645,7 @@ def figures(raw: dict[str, Any]) -> dict[str, Any]:
             for side in ("sdk", "floor", "gateway"):
                 out["ttft"].setdefault(side, {})[f"{scenario}_p{q}"] = stats.level(m.ttft[side][scenario], q)
     cpu = m.cpu_per_call
-    for side in ("floor", "gateway", "gateway_asyncio", "gateway_2_workers"):
+    for side in ("floor", "gateway", "gateway_asyncio", "gateway_2_workers", "gateway_features", "base"):
         for scenario in cpu.get(side, {}):
             out["cpu"].setdefault(side, {})[f"{scenario}_per_call"] = stats.per_round(cpu[side][scenario])
     for side, by_scenario in m.client_cpu_per_call.items():
@@ -494,6 +661,27 @@ def figures(raw: dict[str, Any]) -> dict[str, Any]:
             for long, short in zip(cpu[side]["stream_long_c8"], cpu[side]["stream_c8"], strict=True)
         ]
         out["cpu"][side]["per_streamed_token"] = stats.per_round(per_token[side])
+    out["own_cpu"] = own_cpu_figures(m, raw["plan"]["apis"])
+    for api in raw["plan"]["apis"]:
+        if api == "chat_completions":
+            continue
+        gw = cpu["gateway"]
+        per_token[api] = [
+            (long - short) / (LONG - SHORT)
+            for long, short in zip(gw[f"{api}:stream_long_c8"], gw[f"{api}:stream_c8"], strict=True)
+        ]
+        out["cpu"]["gateway"][f"{api}:per_streamed_token"] = stats.per_round(per_token[api])
+        out.setdefault("api_ratios", {})[f"{api}:cpu_per_streamed_token"] = stats.ratio(
+            per_token[api], per_token["floor"]
+        )
+        for scenario, attribute, key in (("unary_c1", "latency", "overhead"), ("stream_c1", "ttft", "ttft")):
+            out[key][f"{api}:{scenario}_overhead_p50"] = stats.difference(
+                getattr(m, attribute)["gateway"][f"{api}:{scenario}"],
+                getattr(m, attribute)["sdk"][f"{api}:{scenario}"],
+                50,
+            )
+    if "base" in m.latency:
+        out["base"] = base_figures(m)
     out["ratios"] = {
         "cpu_per_unary_call_c8": stats.ratio(cpu["gateway"]["unary_c8"], cpu["floor"]["unary_c8"]),
         "cpu_per_unary_call_c64": stats.ratio(cpu["gateway"]["unary_c64"], cpu["floor"]["unary_c64"]),
@@ -510,33 +698,122 @@ def figures(raw: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def own_cpu_figures(m: Measured, apis: dict[str, str]) -> dict[str, dict[str, stats.Figure]]:
+    """The three-part breakdown of a unary call's server CPU at c=8, round by round: the server's, the
+    floor's (the gRPC hop and protobuf), the SDK's request path (the load generator's CPU per call made
+    straight at the emulator with the SDK), and what is left: the gateway's own. For the default
+    gateway, the one with limits and tracing on, and each extra wire API."""
+    cpu, client = m.cpu_per_call, m.client_cpu_per_call
+    configs = {"gateway": ("gateway", "unary_c8", "unary_c8")}
+    if "gateway_features" in cpu:
+        configs["gateway_features"] = ("gateway_features", "unary_c8", "unary_c8")
+    for api in apis:
+        if api != "chat_completions":
+            configs[api] = ("gateway", f"{api}:unary_c8", f"{api}:unary_c8")
+    out: dict[str, dict[str, stats.Figure]] = {}
+    for config, (side, scenario, sdk_scenario) in configs.items():
+        server = cpu[side][scenario]
+        floor = cpu["floor"]["unary_c8"]
+        sdk = client["sdk"][sdk_scenario]
+        own = [s - f - d for s, f, d in zip(server, floor, sdk, strict=True)]
+        out[config] = {
+            "server": stats.per_round(server),
+            "floor": stats.per_round(floor),
+            "sdk": stats.per_round(sdk),
+            "own": stats.per_round(own),
+        }
+    return out
+
+
+def base_figures(m: Measured) -> dict[str, stats.Figure]:
+    """The gateway of BASE_REF beside today's: each one's overhead over the SDK (the base's own model
+    called straight when it differs), and today's minus the base's, round by round."""
+    sdk_base = "sdk_base" if "sdk_base" in m.latency else "sdk"
+    out: dict[str, stats.Figure] = {}
+    for scenario, attribute, key in (("unary_c1", "latency", "unary"), ("stream_c1", "ttft", "ttft")):
+        samples = getattr(m, attribute)
+        ours = [
+            stats.quantile(g, 50) - stats.quantile(d, 50)
+            for g, d in zip(samples["gateway"][scenario], samples["sdk"][scenario], strict=True)
+        ]
+        theirs = [
+            stats.quantile(g, 50) - stats.quantile(d, 50)
+            for g, d in zip(samples["base"][scenario], samples[sdk_base][scenario], strict=True)
+        ]
+        out[f"{key}_overhead_p50_base"] = stats.difference(
+            samples["base"][scenario], samples[sdk_base][scenario], 50
+        )
+        out[f"{key}_overhead_p50_gateway"] = stats.difference(
+            samples["gateway"][scenario], samples["sdk"][scenario], 50
+        )
+        out[f"{key}_overhead_p50_minus_base"] = stats.per_round(
+            [o - t for o, t in zip(ours, theirs, strict=True)]
+        )
+    out["cpu_per_unary_call_c8_base"] = stats.per_round(m.cpu_per_call["base"]["unary_c8"])
+    out["cpu_per_unary_call_c8_gateway_over_base"] = stats.ratio(
+        m.cpu_per_call["gateway"]["unary_c8"], m.cpu_per_call["base"]["unary_c8"]
+    )
+    return out
+
+
 def verdicts(fig: dict[str, Any], raw: dict[str, Any]) -> list[tuple[str, float, Any, str]]:
     """(target, limit, figure or value, met / MISSED / noise)."""
 
     def judge(figure: stats.Figure, limit: float, scale: float = 1.0) -> str:
-        if figure.noise is not None:
-            return "noise"
+        """By the value; a figure whose spread makes it doubtful says so beside its verdict."""
+        if figure.value != figure.value:  # NaN
+            return "not measured"
         if figure.value < 0:  # the direct baseline was the slower one: no overhead was measured
             return "not measured (negative: the SDK-direct side was slower)"
-        return "met" if figure.value * scale <= limit else "MISSED"
+        verdict = "met" if figure.value * scale <= limit else "MISSED"
+        return verdict if figure.noise is None else f"{verdict} (by its value; {figure.noise})"
+
+    def not_above(figure: stats.Figure) -> str:
+        """Today's minus the base's: met when not above zero (below, or too close to tell)."""
+        if figure.high <= 0:
+            return "met (below the base)"
+        if figure.low <= 0:
+            return "met (no difference measured)"
+        return "MISSED" if figure.noise is None else f"MISSED (by its value; {figure.noise})"
 
     streams = raw["many_streams"]
-    rows: list[tuple[str, float, Any, str]] = []
-    items = (
-        ("unary overhead p50 at c=1 (ms)", fig["overhead"]["unary_c1_p50"], 1000.0),
-        ("TTFT overhead p50 at c=1 (ms)", fig["ttft"]["stream_c1_overhead_p50"], 1000.0),
-        ("server CPU per unary call, gateway / floor", fig["ratios"]["cpu_per_unary_call_c8"], 1.0),
-        ("server CPU per streamed token, gateway / floor", fig["ratios"]["cpu_per_streamed_token"], 1.0),
-    )
-    for name, figure, scale in items:
-        rows.append((name, TARGETS[name], figure, judge(figure, TARGETS[name], scale)))
+    own = fig["own_cpu"]
+    rows: list[tuple[str, float, Any, str]] = [
+        (
+            OWN_CPU,
+            TARGETS[OWN_CPU],
+            own["gateway"]["own"],
+            judge(own["gateway"]["own"], TARGETS[OWN_CPU], 1e3),
+        )
+    ]
+    if "gateway_features" in own:
+        figure = own["gateway_features"]["own"]
+        rows.append((OWN_CPU_FEATURES, TARGETS[OWN_CPU_FEATURES], figure, judge(figure, 0.4, 1e3)))
+    for name, figure in (
+        ("server CPU per unary call, gateway / floor", fig["ratios"]["cpu_per_unary_call_c8"]),
+        ("server CPU per streamed token, gateway / floor", fig["ratios"]["cpu_per_streamed_token"]),
+    ):
+        rows.append((name, TARGETS[name], figure, judge(figure, TARGETS[name])))
+    if "base" in fig:
+        for name, key in ((VS_BASE_UNARY, "unary"), (VS_BASE_TTFT, "ttft")):
+            figure = fig["base"][f"{key}_overhead_p50_minus_base"]
+            rows.append((name, TARGETS[name], figure, not_above(figure)))
+    for api in raw["plan"]["apis"]:
+        if api == "chat_completions":
+            continue
+        figure = own[api]["own"]
+        rows.append((f"{api}: {OWN_CPU}", TARGETS[OWN_CPU], figure, judge(figure, TARGETS[OWN_CPU], 1e3)))
+        name = "server CPU per streamed token, gateway / floor"
+        figure = fig["api_ratios"][f"{api}:cpu_per_streamed_token"]
+        rows.append((f"{api}: {name}", TARGETS[name], figure, judge(figure, TARGETS[name])))
     ok = streams["errors"] == 0 and streams["completed"] == streams["peak_open"] == streams["streams"]
+    limit = TARGETS[STREAMS_RSS]
     rows.append(
         (
-            "RSS at 5000 concurrent streams (MB)",
-            TARGETS["RSS at 5000 concurrent streams (MB)"],
+            STREAMS_RSS,
+            limit,
             streams["rss_peak_mb"],
-            ("met" if streams["rss_peak_mb"] <= 600 else "MISSED") if ok else "MISSED (errors)",
+            ("met" if streams["rss_peak_mb"] <= limit else "MISSED") if ok else "MISSED (errors)",
         )
     )
     return rows
@@ -565,10 +842,11 @@ def report(raw: dict[str, Any], fig: dict[str, Any]) -> str:
     ]
     for name, limit, figure, verdict in verdicts(fig, raw):
         if isinstance(figure, stats.Figure):
-            shown = figure.show(1000.0, "ms") if "ms" in name else figure.show(1.0, TIMES, 2)
+            shown = figure.show(1000.0, "ms") if name.endswith("(ms)") else figure.show(1.0, TIMES, 2)
         else:
             shown = f"{figure:.0f} MB"
         lines.append(f"| {name} | {limit:g} | {shown} | {verdict} |")
+    lines += own_cpu_report(fig, raw)
     lines += [
         "",
         "## Latency (ms): gateway overhead over the bare SDK, and each side",
@@ -674,6 +952,47 @@ def report(raw: dict[str, Any], fig: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def own_cpu_report(fig: dict[str, Any], raw: dict[str, Any]) -> list[str]:
+    """The three-part breakdown of server CPU per unary call, and the gateway of the base beside."""
+    labels = {
+        "gateway": "defaults (limits and tracing off)",
+        "gateway_features": "limits file (in process) + tracing on, sampled out",
+    }
+    lines = [
+        "",
+        "## The gateway's own CPU per unary call (c=8)",
+        "",
+        "Server CPU per call, minus the floor's (the gRPC hop and protobuf), minus the SDK's request path "
+        "(the load generator's own CPU per call made straight at the emulator with the SDK: the call the "
+        "adapter makes), all in the same rounds; what is left is the gateway's own work.",
+        "",
+        "| gateway | server CPU | minus floor | minus SDK request path | = gateway's own |",
+        "|---|---|---|---|---|",
+    ]
+    for config, parts in fig["own_cpu"].items():
+        label = labels.get(config, f"{config} API, model {raw['plan']['apis'].get(config, '')}")
+        cells = [parts[k].show() for k in ("server", "floor", "sdk", "own")]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    if "base" in fig:
+        base = fig["base"]
+        plan = raw["plan"]
+        lines += [
+            "",
+            f"## Beside the gateway of {plan['base']} (model {plan['base_model']}), in the same rounds",
+            "",
+            "| | base | today | today minus base (per round) |",
+            "|---|---|---|---|",
+            f"| unary overhead p50, c=1 (ms) | {base['unary_overhead_p50_base'].show()} | "
+            f"{base['unary_overhead_p50_gateway'].show()} | {base['unary_overhead_p50_minus_base'].show()} |",
+            f"| TTFT overhead p50, c=1 (ms) | {base['ttft_overhead_p50_base'].show()} | "
+            f"{base['ttft_overhead_p50_gateway'].show()} | {base['ttft_overhead_p50_minus_base'].show()} |",
+            f"| server CPU per unary call, c=8 (ms) | {base['cpu_per_unary_call_c8_base'].show()} | "
+            f"{fig['cpu']['gateway']['unary_c8_per_call'].show()} | "
+            f"{base['cpu_per_unary_call_c8_gateway_over_base'].show(1.0, TIMES, 2)} (today / base) |",
+        ]
+    return lines
+
+
 def to_json(raw: dict[str, Any], fig: dict[str, Any]) -> dict[str, Any]:
     def convert(value: Any) -> Any:
         if isinstance(value, stats.Figure):
@@ -693,6 +1012,13 @@ def to_json(raw: dict[str, Any], fig: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _has_commit(ref: str) -> bool:
+    found = subprocess.run(
+        ["git", "rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}"], capture_output=True, check=False
+    )
+    return found.returncode == 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     parser.add_argument("--rounds", type=int, default=5)
@@ -703,8 +1029,39 @@ def main() -> None:
     parser.add_argument(
         "--no-variants", action="store_true", help="skip the asyncio-loop and 2-worker gateways"
     )
+    parser.add_argument(
+        "--no-features", action="store_true", help="skip the gateway with limits and tracing on"
+    )
+    parser.add_argument(
+        "--base",
+        default=BASE_REF,
+        help=f"git ref of the gateway run beside for the latency targets (default {BASE_REF}; '' for none)",
+    )
+    parser.add_argument(
+        "--api",
+        action="append",
+        default=[],
+        metavar="NAME=MODEL",
+        help="also measure wire API NAME (tests/bench/load.py APIS) through MODEL, e.g. responses=gpt-5.5",
+    )
     args = parser.parse_args()
-    the_plan = plan(args.scale, args.rounds, args.streams, variants=not args.no_variants)
+    if args.base and not _has_commit(args.base):
+        print(
+            f"base {args.base!r} is not a commit of this clone (a shallow one?): the gateway of the base is "
+            "not run and the targets against it are not judged; fetch it, or pass --base ''",
+            file=sys.stderr,
+        )
+        args.base = ""
+    apis = dict(APIS) | dict(item.split("=", 1) for item in args.api)
+    the_plan = plan(
+        args.scale,
+        args.rounds,
+        args.streams,
+        variants=not args.no_variants,
+        features=not args.no_features,
+        base=args.base or None,
+        apis=apis,
+    )
     with (
         tempfile.TemporaryDirectory() as workdir,
         asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,

@@ -12,7 +12,8 @@ FIGURE_KEYS = {"value", "ci95", "rounds", "noise"}
 
 
 def test_bench_harness_writes_every_figure(tmp_path: Path) -> None:
-    tiny = ("--rounds", "2", "--scale", "0.01", "--streams", "20", "--no-variants")
+    # The base is HEAD here: any clone has it (be8ffa1, the default, needs the full history).
+    tiny = ("--rounds", "2", "--scale", "0.01", "--streams", "20", "--no-variants", "--base", "HEAD")
     subprocess.run(
         [sys.executable, "-m", "tests.bench.run", *tiny, "--out", str(tmp_path)],
         check=True,
@@ -31,15 +32,24 @@ def test_bench_harness_writes_every_figure(tmp_path: Path) -> None:
     for side in ("floor", "gateway"):
         assert figures["cpu"][side]["unary_c8_per_call"].keys() == FIGURE_KEYS
         assert figures["cpu"][side]["per_streamed_token"].keys() == FIGURE_KEYS
-    assert set(figures["throughput"]) == {"sdk", "floor", "gateway"}
+    assert set(figures["throughput"]) == {"sdk", "floor", "gateway", "gateway_features", "base"}
     assert figures["ratios"]["cpu_per_unary_call_c8"].keys() == FIGURE_KEYS
+    # The three-part breakdown of a unary call's CPU, for the defaults and with limits and tracing on.
+    for config in ("gateway", "gateway_features"):
+        assert figures["own_cpu"][config].keys() == {"server", "floor", "sdk", "own"}
+        assert figures["own_cpu"][config]["own"].keys() == FIGURE_KEYS
+    assert figures["base"]["unary_overhead_p50_minus_base"].keys() == FIGURE_KEYS
+    assert figures["base"]["ttft_overhead_p50_minus_base"].keys() == FIGURE_KEYS
     assert [t["target"] for t in data["targets"]] == [
-        "unary overhead p50 at c=1 (ms)",
-        "TTFT overhead p50 at c=1 (ms)",
+        "gateway's own CPU per unary call (ms)",
+        "gateway's own CPU per unary call, limits + tracing sampled out (ms)",
         "server CPU per unary call, gateway / floor",
         "server CPU per streamed token, gateway / floor",
-        "RSS at 5000 concurrent streams (MB)",
+        "unary overhead p50 at c=1, gateway minus base (ms)",
+        "TTFT overhead p50 at c=1, gateway minus base (ms)",
+        "5000 concurrent streams: 0 errors, peak RSS (MB)",
     ]
+    assert all(t["verdict"] for t in data["targets"])
     assert data["many_streams"]["completed"] + data["many_streams"]["errors"] == 20
     assert data["errors"] == dict.fromkeys(figures["throughput"], 0)
     assert (tmp_path / report.name.replace(".json", ".png")).stat().st_size > 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import grpc
 import pytest
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
@@ -32,14 +33,30 @@ async def test_a2a_context_reaches_the_provider_as_headers(
     assert headers["x-session-id"] == "session-9"
 
 
-async def test_trace_id_is_returned_in_body_and_initial_metadata(
+async def test_trace_id_is_returned_in_body_and_trailing_metadata(
     stub: llm_pb2_grpc.LLMServiceAsyncStub,
 ) -> None:
     call = stub.Complete(llm_pb2.CompleteRequest(messages=user("hi")), metadata=A2A, timeout=10)
     response = await call
 
     assert response.trace_id == "trace-123"
-    assert ("a2a-trace-id", "trace-123") in tuple(await call.initial_metadata())
+    # A unary call's trace id rides the trailers (sent with the response in grpc's one final batch), not
+    # an initial-metadata batch of its own (docs/api.md).
+    assert ("a2a-trace-id", "trace-123") in tuple(await call.trailing_metadata())
+    assert "a2a-trace-id" not in dict(await call.initial_metadata())
+
+
+async def test_a_refused_unary_call_carries_the_trace_id_in_its_trailers(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub,
+) -> None:
+    call = stub.Complete(llm_pb2.CompleteRequest(model="no-such-model", messages=user("hi")), metadata=A2A)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await call
+
+    trailers: dict[str, object] = dict(caught.value.trailing_metadata() or ())  # type: ignore[arg-type]
+    assert caught.value.code() is grpc.StatusCode.PERMISSION_DENIED
+    assert trailers["a2a-trace-id"] == "trace-123"
+    assert "grpc-status-details-bin" in trailers
 
 
 async def test_stream_done_and_initial_metadata_carry_the_trace_id(
