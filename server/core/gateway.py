@@ -194,13 +194,15 @@ class Gateway:
             await self._unserved(ticket, spend)
             raise
         completion, call = opened.result, opened.call
-        if opened.lease is not None and self.capacity is not None:
-            await self.capacity.settle(opened.lease, completion.usage)
         cost = self.catalogue.get(call.model).cost(completion.usage)
-        if ticket is not None:  # None: no caller limits (the default), nothing to settle
-            await self._limiter.settle(
-                ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
-            )
+        try:
+            if ticket is not None:  # None: no caller limits (the default), nothing to settle
+                await self._limiter.settle(
+                    ticket, completion.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
+                )
+        finally:  # the deployment's capacity too, even when the caller's settlement failed
+            if opened.lease is not None and self.capacity is not None:
+                await self.capacity.settle(opened.lease, completion.usage)
         call.succeed(
             completion.usage,
             cost,
@@ -262,17 +264,17 @@ class Gateway:
                     streamed += _streamed_bytes(event, text)
                     await relay.to_caller(send(event))
                     event = await relay.from_provider(anext(events), opened.provider)
-                if opened.lease is not None and self.capacity is not None:
-                    await self.capacity.settle(opened.lease, event.usage)
                 cost = self.catalogue.get(call.model).cost(event.usage)
-                structured = await self.checker.check(
-                    "".join(text), candidates[0][0].response_format, event.finish_reason
-                )
                 # Settled before `done` is sent: a caller that has its `done` finds its limits freed.
                 if ticket is not None:
                     await self._limiter.settle(
                         ticket, event.usage.total_tokens, micro_usd(cost), self._scopes(call.model)
                     )
+                if opened.lease is not None and self.capacity is not None:
+                    await self.capacity.settle(opened.lease, event.usage)
+                structured = await self.checker.check(
+                    "".join(text), candidates[0][0].response_format, event.finish_reason
+                )
                 await relay.to_caller(
                     send(
                         StreamSummary(
@@ -371,14 +373,16 @@ class Gateway:
         queue), send there; a 429 or an unavailable deployment cools it down (a 429) and the call moves to
         another deployment (each move reserves again: every request sent is counted), within the deadline
         and at most LLM_MAX_RETRIES times."""
-        assert self.capacity is not None
+        capacity = self.capacity
+        if capacity is None:  # pragma: no cover - _open calls this only for a governed model
+            raise RuntimeError("no capacity for a governed model")
         info = self.catalogue.get(request.model)
         output = request.max_tokens if request.max_tokens is not None else self._default_max_tokens
         need = Need(min(_prompt_bound(request), info.context_window), output)
         spent_on_providers = 0.0
         moves = 0
         while True:
-            lease = await self.capacity.acquire(request.model, need, caller, deadline)
+            lease = await capacity.acquire(request.model, need, caller, deadline)
             provider = self._providers[lease.provider]
             call = self._observer.provider_call(method, request.model, provider.name, started)
             call.waited_on_provider(spent_on_providers)
@@ -400,13 +404,17 @@ class Gateway:
                     ),
                     retry=_NO_RETRIES,
                 )
+                # Served from here on: whatever happens next, the provider bills it (a cancellation
+                # while learning must not refund the caller's budget).
+                sent.maybe_billed = True
+                await capacity.learn(lease, [x for x in learned if isinstance(x, Learned)])
             except BaseException as error:
                 await slot.aclose()
                 answered = isinstance(error, ProviderError) and error.status_code is not None
                 spend.maybe_billed = spend.maybe_billed or sent.maybe_billed
-                await self.capacity.release(lease, sent=answered or sent.maybe_billed)
+                await capacity.release(lease, sent=answered or sent.maybe_billed)
                 if isinstance(error, ProviderRateLimited):
-                    await self.capacity.rate_limited(lease, error.retry_after)
+                    await capacity.rate_limited(lease, error.retry_after)
                 self._annotate(error, request.model)
                 call.fail(error)
                 spent_on_providers = call.provider_s
@@ -421,7 +429,6 @@ class Gateway:
                         raise
                     await asyncio.sleep(delay)
                 continue
-            await self.capacity.learn(lease, [x for x in learned if isinstance(x, Learned)])
             return _Opened(call, provider.name, result, slot, lease)
 
     def _annotate(self, error: BaseException, model: str) -> None:

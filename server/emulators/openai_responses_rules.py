@@ -41,6 +41,8 @@ ROLES = {"user", "assistant", "system", "developer"}
 PART_TYPES = {"input_text", "input_image", "input_file", "output_text", "refusal"}
 IMAGE_DETAILS = {"auto", "low", "high", "original"}
 EFFORTS = ("none", "minimal", "low", "medium", "high", "xhigh", "max")
+NO_NONE_EFFORT = "gpt-5-"
+"""With `gpt-5` itself: the GPT-5 models without effort `none` (snapshots, mini, nano; the rule below)."""
 SUMMARIES = ("auto", "concise", "detailed")
 INCLUDABLE = frozenset(
     {
@@ -142,6 +144,20 @@ def _reasoning_problem(body: dict[str, Any], reasoning_model: bool) -> Problem |
             f"Invalid value: '{effort}'. Supported values are: {supported}.",
             "reasoning.effort",
             "invalid_value",
+        )
+    model = str(body.get("model", ""))
+    if effort == "none" and (model == "gpt-5" or model.startswith(NO_NONE_EFFORT)):
+        # The GPT-5 models before 5.1 cannot turn reasoning off: "All models before gpt-5.1 default to
+        # medium reasoning effort, and do not support none" (the SDKs' ReasoningEffort docs, e.g.
+        # openai/openai-ruby lib/openai/models/reasoning_effort.rb); gpt-5/-mini/-nano take minimal, low,
+        # medium, high (developers.openai.com GPT-5 model page, as quoted in QwenLM/qwen-code#11295). The
+        # body's wording is the real one for a model without `none` (openai/codex#6647).
+        return (
+            400,
+            f"Unsupported value: 'none' is not supported with the '{model}' model. Supported values are: "
+            "'minimal', 'low', 'medium', and 'high'.",
+            "reasoning.effort",
+            "unsupported_value",
         )
     if summary is not None and summary not in SUMMARIES:
         supported = ", ".join(f"'{s}'" for s in SUMMARIES)

@@ -219,8 +219,22 @@ def finish(response: Mapping[str, Any], has_calls: bool, provider: str = KIND) -
         reason = (response.get("incomplete_details") or {}).get("reason")
         return finish_reason(provider, reason if isinstance(reason, str) else "", INCOMPLETE_REASONS)
     if status == "completed":
+        if refused(response):
+            return FinishReason.CONTENT_FILTER
         return FinishReason.TOOL_CALLS if has_calls else FinishReason.STOP
     return finish_reason(provider, status if isinstance(status, str) else "", {})
+
+
+def refused(response: Mapping[str, Any]) -> bool:
+    """Whether the model declined: a `refusal` content part in a message output item
+    (openai/types/responses/response_output_refusal.py), which the contract reports as CONTENT_FILTER, as
+    Anthropic's `refusal` stop reason is, rather than as an ordinary answer."""
+    return any(
+        isinstance(part, Mapping) and part.get("type") == "refusal"
+        for item in response.get("output") or ()
+        if isinstance(item, Mapping) and item.get("type") == "message"
+        for part in item.get("content") or ()
+    )
 
 
 def reasoning_part(item: Mapping[str, Any]) -> ReasoningPart:

@@ -141,6 +141,12 @@ def effort(reasoning: ReasoningConfig) -> str:
     if reasoning.effort is not None:
         return reasoning.effort.value
     budget = reasoning.budget_tokens or 0
+    if reasoning.budget_tokens == 0:
+        # No thinking asked for: `none` (gpt-5.1 and later; "gpt-5.1 defaults to none, which does not
+        # perform reasoning", openai/openai-ruby lib/openai/models/reasoning_effort.rb). Models that
+        # cannot stop thinking (gpt-5, gpt-5-mini) have `thinking_off = false` in the catalogue and are
+        # refused before any call, never sent `low` in its place.
+        return "none"
     return next((effort for bound, effort in BUDGET_EFFORTS if budget < bound), ReasoningEffort.HIGH.value)
 
 

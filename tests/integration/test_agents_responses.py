@@ -274,3 +274,34 @@ async def test_a_tool_conversation_started_on_openai_continues_on_anthropic_with
     assert not [b for b in blocks if b["type"] in ("thinking", "redacted_thinking")]
     assert [b["id"] for b in blocks if b["type"] == "tool_use"] == [tool_call.id]
     assert text == "emulator reply: tool get_weather returned sunny"
+
+
+@both
+async def test_no_thinking_asks_openai_for_effort_none_never_low(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators, streamed: bool
+) -> None:
+    no_thinking = llm_pb2.Reasoning(budget_tokens=0)
+
+    await call(stub, streamed, "gpt-5.4-mini", user("hi"), tools=[WEATHER], reasoning=no_thinking)
+
+    [sent] = emulators.completions("openai")
+    assert sent.body["reasoning"]["effort"] == "none"
+
+
+async def test_no_thinking_on_a_gpt_5_model_that_cannot_stop_reasoning_is_refused_before_any_call(
+    start_gateway: Callable[..., Any], emulators: Emulators
+) -> None:
+    app: App = await start_gateway(allowed_models="gpt-5-mini,gpt-5.4-mini")
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{app.port}") as channel:
+        stub = llm_pb2_grpc.LLMServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stub.Complete(
+                llm_pb2.CompleteRequest(
+                    model="gpt-5-mini", messages=user("hi"), reasoning=llm_pb2.Reasoning(budget_tokens=0)
+                ),
+                timeout=10,
+            )
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "thinking_off" in (refused.value.details() or "")
+    assert emulators.completions("openai") == []
