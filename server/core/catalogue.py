@@ -26,6 +26,12 @@ class WireApi(enum.StrEnum):
     RESPONSES = "responses"
 
 
+RESPONSES_MIN_OUTPUT_TOKENS = 16
+"""The Responses API refuses a smaller `max_output_tokens`: "Invalid 'max_output_tokens': integer below
+minimum value. Expected a value >= 16, but got 1 instead." (vectorize-io/hindsight#58,
+earendil-works/pi#6265); the gateway refuses it first, before anything is reserved or sent."""
+
+
 class Complexity(enum.StrEnum):
     SIMPLE = "simple"
     MODERATE = "moderate"
@@ -80,6 +86,11 @@ class ModelInfo:
     """The wire API of an OpenAI-kind model (`responses` or `chat_completions`); other kinds have one."""
     long_prompt: LongPromptTier | None = None
     """Dearer prices for a call whose prompt passes a threshold, where the provider has them."""
+
+    @property
+    def min_output_tokens(self) -> int:
+        """The smallest max_tokens the model's API takes."""
+        return RESPONSES_MIN_OUTPUT_TOKENS if self.api is WireApi.RESPONSES else 1
 
     @property
     def deprecated(self) -> bool:

@@ -444,9 +444,10 @@ class Gateway:
             if ctx.models is not None and model not in ctx.models:
                 continue  # never fail over to a model the caller's roles do not allow
             info = self.catalogue.get(model)
-            if (draft.max_tokens is not None and draft.max_tokens > info.max_output_tokens) or unsupported(
-                draft, info
-            ):
+            if (
+                draft.max_tokens is not None
+                and not info.min_output_tokens <= draft.max_tokens <= info.max_output_tokens
+            ) or unsupported(draft, info):
                 continue  # a fallback that would refuse the request is no fallback
             if (name := self._serving(info)) in self._providers:  # the catalogue is the truth
                 candidates.append((to_request(draft, info), self._providers[name]))
@@ -459,6 +460,15 @@ class Gateway:
         if draft.max_tokens is not None and draft.max_tokens > info.max_output_tokens:
             raise InvalidRequest(
                 [FieldViolation("max_tokens", f"{model} produces at most {info.max_output_tokens} tokens")]
+            )
+        if draft.max_tokens is not None and draft.max_tokens < info.min_output_tokens:
+            raise InvalidRequest(
+                [
+                    FieldViolation(
+                        "max_tokens",
+                        f"{model} takes max_tokens of at least {info.min_output_tokens} (its API's minimum)",
+                    )
+                ]
             )
         if problems := unsupported(draft, info):
             raise UnsupportedByModel(model, problems)

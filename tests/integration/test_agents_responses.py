@@ -305,3 +305,16 @@ async def test_no_thinking_on_a_gpt_5_model_that_cannot_stop_reasoning_is_refuse
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "thinking_off" in (refused.value.details() or "")
     assert emulators.completions("openai") == []
+
+
+async def test_max_tokens_below_the_responses_api_minimum_is_refused_before_any_call(
+    stub: llm_pb2_grpc.LLMServiceAsyncStub, emulators: Emulators
+) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await stub.Complete(
+            llm_pb2.CompleteRequest(model="gpt-5.4-mini", messages=user("hi"), max_tokens=15), timeout=10
+        )
+
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "at least 16" in (refused.value.details() or "")
+    assert emulators.completions("openai") == []

@@ -72,6 +72,15 @@ async def _complete(
         return reply
 
 
+def _last_user_text(body: dict[str, Any]) -> str:
+    """The last message's text of a request body, on either OpenAI wire API (Chat Completions
+    `messages`, the Responses API's `input`; content a string or a list of text parts)."""
+    content = (body.get("messages") or body["input"])[-1]["content"]
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content)
+
+
 async def _refused(app: App, **kwargs: Any) -> grpc.aio.AioRpcError:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await _complete(app, **kwargs)
@@ -218,7 +227,7 @@ async def test_the_queue_serves_callers_round_robin_and_caps_each_caller(
     light = [asyncio.create_task(call("light", f"l{i}")) for i in range(2)]
     await asyncio.gather(*heavy, *light)
 
-    order = [r.body["messages"][-1]["content"].split()[0] for r in emulators.completions("openai")]
+    order = [_last_user_text(r.body).split()[0] for r in emulators.completions("openai")]
     assert over_cap.reason == "UPSTREAM_CAPACITY"
     assert len(order) == 10
     # FIFO alone would serve the light caller last (9th, 10th); the queue serves first the caller served

@@ -289,6 +289,7 @@ def test_openai_itself_beside_an_azure_resource_is_two_instances_as_docs_provide
         "OPENAI_DIRECT_KEY": "sk-direct",
         "AZURE_OPENAI_ENDPOINT": "https://my-resource.openai.azure.com",
         "AZURE_OPENAI_API_KEY": "azure-key",
+        "OPENAI_API_VERSION": "2025-04-01-preview",  # as the doc's Azure lines say (Responses API)
         "LLM_PROVIDERS": f"[{' '.join(entry.split())}]",
         "LLM_CATALOGUE_PATH": str(_local_model_catalogue(tmp_path, "openai-direct")),
         "ALLOWED_MODELS": f"{MODELS['openai']},local-llama",

@@ -378,7 +378,7 @@ def test_cli_numbers_are_fixed_decimals_that_parse_back() -> None:
 
 async def test_replies_print_readably_and_stay_protobuf_messages(target: str) -> None:
     async with AsyncLLMClient(target) as client:
-        reply = await client.complete("a b c", model=MODELS["openai"], max_tokens=2)
+        reply = await client.complete("a b c", model=SAMPLING_MODELS["openai"], max_tokens=2)
         stream = client.stream("hi", model=MODELS["anthropic"])
         async for _ in stream:
             pass
@@ -388,7 +388,7 @@ async def test_replies_print_readably_and_stay_protobuf_messages(target: str) ->
     assert int(FinishReason(reply.finish_reason)) == llm_pb2.FINISH_REASON_LENGTH
     assert str(reply.usage) == "prompt=3 completion=2 total=5 tokens"
     assert str(reply).startswith(
-        f"LENGTH from openai/{MODELS['openai']}: prompt=3 completion=2 total=5 tokens, $"
+        f"LENGTH from openai/{SAMPLING_MODELS['openai']}: prompt=3 completion=2 total=5 tokens, $"
     )
     assert str(stream.done).startswith(f"STOP from anthropic/{MODELS['anthropic']}: ")
     assert isinstance(reply, llm_pb2.CompleteResponse)  # the same message: fields, repr, bytes unchanged
