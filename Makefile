@@ -71,7 +71,7 @@ typecheck: $(STAMP)
 ## processes included, and fail under the floor ([tool.coverage.*] in pyproject.toml).
 test: proto-check buf-lint lint typecheck system-deps node-deps go-deps
 	@rm -f .coverage .coverage.*
-	$(BIN)/pytest -q --cov --cov-report=term-missing:skip-covered
+	$(BIN)/pytest -q -n 2 --cov --cov-report=term-missing:skip-covered
 	PYTHON=$(abspath $(PY)) clients/go/build.sh
 	cd clients/node && node --test test/
 
