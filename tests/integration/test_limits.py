@@ -465,6 +465,9 @@ async def replicas(
 
     async def start(policy: dict[str, Any], clock: Callable[[], float], **settings: Any) -> list[App]:
         path = _policy(tmp_path, policy)
+        # A generous Redis timeout: under a loaded machine (two test workers, 200 concurrent calls in one
+        # process) the default 0.25 s can pass and a call fails closed, which is not what these test.
+        settings.setdefault("llm_redis_timeout", 5.0)
         return [
             await start_gateway(clock=clock, llm_limits_file=path, llm_redis_url=redis_server.url, **settings)
             for _ in range(3)
