@@ -22,8 +22,9 @@ from openai import AsyncOpenAI, AsyncStream, DefaultAioHttpClient
 
 from llm_grpc.v1 import llm_pb2, llm_pb2_grpc
 
-MODEL = "gpt-5.4-mini"
-"""The Chat Completions model every scenario calls unless it names another API."""
+MODEL = "gpt-4.1-mini"
+"""The Chat Completions model every scenario calls unless it names another API (OpenAI's GPT-5.x are on
+the Responses API in the gateway: run.py APIS measures that path through its own model)."""
 CHANNELS = 4
 """gRPC connections per target, calls spread round-robin: with `--workers N` the kernel spreads
 connections, not calls, over the workers."""

@@ -80,14 +80,13 @@ BASE_MODEL = "gpt-4.1-mini"
 gpt-5.4-mini): a Chat Completions model in both catalogues; the emulator's reply is the prompt's,
 whatever the model."""
 
-APIS = {"chat_completions": load.MODEL}
+RESPONSES_MODEL = "gpt-5.4-mini"
+"""A model the gateway serves on OpenAI's Responses API (its catalogue entry's `api`)."""
+APIS = {"chat_completions": load.MODEL, "responses": RESPONSES_MODEL}
 """Wire API → the model the scenarios call through it (tests/bench/load.py APIS says how the SDK side
 calls each). Chat Completions is the main one; every other API here gets its own unary and stream
 scenarios on the SDK and gateway sides, and its own own-CPU and per-token verdicts. `--api NAME=MODEL`
-adds one for a run. The Responses API (issue #19), once a catalogue model has `api = "responses"` and
-the emulator serves /v1/responses, is one line:
-    APIS["responses"] = "<that model>"
-"""
+adds one for a run."""
 
 
 @dataclass(frozen=True)
@@ -284,6 +283,10 @@ def gateway_env(urls: dict[str, str], streams: int) -> dict[str, str]:
         **urls,
         "LLM_ALLOW_PLAINTEXT": "true",
         "LLM_AUTH_DISABLED": "true",
+        # The Chat Completions model, in every gateway's catalogue since be8ffa1 (the base side's too);
+        # the gateways of this tree also allow every measured API's model (run()).
+        "ALLOWED_MODELS": load.MODEL,
+        "LLM_DEFAULT_MODEL": load.MODEL,
         "LLM_MAX_IN_FLIGHT": capacity,
         "LLM_MAX_IN_FLIGHT_PER_CALLER": capacity,
         "LLM_MAX_CONNECTIONS": capacity,
@@ -550,6 +553,9 @@ async def run(the_plan: Plan, workdir: Path) -> dict[str, Any]:
             for name, options in gateways.items():
                 port = ports.enter_context(reserved_port())
                 extra_env = options.pop("env", {})
+                if name != "base":  # this tree's gateways allow every measured API's model
+                    allowed = ",".join(dict.fromkeys(the_plan.apis.values()))
+                    extra_env = extra_env | {"ALLOWED_MODELS": allowed}
                 server_of[name], addresses[name] = start_gateway(name, env | extra_env, port, log, **options)
                 servers.append(server_of[name])
             for name, address in addresses.items():

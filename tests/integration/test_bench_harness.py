@@ -47,6 +47,8 @@ def test_bench_harness_writes_every_figure(tmp_path: Path) -> None:
         "server CPU per streamed token, gateway / floor",
         "unary overhead p50 at c=1, gateway minus base (ms)",
         "TTFT overhead p50 at c=1, gateway minus base (ms)",
+        "responses: gateway's own CPU per unary call (ms)",
+        "responses: server CPU per streamed token, gateway / floor",
         "5000 concurrent streams: 0 errors, peak RSS (MB)",
     ]
     assert all(t["verdict"] for t in data["targets"])
