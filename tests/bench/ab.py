@@ -23,7 +23,6 @@ import asyncio
 import contextlib
 import subprocess
 import sys
-import tarfile
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,33 +36,16 @@ from tests.bench.run import (
     PYTHON,
     SHORT,
     Server,
+    export_tree,
     feature_env,
     gateway_env,
+    model_of,
     reserved_port,
     start_emulators,
     wait_serving,
 )
 
-BASE_MODEL = "gpt-4.1-mini"
-"""The model an older gateway is called with when its catalogue lacks MODEL (be8ffa1's has no
-gpt-5.4-mini): a Chat Completions model both catalogues list; the emulator answers both alike (its
-reply is the prompt's, whatever the model)."""
 TTFT_DELAY_MS = 1.0
-
-
-def _export(ref: str, into: Path) -> None:
-    archive = into / "ref.tar"
-    with archive.open("wb") as out:
-        subprocess.run(["git", "archive", ref, "server", "llm_grpc"], stdout=out, check=True)
-    with tarfile.open(archive) as tar:
-        tar.extractall(into, filter="data")
-
-
-def _model_of(ref: str) -> str:
-    catalogue = subprocess.run(
-        ["git", "show", f"{ref}:server/catalogue.toml"], capture_output=True, text=True, check=False
-    ).stdout
-    return MODEL if f'[models."{MODEL}"]' in catalogue else BASE_MODEL
 
 
 def _start(cwd: Path, env: dict[str, str], port: int, log: Path) -> Server:
@@ -93,9 +75,9 @@ async def _ab(args: argparse.Namespace, workdir: Path) -> None:
         a_dir, b_dir, a_model = Path.cwd(), Path.cwd(), MODEL
         label = f"A = work tree, B = work tree with {' + '.join(args.feature)}"
     else:
-        a_dir, b_dir, a_model = workdir / "a", Path.cwd(), _model_of(args.base)
+        a_dir, b_dir, a_model = workdir / "a", Path.cwd(), model_of(args.base)
         a_dir.mkdir()
-        _export(args.base, a_dir)
+        export_tree(args.base, a_dir)
         label = f"A = {args.base} (model {a_model}), B = work tree (model {MODEL})"
     sdk_models = {a_model, MODEL}
     try:
@@ -134,7 +116,7 @@ async def _rounds(
             await load.run(target.stream(text) if stream else target.unary(text), concurrency=8, calls=200)
     cpu: dict[tuple[str, str], list[float]] = {}
     latency: dict[str, list[load.Sample]] = {}
-    model_of = {"A": a_model, "B": MODEL}
+    model_for = {"A": a_model, "B": MODEL}
     for index in range(args.rounds):
         for side in ("A", "B") if index % 2 == 0 else ("B", "A"):
             target = targets[side]
@@ -147,7 +129,7 @@ async def _rounds(
                     raise SystemExit(f"side {side}: {sample.errors} errors {sample.error_kinds}")
                 cpu.setdefault((side, kind), []).append(spent / sample.calls)
             # The SDK straight at the emulator with the side's model, measured right after the side.
-            for who, direct in ((side, target), (f"sdk:{side}", sdk[model_of[side]])):
+            for who, direct in ((side, target), (f"sdk:{side}", sdk[model_for[side]])):
                 latency.setdefault(who, []).append(await _latency(direct, args.latency_calls))
         print(f"round {index + 1}/{args.rounds} done", file=sys.stderr, flush=True)
     print(
