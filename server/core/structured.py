@@ -17,8 +17,6 @@ A schema is the caller's, so everything it can make the gateway do is bounded (d
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import ctypes
 import functools
 import json
 import threading
@@ -239,7 +237,7 @@ class _OverBudget(Exception):
 
 
 class _Stopped(BaseException):
-    """Raised inside a check's thread from outside (the last resort when a check outlives its wait)."""
+    """A check told to stop before it began (its wait was over while it queued)."""
 
 
 @dataclass(slots=True)
@@ -418,7 +416,7 @@ class OutputChecker:
     """Runs `check_output` on a small pool of threads so the event loop keeps answering (the validator
     is pure Python; it gives the GIL up at least every `sys.getswitchinterval()`), each check within its
     CPU and step budget. A call waits at most `wait_seconds` (queueing included); a check still running
-    then is told to stop, and as a last resort has an exception raised in its thread."""
+    then is told to stop, which its budget sees at its next counted step."""
 
     def __init__(
         self,
@@ -454,18 +452,15 @@ class OutputChecker:
         self, job: _Job, text: str, response_format: ResponseFormat, finish_reason: FinishReason
     ) -> StructuredOutput | None:
         try:
-            try:
-                job.begin()
-                return check_output(
-                    text,
-                    response_format,
-                    finish_reason,
-                    cpu_seconds=self._cpu_seconds,
-                    steps=self._steps,
-                    stop=job.stop,
-                )
-            finally:
-                job.end()
+            job.begin()
+            return check_output(
+                text,
+                response_format,
+                finish_reason,
+                cpu_seconds=self._cpu_seconds,
+                steps=self._steps,
+                stop=job.stop,
+            )
         except _Stopped:
             return _unchecked(Unchecked.TIMEOUT, "checking was stopped")
 
@@ -476,30 +471,16 @@ class OutputChecker:
 @dataclass(slots=True)
 class _Job:
     stop: threading.Event
-    thread: int | None = None
-    finished: bool = False
-    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def begin(self) -> None:
-        with self.lock:
-            self.thread = threading.get_ident()
         if self.stop.is_set():
             raise _Stopped
 
-    def end(self) -> None:
-        with self.lock:
-            self.finished = True
-
     def abandon(self) -> None:
-        """Stop the check: its budget sees the flag at its next step; if it is somewhere no step is
-        counted, an exception is raised in its thread (under the lock: never once it has finished)."""
+        """Stop the check: its budget sees the flag at its next counted step. (No exception is injected
+        into the worker thread: PyThreadState_SetAsyncExc once left the event loop spinning in this
+        method, the very freeze the budget exists to prevent.)"""
         self.stop.set()
-        with self.lock:
-            if self.thread is not None and not self.finished:
-                with contextlib.suppress(Exception):
-                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
-                        ctypes.c_ulong(self.thread), ctypes.py_object(_Stopped)
-                    )
 
 
 def _path(parts: Any) -> str:
